@@ -1,0 +1,59 @@
+package audit
+
+import (
+	"context"
+
+	"github.com/sirupsen/logrus"
+)
+
+// LogEmitter writes every event to the operational log, one line per event
+// with the event's fields. It keeps no durable copy: every Receipt reports
+// ErrNotDurable. It serves the demo and deployments without a spool.
+type LogEmitter struct {
+	log      logrus.FieldLogger
+	counters *Counters
+}
+
+// NewLogEmitter returns a LogEmitter writing to log and counting into
+// counters (which may be nil).
+func NewLogEmitter(log logrus.FieldLogger, counters *Counters) *LogEmitter {
+	return &LogEmitter{log: log, counters: counters}
+}
+
+// Emit logs ev.
+func (e *LogEmitter) Emit(ctx context.Context, ev Event) Receipt {
+	if e.counters != nil {
+		e.counters.Emitted(ev.Name())
+	}
+	entry := e.log.WithFields(LogFields(ev))
+	switch ev.Severity() {
+	case SeverityCritical, SeverityError:
+		entry.Error("audit event")
+	case SeverityWarn:
+		entry.Warn("audit event")
+	default:
+		entry.Info("audit event")
+	}
+	return Settled(ErrNotDurable)
+}
+
+// LogFields renders an event as logrus fields: "event", "event_id",
+// "event_severity", "worker_id" and the event's own fields.
+func LogFields(ev Event) logrus.Fields {
+	h := ev.Head()
+	f := logrus.Fields{
+		"event":          NamePrefix + ev.Name(),
+		"event_id":       h.ID,
+		"event_severity": ev.Severity().String(),
+		"worker_id":      h.WorkerID,
+	}
+	for _, fl := range ev.Fields() {
+		if fl.Key == "severity" || fl.Key == "seal" {
+			continue // already there as event_severity; the seal record repeats the other fields
+		}
+		f[fl.Key] = fl.Value
+	}
+	return f
+}
+
+var _ Emitter = (*LogEmitter)(nil)

@@ -1,0 +1,76 @@
+package sealer
+
+import "context"
+
+// Device is one GPU as the sealer needs it. The CUDA backend (sealer/cuda)
+// and the simulated GPU (sealer/simgpu) implement it.
+//
+// Implementations must be safe for concurrent use; operations on different
+// allocations never interfere. Errors wrap ErrOutOfMemory,
+// ErrAllocationMissing or ErrDeviceLost where those apply, and never contain
+// device addresses.
+type Device interface {
+	// Index is the device's index (the `gpu` label, gpu_device field).
+	Index() int
+	// MemoryInfo reports the device's total and free memory.
+	MemoryInfo(ctx context.Context) (MemoryInfo, error)
+	// Alloc allocates size bytes of device memory.
+	Alloc(ctx context.Context, size uint64) (Allocation, error)
+	// Write copies p into the allocation at off.
+	Write(ctx context.Context, a Allocation, off uint64, p []byte) error
+	// Read copies len(p) bytes of the allocation at off into p.
+	Read(ctx context.Context, a Allocation, off uint64, p []byte) error
+	// Free releases the allocation. Freeing twice is an error wrapping
+	// ErrAllocationMissing.
+	Free(ctx context.Context, a Allocation) error
+}
+
+// MemoryInfo is a device's memory as its driver reports it.
+type MemoryInfo struct {
+	Total uint64
+	Free  uint64
+}
+
+// Allocation is an opaque handle to device memory. Implementations must not
+// reveal addresses through String or GoString.
+type Allocation interface {
+	Size() uint64
+}
+
+// LeafDigester is implemented by devices that can hash a shard's leaves
+// where it lies (a CUDA kernel over VRAM), so that only the leaf digests
+// cross to the host. The result must equal HashLeaves over the same bytes.
+type LeafDigester interface {
+	LeafDigests(ctx context.Context, a Allocation, n, leafSize uint64) ([]LeafHash, error)
+}
+
+// BitFlipper is implemented by the simulated GPU only: it flips one bit of an
+// allocation, for demos and tests of tamper detection.
+type BitFlipper interface {
+	FlipBit(ctx context.Context, a Allocation, offset uint64, bit uint) error
+}
+
+// Admission decides whether a GPU may take shards (the VRAM-only policy).
+// Admit returns a non-nil error, with the reason, when it may not.
+type Admission interface {
+	Admit(ctx context.Context, gpu int) error
+}
+
+// AllocationChecker is asked about each allocation right after it is sealed
+// (the policy's check that sealed memory is device memory, not managed or
+// host memory). A non-nil error refuses the seal.
+type AllocationChecker interface {
+	CheckAllocation(ctx context.Context, dev Device, a Allocation) error
+}
+
+// VerifyMode says where verification hashes the shard.
+type VerifyMode string
+
+const (
+	// VerifyHost reads the shard back to host memory and hashes it on the
+	// CPU cores.
+	VerifyHost VerifyMode = "host"
+	// VerifyDevice hashes the leaves on the device (LeafDigester) and
+	// brings back only the leaf digests.
+	VerifyDevice VerifyMode = "gpu"
+)

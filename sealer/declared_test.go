@@ -1,0 +1,176 @@
+package sealer_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/sealer"
+	"github.com/vramseal/vramseal/sealer/simgpu"
+)
+
+func newTestSealer(t *testing.T, gpus int, mem uint64) (*sealer.Sealer, *audit.Recorder, *logrus.Logger, *test.Hook) {
+	t.Helper()
+	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: mem, Properties: simgpu.DefaultProperties})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := sealer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &audit.Recorder{}
+	log, hook := test.NewNullLogger()
+	s, err := sealer.New(sealer.Config{WorkerID: "w", Devices: simgpu.Devices(devs), Signer: signer, Emitter: rec, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, rec, log, hook
+}
+
+func writeFile(t *testing.T, path string, n int, b byte) {
+	t.Helper()
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = b + byte(i%7)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond in real time (the reconciler runs in its own goroutine).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
+	dir := t.TempDir()
+	a, b, c := filepath.Join(dir, "a.bin"), filepath.Join(dir, "b.bin"), filepath.Join(dir, "c.bin")
+	writeFile(t, a, 100_000, 1)
+	s, rec, log, hook := newTestSealer(t, 2, 64<<20)
+	clock := sealer.NewFakeClock()
+	var changes atomic.Int32
+	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log, MinBackoff: time.Second, MaxBackoff: 8 * time.Second,
+		OnChange: func() { changes.Add(1) }})
+	added, _, _ := d.Set([]sealer.DeclaredShard{{ID: "a", Path: a, GPU: 0}, {ID: "b", Path: b, GPU: 1}})
+	if len(added) != 2 {
+		t.Fatalf("added %v", added)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// "a" seals, "b" (missing file) is reported and retried with backoff.
+	clock.BlockUntil(t, 1)
+	if _, err := s.Shard("a"); err != nil {
+		t.Fatalf("declared shard a not sealed: %v", err)
+	}
+	if d.Ready() || len(d.Pending()) != 1 || d.Pending()[0] != "b" {
+		t.Fatalf("ready=%v pending=%v, want not ready with b pending", d.Ready(), d.Pending())
+	}
+	if d.LastError("b") == nil {
+		t.Error("no error kept for b")
+	}
+	retries := func() int {
+		n := 0
+		for _, e := range hook.AllEntries() {
+			if e.Level == logrus.ErrorLevel && e.Data[sealer.LogFieldShardID] == "b" {
+				n++
+			}
+		}
+		return n
+	}
+	if retries() != 1 {
+		t.Fatalf("%d error lines for b, want 1", retries())
+	}
+	// Backoff doubles: 1s, 2s, 4s, 8s, 8s (capped).
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
+		clock.Advance(wait - time.Millisecond)
+		clock.BlockUntil(t, 1)
+		if retries() != i+1 {
+			t.Fatalf("retried before the backoff of %s ended", wait)
+		}
+		clock.Advance(time.Millisecond)
+		waitFor(t, "a retry", func() bool { return retries() == i+2 })
+		clock.BlockUntil(t, 1)
+	}
+	writeFile(t, b, 50_000, 2)
+	clock.Advance(8 * time.Second)
+	waitFor(t, "b sealed", d.Ready)
+	sealedA, _ := s.Shard("a")
+
+	// Reload: a unchanged, b removed, c added.
+	writeFile(t, c, 70_000, 3)
+	rec.Reset()
+	added, removed, changed := d.Set([]sealer.DeclaredShard{{ID: "a", Path: a, GPU: 0}, {ID: "c", Path: c, GPU: 1, ModelRef: "m"}})
+	if len(added) != 1 || added[0] != "c" || len(removed) != 1 || removed[0] != "b" || len(changed) != 0 {
+		t.Fatalf("added %v removed %v changed %v", added, removed, changed)
+	}
+	waitFor(t, "c sealed and b released", func() bool {
+		_, errB := s.Shard("b")
+		_, errC := s.Shard("c")
+		return errB != nil && errC == nil && d.Ready()
+	})
+	nowA, _ := s.Shard("a")
+	if nowA.Seal != sealedA.Seal {
+		t.Error("the unchanged shard a was touched by the reload")
+	}
+	for _, ev := range rec.Events() {
+		if ev.Name() == audit.NameVRAMDeallocated && ev.(audit.VRAMDeallocated).ShardID == "a" {
+			t.Error("shard a deallocated by a reload that did not change it")
+		}
+	}
+	if len(rec.Named(audit.NameVRAMDeallocated)) != 1 || len(rec.Named(audit.NameVRAMSealed)) != 1 {
+		t.Errorf("reload events: %d deallocated, %d sealed; want 1 and 1", len(rec.Named(audit.NameVRAMDeallocated)), len(rec.Named(audit.NameVRAMSealed)))
+	}
+
+	// Changing a declaration re-seals the shard.
+	d.Set([]sealer.DeclaredShard{{ID: "a", Path: a, GPU: 1}, {ID: "c", Path: c, GPU: 1, ModelRef: "m"}})
+	waitFor(t, "a re-sealed on GPU 1", func() bool {
+		st, err := s.Shard("a")
+		return err == nil && st.Seal.GPUDevice == 1 && d.Ready()
+	})
+	if changes.Load() < 4 {
+		t.Errorf("OnChange called %d times", changes.Load())
+	}
+}
+
+func TestDeclaredShardLargerThanGPUIsRetriedNotFatal(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.bin")
+	writeFile(t, big, 2<<20, 1)
+	s, rec, log, _ := newTestSealer(t, 1, 1<<20)
+	clock := sealer.NewFakeClock()
+	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log})
+	d.Set([]sealer.DeclaredShard{{ID: "big", Path: big}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	clock.BlockUntil(t, 1)
+	if d.Ready() {
+		t.Fatal("ready with a shard that cannot fit")
+	}
+	if sealer.KindOf(d.LastError("big")) != sealer.KindInsufficientVRAM {
+		t.Errorf("error %v, want insufficient VRAM", d.LastError("big"))
+	}
+	if len(rec.Named(audit.NameVRAMAllocationFailed)) != 1 {
+		t.Errorf("%d allocation_failed events", len(rec.Named(audit.NameVRAMAllocationFailed)))
+	}
+}

@@ -11,4 +11,4 @@ type FakeClock = fakeClock
 var NewFakeClock = newFakeClock
 
 func (c *fakeClock) BlockUntil(t testing.TB, n int) { c.blockUntil(t, n) }
-func (c *fakeClock) Advance(d time.Duration)       { c.advance(d) }
+func (c *fakeClock) Advance(d time.Duration)        { c.advance(d) }

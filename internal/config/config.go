@@ -56,8 +56,8 @@ type Config struct {
 
 // Sim describes the simulated GPUs.
 type Sim struct {
-	GPUs        int    `yaml:"gpus"`
-	MemoryBytes uint64 `yaml:"memory_bytes"`
+	GPUs          int    `yaml:"gpus"`
+	MemoryBytes   uint64 `yaml:"memory_bytes"`
 	SimProperties `yaml:",inline"`
 	// PerGPU overrides properties of single GPUs; keys left out keep the
 	// values above.

@@ -29,7 +29,7 @@ func decode(file string, data []byte, out any) (map[string]int, error) {
 		if errors.Is(err, io.EOF) {
 			return map[string]int{}, nil // an empty file: all defaults
 		}
-		return nil, &Error{File: file, Line: yamlErrLine(err), Reason: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, &Error{File: file, Line: yamlErrLine(err), Reason: "not valid YAML: " + yamlErrReason(err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -64,6 +64,17 @@ func yamlErrLine(err error) int {
 		}
 	}
 	return 0
+}
+
+// yamlErrReason is a yaml.v3 error without its "yaml: line N: " prefix.
+func yamlErrReason(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if _, after, ok := strings.Cut(rest, ": "); ok {
+			return after
+		}
+	}
+	return s
 }
 
 type decoder struct {

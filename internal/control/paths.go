@@ -1,0 +1,69 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// errOutsideModelDirs marks a path the API refuses to seal.
+var errOutsideModelDirs = errors.New("not a regular file under the model directories")
+
+// ResolveModelFile resolves p (absolute) with every symlink followed and
+// returns it if it is a regular file under one of dirs (also resolved).
+// Every refusal wraps errOutsideModelDirs and says why.
+func ResolveModelFile(dirs []string, p string) (string, error) {
+	refuse := func(format string, args ...any) (string, error) {
+		return "", fmt.Errorf("%w: "+format, append([]any{errOutsideModelDirs}, args...)...)
+	}
+	if len(dirs) == 0 {
+		return refuse("no model_dirs are configured, so the API seals no files")
+	}
+	if !filepath.IsAbs(p) {
+		return refuse("%q is not an absolute path", p)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return refuse("%s: %v", p, unwrapPathErr(err))
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return refuse("%s: %v", p, unwrapPathErr(err))
+	}
+	if !st.Mode().IsRegular() {
+		what := "not a regular file"
+		if st.IsDir() {
+			what = "a directory"
+		}
+		return refuse("%s is %s", p, what)
+	}
+	for _, d := range dirs {
+		rd, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			continue
+		}
+		if within(rd, real) {
+			return real, nil
+		}
+	}
+	if real != filepath.Clean(p) {
+		return refuse("%s resolves to %s, outside %s", p, real, strings.Join(dirs, ", "))
+	}
+	return refuse("%s is outside %s", p, strings.Join(dirs, ", "))
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// within reports whether p lies inside dir (both clean and absolute).
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/control"
+)
+
+// defaultSocket is where the control API listens and the client looks.
+const defaultSocket = "/run/vramseal/agent.sock"
+
+// Shutdown bounds.
+const (
+	releaseTimeout    = 60 * time.Second
+	auditFlushTimeout = 5 * time.Second
+	webStopTimeout    = 5 * time.Second
+)
+
+type runOptions struct {
+	configFile    string
+	web           *web.FlagConfig
+	telemetryPath string
+	socket        string
+	logLevel      string
+	logFormat     string
+}
+
+func init() {
+	register(func(app *kingpin.Application) (string, action) {
+		cmd := app.Command("run", "Run the agent: seal the declared shards, re-verify every shard on schedule, serve the control API and /metrics.")
+		o := &runOptions{}
+		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default("/etc/vramseal/agent.yml").StringVar(&o.configFile)
+		o.web = kingpinflag.AddFlags(cmd, ":9477")
+		cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.telemetryPath)
+		cmd.Flag("control.socket", "Path of the control API's Unix socket.").Default(defaultSocket).StringVar(&o.socket)
+		cmd.Flag("log.level", "Only log messages with the given severity or above: debug, info, warn, error.").Default("info").EnumVar(&o.logLevel, "debug", "info", "warn", "error")
+		cmd.Flag("log.format", "Output format of log messages: logfmt or json.").Default("logfmt").EnumVar(&o.logFormat, "logfmt", "json")
+		return cmd.FullCommand(), func(ctx context.Context, c cli) int { return runAgent(ctx, o, c) }
+	})
+}
+
+// runAgent runs until ctx ends (SIGTERM, SIGINT), then shuts down
+// gracefully and returns the exit status.
+func runAgent(ctx context.Context, o *runOptions, c cli) int {
+	log, err := newLogger(c.stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "vramseal-agent run: %v\n", err)
+		return exitUsage
+	}
+	if len(o.telemetryPath) == 0 || o.telemetryPath[0] != '/' || o.telemetryPath == "/" {
+		log.Errorf("--web.telemetry-path %q: want a path starting with / other than /", o.telemetryPath)
+		return exitUsage
+	}
+	// SIGHUP reloads; registered before anything starts so an early one is
+	// not fatal.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		log.WithError(err).Error("cannot load the configuration")
+		return exitUsage
+	}
+	a, err := newAgent(cfg, log)
+	if err != nil {
+		log.WithError(err).Error("cannot start the agent")
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		return exitFailed
+	}
+	ln, err := control.Listen(o.socket, a.controlGID)
+	if err != nil {
+		log.WithError(err).Error("cannot open the control socket (set --control.socket to a writable path)")
+		return exitUsage
+	}
+	webHandler, err := newWebHandler(a, o.telemetryPath)
+	if err != nil {
+		ln.Close()
+		log.WithError(err).Error("cannot build the web handler")
+		return exitFailed
+	}
+	fields := logrus.Fields{
+		logFieldVersion: version.Info(), logFieldWorkerID: cfg.WorkerID, logFieldDevice: cfg.Device,
+		logFieldGPUs: a.sealer.GPUs(), logFieldSocket: o.socket, logFieldListen: *o.web.WebListenAddresses,
+		logFieldConfigFile: o.configFile,
+	}
+	log.WithFields(fields).Info("vramseal agent starting")
+	if a.sims != nil {
+		log.WithFields(fields).Warn("running on SIMULATED GPUs (device: sim): VRAM is host memory; for tests and demos only")
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	a.declared.Set(cfg.DeclaredShards())
+	wg.Go(func() { _ = a.declared.Run(runCtx) })
+	wg.Go(func() { _ = a.schedule.Run(runCtx) })
+	controlErr := make(chan error, 1)
+	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
+
+	srv := &http.Server{Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}
+	webErr := make(chan error, 1)
+	go func() { webErr <- web.ListenAndServe(srv, o.web, newSlog(log.WithField(logFieldComponent, "web"))) }()
+
+	code := exitOK
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: stopping the schedule, releasing every shard")
+			break loop
+		case <-hup:
+			a.reload(o.configFile)
+		case err := <-webErr:
+			log.WithError(err).Error("the web server stopped; shutting down")
+			code = exitFailed
+			webErr = nil
+			break loop
+		case err := <-controlErr:
+			if err != nil {
+				log.WithError(err).Error("the control API stopped; shutting down")
+				code = exitFailed
+			}
+			break loop
+		}
+	}
+	return a.shutdown(stop, &wg, srv, webErr, code)
+}
+
+// shutdown stops the schedule, the reconciler and the control API
+// (cancelling work in flight), releases every shard, stops the web server
+// and flushes the audit output, each bounded.
+func (a *agent) shutdown(stop context.CancelFunc, wg *sync.WaitGroup, srv *http.Server, webErr chan error, code int) int {
+	stop()
+	wg.Wait()
+	rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	n := len(a.sealer.List())
+	if err := a.sealer.ReleaseAll(rctx); err != nil {
+		a.log.WithError(err).Error("releasing shards at shutdown failed")
+		code = exitFailed
+	} else {
+		a.log.WithField(logFieldReleased, n).Info("every shard released")
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), webStopTimeout)
+	defer wcancel()
+	if err := srv.Shutdown(wctx); err != nil {
+		srv.Close()
+	}
+	if webErr != nil {
+		select {
+		case <-webErr:
+		case <-wctx.Done():
+		}
+	}
+	actx, acancel := context.WithTimeout(context.Background(), auditFlushTimeout)
+	defer acancel()
+	if err := a.audit.Close(actx); err != nil {
+		a.log.WithError(err).Error("flushing the audit output at shutdown failed")
+	}
+	a.log.WithField("exit_status", code).Info("vramseal agent stopped")
+	return code
+}

@@ -24,8 +24,8 @@ type agent struct {
 	schedule *sealer.Schedule
 	declared *sealer.Declared
 	// sims are the simulated GPUs (nil on real GPUs).
-	sims     []*simgpu.Device
-	control  *control.Server
+	sims    []*simgpu.Device
+	control *control.Server
 	// controlGID is the control socket's group (nil: none, mode 0600).
 	controlGID *uint32
 	registry   *prometheus.Registry

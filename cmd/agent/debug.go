@@ -52,7 +52,9 @@ func init() {
 		cmd.Flag("offset", "Byte offset in the shard.").Required().Uint64Var(&offset)
 		cmd.Flag("bit", "Bit of that byte to flip (0-7).").Default("0").UintVar(&bit)
 		return func() any { return control.CorruptRequest{ID: id, Offset: offset, Bit: bit} }
-	}, func(c cli) { fmt.Fprintf(c.stdout, "flipped bit %d of byte %d of %s in simulated VRAM\n", bit, offset, id) })
+	}, func(c cli) {
+		fmt.Fprintf(c.stdout, "flipped bit %d of byte %d of %s in simulated VRAM\n", bit, offset, id)
+	})
 
 	registerDebug("ecc", "Add ECC error counts to a simulated GPU.", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&eccGPU)

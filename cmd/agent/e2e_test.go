@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -435,4 +436,32 @@ func TestClientUnreachableExit4(t *testing.T) {
 	if code != exitUnreachable || !strings.Contains(errOut, "agent unreachable") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
+}
+
+// TestDemoScript runs `make run`'s script against the built binary: it must
+// finish unattended, within a minute, with exit status 0.
+func TestDemoScript(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not found")
+	}
+	bin := agentBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "../../scripts/demo.sh")
+	cmd.Env = append(os.Environ(), "BIN="+bin, "TMPDIR="+t.TempDir())
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v after %s\n%s", err, time.Since(start), out)
+	}
+	for _, want := range []string{
+		"event=vramseal.vram.sealed", "event=vramseal.seal.verified", "reason=digest_mismatch",
+		"reason=content_digest_mismatch", "event=vramseal.vram.deallocated", "is outside", "agent exited with status 0",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	t.Logf("demo ran in %s", time.Since(start).Round(time.Millisecond))
 }

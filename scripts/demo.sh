@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The vramseal demo (`make run`): runs bin/vramseal-agent on two simulated
+# GPUs with a demo configuration, a seal secret and sample shards in a
+# temporary folder, and walks through seal, list, verify, corrupt, verify and
+# release with the CLI, showing the audit events each step emits. Builds
+# nothing itself (`make run` builds first). Unattended, well under a minute.
+#
+# Environment: BIN (default bin/vramseal-agent), KEEP=1 keeps the folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-bin/vramseal-agent}
+if [[ ! -x $BIN ]]; then
+	echo "demo: $BIN is missing: run 'make run' (it builds the agent first)" >&2
+	exit 1
+fi
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+DEMO=$(mktemp -d "${TMPDIR:-/tmp}/vramseal-demo.XXXXXX")
+SOCK=$DEMO/run/agent.sock
+LOG=$DEMO/agent.log
+AGENT_PID=
+SHOWN=0
+
+if [[ -t 1 ]]; then
+	bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+else
+	bold() { printf '\n== %s\n' "$*"; }
+fi
+
+cleanup() {
+	if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
+		kill -TERM "$AGENT_PID" 2>/dev/null || true
+		wait "$AGENT_PID" 2>/dev/null || true
+	fi
+	if [[ ${KEEP:-0} == 1 ]]; then
+		echo "demo files kept in $DEMO"
+	else
+		rm -rf "$DEMO"
+	fi
+}
+trap cleanup EXIT
+
+# events prints the audit events logged since the last call, trimmed.
+events() {
+	local total
+	total=$(wc -l <"$LOG")
+	tail -n +"$((SHOWN + 1))" "$LOG" | head -n "$((total - SHOWN))" |
+		grep -E 'msg="audit event"|msg="sealing shard"|level=(warning|error)' |
+		sed -E -e 's/^time="[^"]*" //' -e 's/ (event_id|worker_id|seal_signature|content_sha256|event_severity|component)=("[^"]*"|[^ ]*)//g' \
+			-e 's/^/    /' || true
+	SHOWN=$total
+}
+
+# cli shows a command, runs it against the demo agent and its events.
+cli() {
+	local rc=0
+	printf '\n  $ vramseal-agent %s\n' "$*"
+	"$BIN" "$@" --control.socket "$SOCK" 2>&1 | sed 's/^/    /' || rc=${PIPESTATUS[0]}
+	[[ $rc == 0 ]] || printf '    (exit status %d)\n' "$rc"
+	sleep 0.2
+	events
+	return 0
+}
+
+bold "1. A demo folder with a seal secret, sample shards and a configuration: $DEMO"
+mkdir -p "$DEMO/models/llama"
+head -c 48 /dev/urandom >"$DEMO/seal.key"
+chmod 600 "$DEMO/seal.key"
+for i in 1 2; do
+	head -c 24000000 /dev/urandom >"$DEMO/models/llama/model-0000$i-of-00002.safetensors"
+done
+head -c 80000000 /dev/urandom >"$DEMO/models/extra.safetensors"
+cat >"$DEMO/agent.yml" <<YAML
+worker_id: demo-node
+device: sim                       # two simulated GPUs: never on a real node
+sim: {gpus: 2, memory_bytes: 1073741824}
+seal_secret_file: $DEMO/seal.key
+model_dirs: [$DEMO/models]
+verify: {interval: 3s, jitter: 0.1}
+audit: {spool_dir: $DEMO/audit}
+shards:
+  - {id: llama-00001, path: models/llama/model-00001-of-00002.safetensors, gpu: 0, model_ref: "demo/llama@1"}
+  - {id: llama-00002, path: models/llama/model-00002-of-00002.safetensors, gpu: 1, model_ref: "demo/llama@1"}
+YAML
+sed 's/^/    /' "$DEMO/agent.yml"
+
+bold "2. Start the agent; it seals the two declared shards"
+printf '  $ vramseal-agent run --config.file %s --control.socket %s --web.listen-address 127.0.0.1:0\n' "$DEMO/agent.yml" "$SOCK"
+"$BIN" run --config.file "$DEMO/agent.yml" --control.socket "$SOCK" --web.listen-address 127.0.0.1:0 >"$LOG" 2>&1 &
+AGENT_PID=$!
+if ! "$BIN" status --control.socket "$SOCK" --wait 20s >/dev/null; then
+	echo "demo: the agent did not become ready; its log:" >&2
+	cat "$LOG" >&2
+	exit 1
+fi
+ADDR=$(sed -nE 's/.*msg="Listening on" address="?([^" ]+)"?.*/\1/p' "$LOG" | head -n 1)
+events
+echo "    web: http://$ADDR/ (landing page), /metrics, /healthz, /readyz"
+cli status
+
+bold "3. List the sealed shards"
+cli list
+
+bold "4. Seal another file through the control API, pinning its published SHA-256"
+SHA=$("$BIN" digest "$DEMO/models/extra.safetensors" -o json | sed -nE 's/.*"content_sha256": "([0-9a-f]+)".*/\1/p')
+cli seal "$DEMO/models/extra.safetensors" --id extra --gpu 1 --sha256 "$SHA" --model-ref demo/extra@1
+
+bold "5. Refusals: a file outside model_dirs, and a file whose SHA-256 is not the pinned one"
+cli seal /etc/hostname --id outside
+cli seal "$DEMO/models/llama/model-00001-of-00002.safetensors" --id pinned --sha256 "$SHA"
+
+bold "6. Verify every shard now"
+cli verify --all
+
+bold "7. Flip one bit of llama-00001 in simulated VRAM, then verify it"
+cli debug corrupt llama-00001 --offset 5000000
+cli verify llama-00001
+
+bold "8. The schedule re-verifies on its own (every 3s here) and reports the failure again"
+sleep 3.5
+events
+cli list
+
+bold "9. Release a shard"
+cli release extra
+
+bold "10. Stop the agent (SIGTERM): the schedule stops, every shard is released, exit 0"
+kill -TERM "$AGENT_PID"
+rc=0
+wait "$AGENT_PID" || rc=$?
+AGENT_PID=
+events
+if [[ $rc != 0 ]]; then
+	echo "demo: the agent exited with status $rc; its log:" >&2
+	cat "$LOG" >&2
+	exit 1
+fi
+echo "    agent exited with status 0"
+bold "Done. Try the same commands on your own files: see README.md and docs/config.md."

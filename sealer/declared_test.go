@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,5 +173,22 @@ func TestDeclaredShardLargerThanGPUIsRetriedNotFatal(t *testing.T) {
 	}
 	if len(rec.Named(audit.NameVRAMAllocationFailed)) != 1 {
 		t.Errorf("%d allocation_failed events", len(rec.Named(audit.NameVRAMAllocationFailed)))
+	}
+}
+
+func TestDeclaredShardThatIsADirectoryIsReported(t *testing.T) {
+	dir := t.TempDir()
+	s, _, log, _ := newTestSealer(t, 1, 1<<20)
+	clock := sealer.NewFakeClock()
+	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log})
+	d.Set([]sealer.DeclaredShard{{ID: "d", Path: dir}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	clock.BlockUntil(t, 1)
+	err := d.LastError("d")
+	if d.Ready() || sealer.KindOf(err) != sealer.KindInvalid || !strings.Contains(err.Error(), "is not a regular file") {
+		t.Fatalf("ready=%v, error %v", d.Ready(), err)
 	}
 }

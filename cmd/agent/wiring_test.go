@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/control"
+)
+
+func TestOpenDevicesNeverSimulatesSilently(t *testing.T) {
+	for _, dev := range []string{config.DeviceCUDA, config.DeviceAuto} {
+		devs, sims, err := openDevices(&config.Config{Device: dev})
+		if !errors.Is(err, errNoDriver) || devs != nil || sims != nil {
+			t.Errorf("device %s: %v, %d devices, %d simulated", dev, err, len(devs), len(sims))
+		}
+		if !strings.Contains(err.Error(), "does not fall back") {
+			t.Errorf("device %s: message does not say there is no fallback: %v", dev, err)
+		}
+	}
+	cfg := config.Default()
+	cfg.Device, cfg.Sim.GPUs = config.DeviceSim, 3
+	devs, sims, err := openDevices(&cfg)
+	if err != nil || len(devs) != 3 || len(sims) != 3 {
+		t.Fatalf("sim: %v, %d devices", err, len(devs))
+	}
+}
+
+func TestClientExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{fmt.Errorf("x: %w", control.ErrUnreachable), exitUnreachable},
+		{&control.APIError{Status: 400}, exitUsage},
+		{&control.APIError{Status: 404}, exitUsage},
+		{&control.APIError{Status: 413}, exitUsage},
+		{&control.APIError{Status: 403}, exitFailed},
+		{&control.APIError{Status: 409}, exitFailed},
+		{&control.APIError{Status: 422}, exitFailed},
+		{&control.APIError{Status: 507}, exitFailed},
+		{errors.New("other"), exitFailed},
+	} {
+		var out bytes.Buffer
+		if got := clientExit(cli{stdout: &out, stderr: &out}, "x", tc.err); got != tc.want {
+			t.Errorf("%v: exit %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestLoggerFormatsAndSlogAdapter(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := newLogger(&buf, "info", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSlog(log).With("address", ":9477").WithGroup("tls")
+	s.Debug("hidden")
+	s.Info("Listening on", "enabled", false)
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("not one JSON line: %v\n%s", err, buf.String())
+	}
+	if line["msg"] != "Listening on" || line["address"] != ":9477" || line["tls.enabled"] != false || line["level"] != "info" {
+		t.Errorf("line %v", line)
+	}
+	buf.Reset()
+	log, _ = newLogger(&buf, "debug", "logfmt")
+	log.WithField("shard_id", "a b").Debug("x")
+	if !strings.Contains(buf.String(), `level=debug msg=x shard_id="a b"`) {
+		t.Errorf("logfmt line: %s", buf.String())
+	}
+	if _, err := newLogger(&buf, "info", "xml"); err == nil {
+		t.Error("unknown format accepted")
+	}
+}
+
+func TestWebEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	if err := os.WriteFile(key, bytes.Repeat([]byte{1}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(filepath.Join(dir, "a.yml"), fmt.Appendf(nil, "device: sim\nseal_secret_file: %s\nshards: [{id: a, path: /nonexistent/a}]\n", key), config.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(&bytes.Buffer{})
+	a, err := newAgent(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.declared.Set(cfg.DeclaredShards())
+	h, err := newWebHandler(a, "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) (int, string) {
+		rw := httptest.NewRecorder()
+		h.ServeHTTP(rw, httptest.NewRequest(http.MethodGet, path, nil))
+		return rw.Code, rw.Body.String()
+	}
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "not sealed yet: a") {
+		t.Errorf("/readyz with a declared shard pending: %d %s", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "process_") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d", code)
+	}
+	if code, body := get("/"); code != 200 || !strings.Contains(body, "SIMULATED") {
+		t.Errorf("landing page: %d", code)
+	}
+	if code, _ := get("/nope"); code != 404 {
+		t.Errorf("/nope: %d", code)
+	}
+	a.declared.Set(nil)
+	if code, _ := get("/readyz"); code != 200 {
+		t.Errorf("/readyz with nothing declared: %d", code)
+	}
+}

@@ -42,6 +42,9 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckShardID$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzTreeDigest$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSeal$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/control
+	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/control
 
 .PHONY: bench
 bench: build ## Benchmarks, each beside its baseline in the same run (see README, Performance).

@@ -66,8 +66,9 @@ type Schedule struct {
 }
 
 type scheduled struct {
-	gpu     int
-	bytes   uint64
+	gpu      int
+	bytes    uint64
+	sealedAt time.Time // tells a shard re-sealed under the same id from the old one
 	due     time.Time
 	running bool
 	overdue bool // logged as overdue in the current episode
@@ -162,14 +163,14 @@ func (s *Schedule) sync() {
 	for _, st := range shards {
 		id := st.Seal.ShardID
 		live[id] = true
-		if _, ok := s.entries[id]; ok {
+		if e, ok := s.entries[id]; ok && (e.running || e.sealedAt.Equal(st.Seal.SealedAt)) {
 			continue
 		}
 		base := st.Seal.SealedAt
 		if base.IsZero() || base.After(now) {
 			base = now
 		}
-		s.entries[id] = &scheduled{gpu: st.Seal.GPUDevice, bytes: st.Seal.VRAMBytes, due: base.Add(s.jittered())}
+		s.entries[id] = &scheduled{gpu: st.Seal.GPUDevice, bytes: st.Seal.VRAMBytes, sealedAt: st.Seal.SealedAt, due: base.Add(s.jittered())}
 	}
 	for id, e := range s.entries {
 		if !live[id] && !e.running {

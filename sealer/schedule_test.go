@@ -309,3 +309,36 @@ func TestNewScheduleRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestScheduleFollowsAShardResealedOnAnotherGPU(t *testing.T) {
+	clock := newFakeClock()
+	src := newFakeSource(clock, []int{0, 1})
+	src.add("a", 0, 1)
+	log, _ := quietLogger()
+	s, stop := startSchedule(t, src, ScheduleConfig{Interval: time.Minute, Clock: clock, Logger: log})
+	defer stop()
+	clock.blockUntil(t, 2)
+	first, _ := s.NextDue("a")
+	// Released and sealed again on GPU 1, between two looks of the schedule.
+	clock.advance(10 * time.Second)
+	src.mu.Lock()
+	src.shards = []ShardStatus{{Seal: Seal{ShardID: "a", GPUDevice: 1, VRAMBytes: 1, SealedAt: clock.Now()}}}
+	src.mu.Unlock()
+	s.Notify()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if due, _ := s.NextDue("a"); due.After(first) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the re-sealed shard kept its old schedule")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	runFor(t, clock, 2, 3*time.Minute, nil)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if n := len(src.calls["a"]); n < 2 {
+		t.Errorf("re-sealed shard verified %d times in 3 intervals", n)
+	}
+}

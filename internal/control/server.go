@@ -112,7 +112,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			p, err := PeerOf(c)
 			return withPeer(ctx, p, err)
 		},
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// Requests run under ctx: at shutdown, seals and verifications in
+		// flight are cancelled, so none completes after the agent has
+		// released its shards.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

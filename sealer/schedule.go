@@ -69,9 +69,9 @@ type scheduled struct {
 	gpu      int
 	bytes    uint64
 	sealedAt time.Time // tells a shard re-sealed under the same id from the old one
-	due     time.Time
-	running bool
-	overdue bool // logged as overdue in the current episode
+	due      time.Time
+	running  bool
+	overdue  bool // logged as overdue in the current episode
 }
 
 // NewSchedule returns a Schedule over src.

@@ -116,7 +116,9 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml, want string
 	}{
-		{"malformed YAML", "seal_secret_file: /k\nverify: {interval: 5m\n", "a.yml: line 1: not valid YAML: did not find expected ',' or '}'"},
+		{"malformed YAML", "seal_secret_file: /k\ndevice: sim: x\n", "a.yml: line 2: not valid YAML: mapping values are not allowed in this context"},
+		{"unclosed flow mapping", "seal_secret_file: /k\nverify: {interval: 5m\n", "a.yml: line 2: not valid YAML: did not find expected ',' or '}' in the block or collection that starts on this line"},
+		{"bad list indentation", "seal_secret_file: /k\nshards:\n  - id: a\n   path: b\n", "a.yml: line 3: not valid YAML: did not find expected '-' indicator in the block or collection that starts on this line"},
 		{"tab indentation", "seal_secret_file: /k\nverify:\n\tinterval: 5m\n", "a.yml: line 3: not valid YAML: found character that cannot start any token"},
 		{"unknown key", "seal_secret_file: /k\nverify:\n  intervall: 5m\n", "a.yml: verify.intervall (line 3): unknown key; known keys here: interval, jitter, max_bytes_per_second, mode"},
 		{"unknown top-level key", "seal_secret_file: /k\nshard: []\n", "a.yml: shard (line 2): unknown key"},

@@ -29,7 +29,14 @@ func decode(file string, data []byte, out any) (map[string]int, error) {
 		if errors.Is(err, io.EOF) {
 			return map[string]int{}, nil // an empty file: all defaults
 		}
-		return nil, &Error{File: file, Line: yamlErrLine(err), Reason: "not valid YAML: " + yamlErrReason(err)}
+		line, reason := yamlErrLine(err), yamlErrReason(err)
+		if parserContextErrors[reason] && line > 0 {
+			// yaml.v3 reports these at the 0-based line of the enclosing
+			// block or flow collection: say which, 1-based.
+			line++
+			reason += " in the block or collection that starts on this line"
+		}
+		return nil, &Error{File: file, Line: line, Reason: "not valid YAML: " + reason}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -50,6 +57,16 @@ func decode(file string, data []byte, out any) (map[string]int, error) {
 		return nil, err
 	}
 	return d.lines, nil
+}
+
+// parserContextErrors are the yaml.v3 parser errors located by their
+// context (the enclosing collection) rather than by the problem itself.
+var parserContextErrors = map[string]bool{
+	"did not find expected node content":  true,
+	"did not find expected key":           true,
+	"did not find expected '-' indicator": true,
+	"did not find expected ',' or ']'":    true,
+	"did not find expected ',' or '}'":    true,
 }
 
 // yamlErrLine digs the line out of a yaml.v3 syntax error ("yaml: line 3: ...").

@@ -68,6 +68,7 @@ func newAgent(cfg *config.Config, log *logrus.Logger) (*agent, error) {
 	a.sealer, err = sealer.New(sealer.Config{
 		WorkerID: cfg.WorkerID, Devices: devs, Signer: signer, Emitter: a.audit.Emitter,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,
+		Observer: newSealObserver(),
 	})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))

@@ -430,6 +430,25 @@ func TestRunRefusesBadStarts(t *testing.T) {
 	}
 }
 
+func TestRunExits1WhenTheWebPortIsTaken(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e.writeConfig("sim", "a:a.bin:0")
+	e.shardFile("a.bin", 5000, 1)
+	e.start("--web.listen-address", ln.Addr().String())
+	if code := e.wait(30 * time.Second); code != exitFailed {
+		t.Fatalf("exit status %d, want 1\n%s", code, e.log.String())
+	}
+	logText := e.log.String()
+	if !strings.Contains(logText, "address already in use") || !strings.Contains(logText, "every shard released") {
+		t.Errorf("log:\n%s", logText)
+	}
+}
+
 func TestClientUnreachableExit4(t *testing.T) {
 	e := newEnv(t)
 	code, _, errOut := e.cli("list")

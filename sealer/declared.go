@@ -115,18 +115,57 @@ func (d *Declared) Set(shards []DeclaredShard) (added, removed, changed []string
 	return added, removed, changed
 }
 
-// Pending returns the declared shards not sealed yet, by id.
+// Notify makes Run look at the declared shards now (after a release
+// through the control API, for instance).
+func (d *Declared) Notify() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending returns the declared shards not sealed yet, by id. A declared
+// shard released behind the reconciler's back (through the control API)
+// is pending again, and Run seals it again.
 func (d *Declared) Pending() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []string
 	for id, want := range d.want {
-		if held, ok := d.held[id]; !ok || held != want {
-			out = append(out, id)
+		held, ok := d.held[id]
+		if ok && held == want {
+			if _, err := d.s.Shard(id); KindOf(err) != KindNotFound {
+				continue
+			}
 		}
+		out = append(out, id)
 	}
 	slices.Sort(out)
 	return out
+}
+
+// forgetVanished drops what we sealed but the sealer no longer holds
+// (released through the control API), so it is sealed again.
+func (d *Declared) forgetVanished() {
+	d.mu.Lock()
+	var gone []string
+	for id := range d.held {
+		if _, err := d.s.Shard(id); KindOf(err) == KindNotFound {
+			gone = append(gone, id)
+		}
+	}
+	var again []string
+	for _, id := range gone {
+		delete(d.held, id)
+		if st, ok := d.state[id]; ok {
+			st.nextTry, st.attempts = time.Time{}, 0
+			again = append(again, id)
+		}
+	}
+	d.mu.Unlock()
+	for _, id := range again {
+		d.log.WithField(LogFieldShardID, id).Warn("a declared shard was released outside the configuration; sealing it again (remove it from the configuration and reload to release it for good)")
+	}
 }
 
 // Ready reports whether every declared shard is sealed.
@@ -145,6 +184,7 @@ func (d *Declared) LastError(id string) error {
 // Run keeps the declared shards sealed until ctx ends.
 func (d *Declared) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
+		d.forgetVanished()
 		d.releaseRemoved(ctx)
 		wait := d.sealDue(ctx)
 		if ctx.Err() != nil {

@@ -192,3 +192,36 @@ func TestDeclaredShardThatIsADirectoryIsReported(t *testing.T) {
 		t.Fatalf("ready=%v, error %v", d.Ready(), err)
 	}
 }
+
+func TestDeclaredShardReleasedThroughTheAPIIsSealedAgain(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.bin")
+	writeFile(t, a, 10_000, 1)
+	s, _, log, _ := newTestSealer(t, 1, 1<<20)
+	clock := sealer.NewFakeClock()
+	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log})
+	d.Set([]sealer.DeclaredShard{{ID: "a", Path: a}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	clock.BlockUntil(t, 1)
+	first, err := s.Shard("a")
+	if err != nil || !d.Ready() {
+		t.Fatalf("not sealed: %v", err)
+	}
+	if _, err := s.Release(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if d.Ready() {
+		t.Fatal("ready while a declared shard is released")
+	}
+	d.Notify()
+	waitFor(t, "a sealed again", func() bool {
+		st, err := s.Shard("a")
+		return err == nil && st.Seal.Signature != first.Seal.Signature || err == nil && d.Ready()
+	})
+	if !d.Ready() {
+		t.Error("not ready after sealing again")
+	}
+}

@@ -91,7 +91,8 @@ func newAgent(cfg *config.Config, log *logrus.Logger) (*agent, error) {
 	a.controlGID = access.Group
 	a.control, err = control.NewServer(control.Config{
 		Sealer: a.sealer, SimGPUs: sims, ModelDirs: cfg.ModelDirs, Access: access,
-		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress, OnChange: a.schedule.Notify,
+		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
+		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },
 		Logger: log.WithField(logFieldComponent, "control"),
 	})
 	if err != nil {

@@ -93,7 +93,7 @@ func newAgent(cfg *config.Config, log *logrus.Logger) (*agent, error) {
 		Sealer: a.sealer, SimGPUs: sims, ModelDirs: cfg.ModelDirs, Access: access,
 		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
 		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },
-		Logger: log.WithField(logFieldComponent, "control"),
+		Logger:   log.WithField(logFieldComponent, "control"),
 	})
 	if err != nil {
 		return nil, err

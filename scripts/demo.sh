@@ -103,6 +103,11 @@ bold "3. List the sealed shards"
 cli list
 
 bold "4. Seal another file through the control API, pinning its published SHA-256"
+printf '\n  $ vramseal-agent digest %s   # offline: what a seal records\n' "$DEMO/models/extra.safetensors"
+"$BIN" digest "$DEMO/models/extra.safetensors" | sed 's/^/    /'
+if command -v sha256sum >/dev/null; then
+	echo "    (sha256sum says $(sha256sum "$DEMO/models/extra.safetensors" | cut -c1-64))"
+fi
 SHA=$("$BIN" digest "$DEMO/models/extra.safetensors" -o json | sed -nE 's/.*"content_sha256": "([0-9a-f]+)".*/\1/p')
 cli seal "$DEMO/models/extra.safetensors" --id extra --gpu 1 --sha256 "$SHA" --model-ref demo/extra@1
 

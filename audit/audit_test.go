@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func allEvents() []Event {
@@ -122,5 +123,24 @@ func TestLogEmitter(t *testing.T) {
 	}
 	if s := c.Snapshot(); s.Events[NameSealVerificationFailed] != 1 || s.Events[NameVRAMSealed] != 0 {
 		t.Fatalf("counters %+v", s)
+	}
+	if bytes.Contains([]byte(out), []byte("trace_id")) {
+		t.Errorf("trace_id logged without a span: %s", out)
+	}
+}
+
+func TestLogEmitterCarriesTheTrace(t *testing.T) {
+	var buf bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&buf)
+	log.SetFormatter(&logrus.JSONFormatter{})
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+	NewLogEmitter(log, nil).Emit(ctx, SealVerified{Header: NewHeader(time.Now(), "w"), ShardID: "s1"})
+	for _, want := range []string{`"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`, `"span_id":"00f067aa0ba902b7"`} {
+		if !bytes.Contains(buf.Bytes(), []byte(want)) {
+			t.Errorf("log line lacks %s: %s", want, buf.String())
+		}
 	}
 }

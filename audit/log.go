@@ -4,10 +4,12 @@ import (
 	"context"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // LogEmitter writes every event to the operational log, one line per event
-// with the event's fields. It keeps no durable copy: every Receipt reports
+// with the event's fields (and trace_id and span_id when the event's context
+// carries a span). It keeps no durable copy: every Receipt reports
 // ErrNotDurable. It serves the demo and deployments without a spool.
 type LogEmitter struct {
 	log      logrus.FieldLogger
@@ -25,7 +27,13 @@ func (e *LogEmitter) Emit(ctx context.Context, ev Event) Receipt {
 	if e.counters != nil {
 		e.counters.Emitted(ev.Name())
 	}
-	entry := e.log.WithFields(LogFields(ev))
+	f := LogFields(ev)
+	// The caller's trace (a traceparent on a control API request, for
+	// instance), so the log line can be found from the trace.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		f["trace_id"], f["span_id"] = sc.TraceID().String(), sc.SpanID().String()
+	}
+	entry := e.log.WithFields(f)
 	switch ev.Severity() {
 	case SeverityCritical, SeverityError:
 		entry.Error("audit event")

@@ -91,6 +91,8 @@ type env struct {
 	cmd    *exec.Cmd
 	log    *syncBuffer
 	exited chan error
+	// extraEnv is added to the environment of CLI commands.
+	extraEnv []string
 }
 
 func newEnv(t *testing.T) *env {
@@ -181,6 +183,7 @@ func (e *env) cli(args ...string) (int, string, string) {
 		args = append(args, "--control.socket", e.socket)
 	}
 	cmd := exec.Command(e.bin, args...)
+	cmd.Env = append(os.Environ(), e.extraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -282,7 +285,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// seal another file; its record is signed and verifiable.
+	// The caller's W3C trace context reaches the audit events.
+	e.extraEnv = []string{"TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 	out = e.mustCLI(0, "seal", cPath, "--id", "c", "--gpu", "1", "--model-ref", "e2e@1", "-o", "json")
+	e.extraEnv = nil
+	if !regexpFound(e.log.String(), "event=vramseal.vram.sealed", "trace_id=4bf92f3577b34da6a3ce929d0e0e4736") {
+		t.Error("the vram.sealed event of a seal made with TRACEPARENT does not carry the caller's trace id")
+	}
 	var sealC sealer.Seal
 	if err := json.Unmarshal([]byte(out), &sealC); err != nil || sealC.ShardID != "c" || sealC.VRAMBytes != 5<<20+123 {
 		t.Fatalf("seal -o json: %v\n%s", err, out)

@@ -267,7 +267,7 @@ func (d *Declared) sealDue(ctx context.Context) time.Duration {
 			d.held[id] = want // if the declaration changed meanwhile, the next round releases it
 			st.lastErr, st.attempts = nil, 0
 			d.mu.Unlock()
-			d.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: want.GPU, LogFieldBytes: seal.VRAMBytes, "digest": seal.Digest}).
+			d.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: want.GPU, LogFieldBytes: seal.VRAMBytes, LogFieldDigest: seal.Digest}).
 				Info("declared shard sealed")
 			d.changed()
 			continue

@@ -15,4 +15,5 @@ const (
 	LogFieldAttempt   = "attempt"
 	LogFieldRetryIn   = "retry_in"
 	LogFieldReason    = "reason"
+	LogFieldDigest    = "digest"
 )

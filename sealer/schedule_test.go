@@ -208,6 +208,7 @@ func TestScheduleByteBudgetAcrossShards(t *testing.T) {
 			if !tc.overdue {
 				want = float64(tc.shards) * 100e6 / 10 // demand, below the budget
 			}
+			t.Logf("verified %.2f MB/s over %.0fs (budget %.0f MB/s, want %.2f MB/s)", got/1e6, elapsed, float64(tc.rate)/1e6, want/1e6)
 			if got > want*1.1 || got < want*0.9 {
 				t.Errorf("verified %.1f MB/s over %.0fs, want %.1f MB/s ± 10%%", got/1e6, elapsed, want/1e6)
 			}

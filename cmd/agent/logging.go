@@ -28,6 +28,7 @@ const (
 	logFieldPending    = "pending"
 	logFieldReleased   = "released"
 	logFieldVersion    = "version"
+	logFieldExitStatus = "exit_status"
 )
 
 // newLogger returns the operational logger: level is debug, info, warn or

@@ -176,6 +176,6 @@ func (a *agent) shutdown(stop context.CancelFunc, wg *sync.WaitGroup, srv *http.
 	if err := a.audit.Close(actx); err != nil {
 		a.log.WithError(err).Error("flushing the audit output at shutdown failed")
 	}
-	a.log.WithField("exit_status", code).Info("vramseal agent stopped")
+	a.log.WithField(logFieldExitStatus, code).Info("vramseal agent stopped")
 	return code
 }

@@ -27,6 +27,13 @@ const (
 	LogFieldPath    = "path"
 	LogFieldStatus  = "status"
 	LogFieldWhy     = "why"
+	// Fields of the debug switches' lines.
+	LogFieldOffset        = "offset"
+	LogFieldBit           = "bit"
+	LogFieldCorrectable   = "correctable"
+	LogFieldUncorrectable = "uncorrectable"
+	LogFieldLost          = "lost"
+	LogFieldOn            = "on"
 )
 
 // Sealer is what the API drives; *sealer.Sealer implements it.
@@ -413,7 +420,7 @@ func (s *Server) debugCorrupt(w http.ResponseWriter, r *http.Request) {
 		writeSealerError(w, err)
 		return
 	}
-	s.log.WithFields(logrus.Fields{sealer.LogFieldShardID: req.ID, "offset": req.Offset, "bit": req.Bit}).
+	s.log.WithFields(logrus.Fields{sealer.LogFieldShardID: req.ID, LogFieldOffset: req.Offset, LogFieldBit: req.Bit}).
 		Warn("debug: flipped a bit of a sealed shard in simulated VRAM")
 	writeJSON(w, http.StatusOK, map[string]any{"shard_id": req.ID, "offset": req.Offset, "bit": req.Bit})
 }
@@ -429,7 +436,7 @@ func (s *Server) debugECC(w http.ResponseWriter, r *http.Request) {
 	}
 	d.AddECC(req.Correctable, req.Uncorrectable)
 	t := d.Telemetry()
-	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, "correctable": req.Correctable, "uncorrectable": req.Uncorrectable}).
+	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldCorrectable: req.Correctable, LogFieldUncorrectable: req.Uncorrectable}).
 		Warn("debug: added ECC errors to a simulated GPU")
 	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "ecc_corrected": t.ECCCorrected, "ecc_uncorrected": t.ECCUncorrected})
 }
@@ -445,7 +452,7 @@ func (s *Server) debugLost(lost bool) http.HandlerFunc {
 			return
 		}
 		d.SetLost(lost)
-		s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, "lost": lost}).Warn("debug: simulated GPU lost or restored")
+		s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldLost: lost}).Warn("debug: simulated GPU lost or restored")
 		writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "lost": lost})
 	}
 }
@@ -460,6 +467,6 @@ func (s *Server) debugFailReads(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.SetFailReads(req.On)
-	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, "on": req.On}).Warn("debug: simulated GPU read failures switched")
+	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldOn: req.On}).Warn("debug: simulated GPU read failures switched")
 	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "fail_reads": req.On})
 }

@@ -62,31 +62,31 @@ type Op uint8
 // Operations. Arithmetic is unsigned and wraps; T of the instruction gives
 // the width.
 const (
-	OpMov    Op = iota + 1 // d = a
-	OpAdd                  // d = a + b
-	OpSub                  // d = a - b
-	OpMul                  // d = low(a * b)
-	OpAnd                  // d = a & b
-	OpOr                   // d = a | b
-	OpXor                  // d = a ^ b
-	OpNot                  // d = ^a
-	OpShl                  // d = a << b
-	OpShr                  // d = a >> b (logical)
-	OpRotr                 // d = a rotated right by b (B32; funnel shift)
-	OpBswap                // d = a with its bytes reversed (B32; prmt)
-	OpMin                  // d = min(a, b)
-	OpCvt64                // d (B64) = zero-extended a (B32)
-	OpCvt32                // d (B32) = low 32 bits of a (B64)
-	OpSetp                 // d (Pred) = a Cmp b
-	OpSelp                 // d = c ? a : b (c is Src[2], a predicate)
-	OpParam                // d (B64) = kernel parameter Name
-	OpSreg                 // d (B32) = special register Name (tid.x, ntid.x, ctaid.x)
-	OpLd8                  // d (B32) = global byte at [a + Off]
-	OpLdV4                 // Dst[0..3] (B32) = four little-endian words at [a + Off], 16-byte aligned
-	OpSt32                 // global word at [a + Off] = b (little-endian)
-	OpLabel                // a branch target named Name
-	OpBra                  // jump to Name
-	OpRet                  // end of the thread
+	OpMov   Op = iota + 1 // d = a
+	OpAdd                 // d = a + b
+	OpSub                 // d = a - b
+	OpMul                 // d = low(a * b)
+	OpAnd                 // d = a & b
+	OpOr                  // d = a | b
+	OpXor                 // d = a ^ b
+	OpNot                 // d = ^a
+	OpShl                 // d = a << b
+	OpShr                 // d = a >> b (logical)
+	OpRotr                // d = a rotated right by b (B32; funnel shift)
+	OpBswap               // d = a with its bytes reversed (B32; prmt)
+	OpMin                 // d = min(a, b)
+	OpCvt64               // d (B64) = zero-extended a (B32)
+	OpCvt32               // d (B32) = low 32 bits of a (B64)
+	OpSetp                // d (Pred) = a Cmp b
+	OpSelp                // d = c ? a : b (c is Src[2], a predicate)
+	OpParam               // d (B64) = kernel parameter Name
+	OpSreg                // d (B32) = special register Name (tid.x, ntid.x, ctaid.x)
+	OpLd8                 // d (B32) = global byte at [a + Off]
+	OpLdV4                // Dst[0..3] (B32) = four little-endian words at [a + Off], 16-byte aligned
+	OpSt32                // global word at [a + Off] = b (little-endian)
+	OpLabel               // a branch target named Name
+	OpBra                 // jump to Name
+	OpRet                 // end of the thread
 )
 
 // Inst is one instruction.
@@ -197,10 +197,14 @@ func (b *Builder) Bswap(d Reg, a Operand) { b.op(OpBswap, d, a) }
 func (b *Builder) Min(d Reg, a, c Operand) { b.op(OpMin, d, a, c) }
 
 // Cvt64 sets the 64-bit d to the zero-extended 32-bit a.
-func (b *Builder) Cvt64(d, a Reg) { b.emit(Inst{Op: OpCvt64, T: B64, Dst: []Reg{d}, Src: []Operand{R(a)}}) }
+func (b *Builder) Cvt64(d, a Reg) {
+	b.emit(Inst{Op: OpCvt64, T: B64, Dst: []Reg{d}, Src: []Operand{R(a)}})
+}
 
 // Cvt32 sets the 32-bit d to the low half of the 64-bit a.
-func (b *Builder) Cvt32(d, a Reg) { b.emit(Inst{Op: OpCvt32, T: B32, Dst: []Reg{d}, Src: []Operand{R(a)}}) }
+func (b *Builder) Cvt32(d, a Reg) {
+	b.emit(Inst{Op: OpCvt32, T: B32, Dst: []Reg{d}, Src: []Operand{R(a)}})
+}
 
 // Setp sets the predicate p = a cmp c, comparing as unsigned integers of t.
 func (b *Builder) Setp(p Reg, cmp string, t Type, a, c Operand) {

@@ -223,10 +223,10 @@ func TestPTXSyntax(t *testing.T) {
 }
 
 var (
-	reg      = `%(?:r|rd|p)\d+`
-	opnd     = `(?:` + reg + `|0x[0-9A-F]+|\d+)`
-	addrRe   = `\[%rd\d+(?:\+\d+)?\]`
-	instRes  = []string{
+	reg     = `%(?:r|rd|p)\d+`
+	opnd    = `(?:` + reg + `|0x[0-9A-F]+|\d+)`
+	addrRe  = `\[%rd\d+(?:\+\d+)?\]`
+	instRes = []string{
 		`mov\.u32 ` + reg + `, %(?:tid|ntid|ctaid)\.x`,
 		`mov\.b(?:32|64) ` + reg + `, ` + opnd,
 		`(?:add|sub|min|mul\.lo)\.u(?:32|64) ` + reg + `, ` + opnd + `, ` + opnd,

@@ -445,6 +445,12 @@ func TestMeasureCopyBandwidth(t *testing.T) {
 	if n := f.get("calls:cuMemcpyDtoDAsync_v2"); n != 4 {
 		t.Errorf("%d device copies, want 1 warm-up and 3 timed", n)
 	}
+	if bw, err := d.MeasureReadBandwidth(context.Background(), 100000, 2); err != nil || bw <= 0 {
+		t.Errorf("read bandwidth %v, %v", bw, err)
+	}
+	if n := f.get("calls:cuMemcpyDtoHAsync_v2"); n != 2*25 {
+		t.Errorf("%d device-to-host copies, want 2 × 25 chunks of 4096 bytes", n)
+	}
 	if _, err := d.MeasureCopyBandwidth(context.Background(), 0, 1); err == nil {
 		t.Error("zero size: no error")
 	}

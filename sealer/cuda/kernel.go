@@ -180,3 +180,40 @@ func (d *Device) MeasureCopyBandwidth(ctx context.Context, size uint64, reps int
 	}
 	return float64(size) * float64(reps) / elapsed.Seconds(), nil
 }
+
+// MeasureReadBandwidth copies size bytes of device memory to the host reps
+// times, through the pinned staging buffers only (cuMemcpyDtoHAsync, two
+// streams, nothing unpacked), and returns bytes per second: the PCIe
+// read-back ceiling that host verification is compared with.
+func (d *Device) MeasureReadBandwidth(ctx context.Context, size uint64, reps int) (float64, error) {
+	if size == 0 || reps < 1 {
+		return 0, errors.New("cuda: read bandwidth: size and reps must be positive")
+	}
+	var elapsed time.Duration
+	err := d.do(ctx, func(w *worker) error {
+		var src uint64
+		if err := call("cuMemAlloc_v2", w.drv.cuMemAlloc(&src, size)); err != nil {
+			return err
+		}
+		defer w.drv.cuMemFree(src)
+		chunk := uint64(w.size)
+		start := time.Now()
+		for range reps {
+			for i, off := 0, uint64(0); off < size; i, off = i+1, off+chunk {
+				k := i % 2
+				if err := call("cuMemcpyDtoHAsync_v2", w.drv.cuMemcpyDtoHAsync(w.stage[k], src+off, min(chunk, size-off), w.streams[k])); err != nil {
+					return errors.Join(err, w.drain(&[2]bool{true, true}))
+				}
+			}
+		}
+		if err := w.drain(&[2]bool{true, true}); err != nil {
+			return err
+		}
+		elapsed = time.Since(start)
+		return nil
+	})
+	if err != nil {
+		return 0, d.errf(err)
+	}
+	return float64(size) * float64(reps) / elapsed.Seconds(), nil
+}

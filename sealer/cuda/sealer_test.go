@@ -79,4 +79,3 @@ func TestSealAndVerifyThroughSealer(t *testing.T) {
 		t.Errorf("%d bytes still allocated on the fake GPU", used)
 	}
 }
-

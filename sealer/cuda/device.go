@@ -38,7 +38,9 @@ type Options struct {
 	// Workers is the number of OS threads per device that call the driver
 	// (4 when 0). Each holds two pinned staging buffers and two streams.
 	Workers int
-	// StagingBytes is the size of one pinned staging buffer (4 MiB when 0).
+	// StagingBytes is the size of one pinned staging buffer (1 MiB when 0):
+	// a copy is cut in chunks of this size, one chunk's DMA overlapping the
+	// packing or unpacking of the next.
 	StagingBytes int
 
 	// load replaces dlOpen in tests.
@@ -141,7 +143,7 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 		opts.Workers = 4
 	}
 	if opts.StagingBytes <= 0 {
-		opts.StagingBytes = 4 << 20
+		opts.StagingBytes = 1 << 20
 	}
 	if opts.launchBytes == 0 {
 		opts.launchBytes = defaultLaunchBytes

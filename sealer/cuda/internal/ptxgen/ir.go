@@ -352,7 +352,8 @@ func (k *Kernel) inst(in Inst) string {
 	case OpRotr:
 		return fmt.Sprintf("shf.r.wrap.b32 %s, %s, %s, %d", d, src(0), src(0), in.Src[1].Imm)
 	case OpBswap:
-		return fmt.Sprintf("prmt.b32 %s, %s, 0, 0x0123", d, src(0))
+		// Selector 0x0123 takes bytes 3,2,1,0 of a (b is not read).
+		return fmt.Sprintf("prmt.b32 %s, %s, %s, 0x0123", d, src(0), src(0))
 	case OpMin:
 		return fmt.Sprintf("min.u%s %s, %s, %s", w, d, src(0), src(1))
 	case OpCvt64:

@@ -234,7 +234,7 @@ var (
 		`shr\.u(?:32|64) ` + reg + `, ` + opnd + `, ` + opnd,
 		`not\.b32 ` + reg + `, ` + opnd,
 		`shf\.r\.wrap\.b32 ` + reg + `, (` + reg + `), (` + reg + `), \d+`,
-		`prmt\.b32 ` + reg + `, ` + reg + `, 0, 0x0123`,
+		`prmt\.b32 ` + reg + `, (` + reg + `), (` + reg + `), 0x0123`,
 		`cvt\.u64\.u32 %rd\d+, %r\d+`,
 		`cvt\.u32\.u64 %r\d+, %rd\d+`,
 		`setp\.(?:lt|le|gt|ge|eq|ne)\.u(?:32|64) %p\d+, ` + opnd + `, ` + opnd,

@@ -60,8 +60,9 @@ generate-ptx: ## Regenerate the GPU leaf kernel's PTX (sealer/cuda/sha256_leaves
 	$(GO) run ./sealer/cuda/internal/ptxgen/cmd/ptxgen -o sealer/cuda/sha256_leaves.ptx
 
 # The GPU check: binaries built here (where Go is), run on a GPU machine
-# (where only the driver is). Static, cgo-free builds (purego) so they run
-# whatever the C library there; a package needing cgo (NVML) is built with it.
+# (where only the driver is). cgo-free builds (purego) depend on no C library
+# version; the sealer/cuda tests are also built with cgo, as the agent is
+# (they need glibc 2.34 or newer), and so is a package needing cgo (NVML).
 GPU_CHECK_DIR := .gpu-check
 GPU_CHECK_PKGS := ./collector ./internal/nvml
 
@@ -69,6 +70,7 @@ GPU_CHECK_PKGS := ./collector ./internal/nvml
 gpu-check-build: ## Build the GPU check's test binaries and benchmark into .gpu-check/ (linux/amd64).
 	rm -rf $(GPU_CHECK_DIR) && mkdir -p $(GPU_CHECK_DIR)
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/cuda.test ./sealer/cuda
+	CGO_ENABLED=1 GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/cuda-cgo.test ./sealer/cuda
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/policy.test ./policy
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/gpucheck ./sealer/cuda/internal/gpucheck
 	for p in $(GPU_CHECK_PKGS); do \

@@ -63,9 +63,13 @@ else
 	run_tests cuda sealer/cuda -test.run '^TestGPU'
 	run_tests policy policy -test.run '^TestGPU|^TestStartup|^TestExit|^TestNonDevice'
 fi
+# The same GPU tests built with cgo, as the agent binary is.
+if [[ -x $bin/cuda-cgo.test ]]; then
+	run_tests cuda-cgo sealer/cuda -test.run '^TestGPU'
+fi
 for t in "$bin"/*.test; do
 	name=$(basename "$t" .test)
-	case $name in cuda | policy) continue ;; esac
+	case $name in cuda | cuda-cgo | policy) continue ;; esac
 	# Other packages (the NVML collector) record their folder beside the binary.
 	dir=$(cat "$bin/$name.dir" 2>/dev/null || echo .)
 	run_tests "$name" "$dir"

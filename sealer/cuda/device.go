@@ -651,3 +651,12 @@ func (w *worker) drain(busy *[2]bool) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Devices returns ds as sealer Devices.
+func Devices(ds []*Device) []sealer.Device {
+	out := make([]sealer.Device, len(ds))
+	for i, d := range ds {
+		out[i] = d
+	}
+	return out
+}

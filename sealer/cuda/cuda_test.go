@@ -90,6 +90,7 @@ func TestOpenErrors(t *testing.T) {
 		{"cuDeviceGetUuid_v2", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceGetAttribute", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceTotalMem_v2", ResultInvalidValue, ResultInvalidValue},
+		{"cuDevicePrimaryCtxSetFlags_v2", ResultInvalidValue, ResultInvalidValue},
 		{"cuDevicePrimaryCtxRetain", ResultOutOfMemory, ResultOutOfMemory},
 		{"cuCtxSetCurrent", ResultInvalidContext, ResultInvalidContext},
 		{"cuStreamCreate", ResultOutOfMemory, ResultOutOfMemory},
@@ -149,6 +150,14 @@ func TestProperties(t *testing.T) {
 	}
 	if n := f.get("calls:cuCtxSetCurrent"); n != 2 {
 		t.Errorf("context made current %d times, want once per worker (2)", n)
+	}
+	if fl := f.get("ctx_flags"); fl != ctxSchedYield {
+		t.Errorf("primary context flags %#x, want CU_CTX_SCHED_YIELD", fl)
+	}
+	g := newFake(t, fakeFull)
+	open(t, g, func(o *Options) { o.SpinWait = true })
+	if fl := g.get("ctx_flags"); fl != -1 {
+		t.Errorf("SpinWait: primary context flags set to %#x", fl)
 	}
 }
 

@@ -43,6 +43,12 @@ type Options struct {
 	// packing or unpacking of the next.
 	StagingBytes int
 
+	// SpinWait keeps the driver's default of spinning while it waits for
+	// the GPU. When false (the default), a waiting driver thread yields its
+	// core (CU_CTX_SCHED_YIELD), so host verification's hashing goroutines
+	// and the node's inference processes get the CPU.
+	SpinWait bool
+
 	// load replaces dlOpen in tests.
 	load loader
 	// launchBytes replaces the bytes hashed per kernel launch in tests.
@@ -76,6 +82,9 @@ const (
 	attrComputeMajor = 75
 	attrComputeMinor = 76
 )
+
+// CU_CTX_SCHED_YIELD: a thread waiting for the GPU yields its core.
+const ctxSchedYield = 0x02
 
 // cuPointerGetAttribute attributes.
 const (
@@ -268,6 +277,12 @@ func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, op
 	d := &Device{
 		lib: shared, drv: drv, ordinal: dev, props: props, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
 		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{},
+	}
+	if !opts.SpinWait {
+		// CU_CTX_SCHED_YIELD, before the context is first made current.
+		if err := call("cuDevicePrimaryCtxSetFlags_v2", drv.cuDevicePrimaryCtxSetFlags(dev, ctxSchedYield)); err != nil {
+			return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
+		}
 	}
 	if err := call("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&d.pctx, dev)); err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)

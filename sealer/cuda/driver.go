@@ -13,33 +13,34 @@ import (
 type driver struct {
 	lib library
 
-	cuInit                    func(flags uint32) Result
-	cuDriverGetVersion        func(v *int32) Result
-	cuDeviceGetCount          func(n *int32) Result
-	cuDeviceGet               func(dev *int32, ordinal int32) Result
-	cuDeviceGetName           func(name *byte, size int32, dev int32) Result
-	cuDeviceGetUuid           func(uuid *[16]byte, dev int32) Result
-	cuDeviceGetAttribute      func(v *int32, attr int32, dev int32) Result
-	cuDeviceTotalMem          func(bytes *uint64, dev int32) Result
-	cuDevicePrimaryCtxRetain  func(ctx *uintptr, dev int32) Result
-	cuDevicePrimaryCtxRelease func(dev int32) Result
-	cuCtxSetCurrent           func(ctx uintptr) Result
-	cuMemGetInfo              func(free, total *uint64) Result
-	cuMemAlloc                func(dptr *uint64, size uint64) Result
-	cuMemFree                 func(dptr uint64) Result
-	cuMemHostAlloc            func(p *unsafe.Pointer, size uint64, flags uint32) Result
-	cuMemFreeHost             func(p unsafe.Pointer) Result
-	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, n uint64, stream uintptr) Result
-	cuMemcpyDtoHAsync         func(dst unsafe.Pointer, src uint64, n uint64, stream uintptr) Result
-	cuMemcpyDtoDAsync         func(dst, src uint64, n uint64, stream uintptr) Result
-	cuStreamCreate            func(s *uintptr, flags uint32) Result
-	cuStreamDestroy           func(s uintptr) Result
-	cuStreamSynchronize       func(s uintptr) Result
-	cuPointerGetAttribute     func(data unsafe.Pointer, attr int32, ptr uint64) Result
-	cuModuleLoadData          func(m *uintptr, image *byte) Result
-	cuModuleUnload            func(m uintptr) Result
-	cuModuleGetFunction       func(f *uintptr, m uintptr, name string) Result
-	cuLaunchKernel            func(f uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) Result
+	cuInit                     func(flags uint32) Result
+	cuDriverGetVersion         func(v *int32) Result
+	cuDeviceGetCount           func(n *int32) Result
+	cuDeviceGet                func(dev *int32, ordinal int32) Result
+	cuDeviceGetName            func(name *byte, size int32, dev int32) Result
+	cuDeviceGetUuid            func(uuid *[16]byte, dev int32) Result
+	cuDeviceGetAttribute       func(v *int32, attr int32, dev int32) Result
+	cuDeviceTotalMem           func(bytes *uint64, dev int32) Result
+	cuDevicePrimaryCtxRetain   func(ctx *uintptr, dev int32) Result
+	cuDevicePrimaryCtxRelease  func(dev int32) Result
+	cuDevicePrimaryCtxSetFlags func(dev int32, flags uint32) Result
+	cuCtxSetCurrent            func(ctx uintptr) Result
+	cuMemGetInfo               func(free, total *uint64) Result
+	cuMemAlloc                 func(dptr *uint64, size uint64) Result
+	cuMemFree                  func(dptr uint64) Result
+	cuMemHostAlloc             func(p *unsafe.Pointer, size uint64, flags uint32) Result
+	cuMemFreeHost              func(p unsafe.Pointer) Result
+	cuMemcpyHtoDAsync          func(dst uint64, src unsafe.Pointer, n uint64, stream uintptr) Result
+	cuMemcpyDtoHAsync          func(dst unsafe.Pointer, src uint64, n uint64, stream uintptr) Result
+	cuMemcpyDtoDAsync          func(dst, src uint64, n uint64, stream uintptr) Result
+	cuStreamCreate             func(s *uintptr, flags uint32) Result
+	cuStreamDestroy            func(s uintptr) Result
+	cuStreamSynchronize        func(s uintptr) Result
+	cuPointerGetAttribute      func(data unsafe.Pointer, attr int32, ptr uint64) Result
+	cuModuleLoadData           func(m *uintptr, image *byte) Result
+	cuModuleUnload             func(m uintptr) Result
+	cuModuleGetFunction        func(f *uintptr, m uintptr, name string) Result
+	cuLaunchKernel             func(f uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) Result
 }
 
 // symbol binds one driver function: the first of names the library exports
@@ -61,6 +62,7 @@ func (d *driver) symbols() []symbol {
 		{&d.cuDeviceTotalMem, []string{"cuDeviceTotalMem_v2"}},
 		{&d.cuDevicePrimaryCtxRetain, []string{"cuDevicePrimaryCtxRetain"}},
 		{&d.cuDevicePrimaryCtxRelease, []string{"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"}},
+		{&d.cuDevicePrimaryCtxSetFlags, []string{"cuDevicePrimaryCtxSetFlags_v2"}},
 		{&d.cuCtxSetCurrent, []string{"cuCtxSetCurrent"}},
 		{&d.cuMemGetInfo, []string{"cuMemGetInfo_v2"}},
 		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}},

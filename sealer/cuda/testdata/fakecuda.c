@@ -57,6 +57,7 @@ static int initialized;
 static long long used;
 static long long retained[64];
 static long long streams_live, modules_live, launches, host_live, dev_live;
+static long long ctx_flags = -1; // the primary context's flags; -1: never set
 
 struct counter { char name[64]; long long n; };
 static struct counter counters[128];
@@ -137,6 +138,7 @@ static long long *key(const char *k) {
 	if (!strcmp(k, "launches")) return &launches;
 	if (!strcmp(k, "host_allocs")) return &host_live;
 	if (!strcmp(k, "dev_allocs")) return &dev_live;
+	if (!strcmp(k, "ctx_flags")) return &ctx_flags;
 	return NULL;
 }
 
@@ -277,6 +279,16 @@ CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) {
 	if (ok) retained[d]--;
 	pthread_mutex_unlock(&mu);
 	return ok ? OK : INVALID_CONTEXT;
+}
+
+CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice d, unsigned flags) {
+	ENTER("cuDevicePrimaryCtxSetFlags_v2");
+	if (d < 0 || d >= cfg_devices || d >= 64) return INVALID_DEVICE;
+	if (flags & ~0x1fu) return INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	ctx_flags = flags;
+	pthread_mutex_unlock(&mu);
+	return OK;
 }
 
 CUresult cuCtxSetCurrent(void *ctx) {
@@ -455,6 +467,7 @@ CUresult cuPointerGetAttribute(void *data, int attr, CUdeviceptr p) {
 struct module { int magic; char *image; };
 #define MODULE_MAGIC 0x7e11
 static char function_token;
+static int max_threads = 1024;
 
 CUresult cuModuleLoadData(void **m, const void *image) {
 	ENTER("cuModuleLoadData");
@@ -505,6 +518,11 @@ CUresult cuModuleGetFunction(void **f, void *m, const char *name) {
 		if (q != e) params++;
 	}
 	if (strcmp(name, "vramseal_sha256_leaves") != 0 || params != 6) return NOT_FOUND;
+	// A launch may not exceed the block size the entry declares.
+	const char *maxntid = strstr(end, ".maxntid ");
+	const char *body = strchr(end, '{');
+	max_threads = 1024;
+	if (maxntid && body && maxntid < body) max_threads = atoi(maxntid + 9);
 	*f = &function_token;
 	return OK;
 }
@@ -570,7 +588,7 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
 	NEED_CTX();
 	if (f != &function_token) return INVALID_HANDLE;
 	if (bad_stream(s)) return INVALID_HANDLE;
-	if (params == NULL || extra != NULL || gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024)
+	if (params == NULL || extra != NULL || gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || (int)bx > max_threads)
 		return INVALID_VALUE;
 	uint64_t a[6];
 	for (int i = 0; i < 6; i++) a[i] = *(uint64_t *)params[i];

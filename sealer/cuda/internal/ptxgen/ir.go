@@ -110,9 +110,12 @@ type Inst struct {
 type Kernel struct {
 	Name   string
 	Params []string
-	Body   []Inst
-	nregs  map[Type]int
-	labels map[string]int
+	// MaxThreads, when set, is the most threads per block the kernel is
+	// launched with (.maxntid), which lets ptxas plan registers for it.
+	MaxThreads int
+	Body       []Inst
+	nregs      map[Type]int
+	labels     map[string]int
 }
 
 // Builder appends instructions to a Kernel.
@@ -289,7 +292,11 @@ func (k *Kernel) PTX(version, target, header string) string {
 		}
 		fmt.Fprintf(&s, "\t.param .u64 %s_param_%s%s\n", k.Name, p, sep)
 	}
-	s.WriteString(")\n{\n")
+	s.WriteString(")\n")
+	if k.MaxThreads > 0 {
+		fmt.Fprintf(&s, ".maxntid %d, 1, 1\n", k.MaxThreads)
+	}
+	s.WriteString("{\n")
 	fmt.Fprintf(&s, "\t.reg .pred %%p<%d>;\n", max(1, k.nregs[Pred]))
 	fmt.Fprintf(&s, "\t.reg .b32 %%r<%d>;\n", max(1, k.nregs[B32]))
 	fmt.Fprintf(&s, "\t.reg .b64 %%rd<%d>;\n\n", max(1, k.nregs[B64]))

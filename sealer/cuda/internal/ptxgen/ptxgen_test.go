@@ -251,7 +251,7 @@ var (
 
 func checkPTX(t *testing.T, ptx string) {
 	t.Helper()
-	for _, want := range []string{"\n.version " + PTXVersion + "\n", "\n.target " + PTXTarget + "\n", "\n.address_size 64\n", ".visible .entry " + KernelName + "("} {
+	for _, want := range []string{"\n.version " + PTXVersion + "\n", "\n.target " + PTXTarget + "\n", "\n.address_size 64\n", ".visible .entry " + KernelName + "(", "\n)\n.maxntid 128, 1, 1\n{\n"} {
 		if !strings.Contains(ptx, want) {
 			t.Errorf("PTX lacks %q", want)
 		}

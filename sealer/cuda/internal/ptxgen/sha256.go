@@ -19,6 +19,10 @@ const KernelName = "vramseal_sha256_leaves"
 // Thread g = ctaid.x*ntid.x + tid.x hashes leaf first+g when g < count.
 var Params = []string{"data", "n", "leaf_size", "first", "count", "out"}
 
+// BlockThreads is the block size the kernel is launched with (and
+// declares with .maxntid).
+const BlockThreads = 128
+
 // ISA version and target of the shipped PTX: PTX ISA 8.0 for sm_80, which
 // every CUDA 12 and 13 driver JIT-compiles for Ampere, Hopper and newer.
 const (
@@ -48,6 +52,7 @@ var sha256IV = [8]uint32{
 // 0x80 terminator, zero padding and the bit length in the final block.
 func LeafKernel() (*Kernel, error) {
 	b := NewBuilder(KernelName, Params...)
+	b.k.MaxThreads = BlockThreads
 	r32 := func() Reg { return b.Reg(B32) }
 	r64 := func() Reg { return b.Reg(B64) }
 	pred := func() Reg { return b.Reg(Pred) }

@@ -110,7 +110,7 @@ func TestOpenErrors(t *testing.T) {
 			if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.code.Name()) {
 				t.Errorf("error %q: want it to wrap %v and name %s", err, c.is, c.code.Name())
 			}
-			if c.fn != "cuInit" && !strings.Contains(err.Error(), strings.TrimSuffix(strings.TrimSuffix(c.fn, "_v2"), "_v2")) {
+			if !strings.Contains(err.Error(), c.fn) {
 				t.Errorf("error %q does not name %s", err, c.fn)
 			}
 			f.expectClean(t)
@@ -503,5 +503,53 @@ func TestEmbeddedPTXIsFresh(t *testing.T) {
 	}
 	if !strings.Contains(want, ".visible .entry "+kernelName+"(") {
 		t.Errorf("the PTX lacks the entry %s", kernelName)
+	}
+}
+
+func TestCloseErrors(t *testing.T) {
+	for _, fn := range []string{"cuModuleUnload", "cuDevicePrimaryCtxRelease_v2"} {
+		t.Run(fn, func(t *testing.T) {
+			f := newFake(t, fakeFull)
+			ctx := context.Background()
+			devs, err := Open(ctx, Options{LibraryPath: f.path, Workers: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := devs[0].PrepareKernel(ctx); err != nil {
+				t.Fatal(err)
+			}
+			f.failNext(t, fn, ResultInvalidContext, 1)
+			err = devs[0].Close()
+			if err == nil || !strings.Contains(err.Error(), fn) {
+				t.Errorf("Close with %s failing: %v", fn, err)
+			}
+			if v := f.get("streams") + f.get("host_allocs"); v != 0 {
+				t.Errorf("workers' resources not freed: %d", v)
+			}
+		})
+	}
+}
+
+func TestCancelledOperations(t *testing.T) {
+	f := newFake(t, fakeFull)
+	d := open(t, f)[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := d.Alloc(ctx, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := d.Write(ctx, a, 0, make([]byte, 1<<20)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Write with a cancelled context: %v", err)
+	}
+	if err := d.Read(ctx, a, 0, make([]byte, 1<<20)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Read with a cancelled context: %v", err)
+	}
+	// Free goes through regardless: memory is never left behind.
+	if err := d.Free(ctx, a); err != nil {
+		t.Errorf("Free with a cancelled context: %v", err)
+	}
+	if f.get("dev_allocs") != 0 {
+		t.Error("allocation not freed")
 	}
 }

@@ -315,8 +315,8 @@ func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, e
 	var integrated, ecc, major, minor int32
 	err := errors.Join(
 		call("cuDeviceGetName", drv.cuDeviceGetName(&name[0], int32(len(name)), dev)),
-		call("cuDeviceGetUuid", drv.cuDeviceGetUuid(&uuid, dev)),
-		call("cuDeviceTotalMem", drv.cuDeviceTotalMem(&p.TotalMemory, dev)),
+		call("cuDeviceGetUuid_v2", drv.cuDeviceGetUuid(&uuid, dev)),
+		call("cuDeviceTotalMem_v2", drv.cuDeviceTotalMem(&p.TotalMemory, dev)),
 		call("cuDeviceGetAttribute(INTEGRATED)", drv.cuDeviceGetAttribute(&integrated, attrIntegrated, dev)),
 		call("cuDeviceGetAttribute(ECC_ENABLED)", drv.cuDeviceGetAttribute(&ecc, attrECCEnabled, dev)),
 		call("cuDeviceGetAttribute(COMPUTE_CAPABILITY_MAJOR)", drv.cuDeviceGetAttribute(&major, attrComputeMajor, dev)),
@@ -584,7 +584,7 @@ func (d *Device) Close() error {
 	close(d.quit)
 	d.wg.Wait()
 	if d.pctx != 0 {
-		errs = append(errs, call("cuDevicePrimaryCtxRelease", d.drv.cuDevicePrimaryCtxRelease(d.ordinal)))
+		errs = append(errs, call("cuDevicePrimaryCtxRelease_v2", d.drv.cuDevicePrimaryCtxRelease(d.ordinal)))
 		errs = append(errs, d.lib.release())
 	}
 	return d.errf(errors.Join(errs...))

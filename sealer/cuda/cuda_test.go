@@ -286,7 +286,7 @@ func TestCallErrors(t *testing.T) {
 		{"cuMemFree_v2", 1, ResultInvalidValue, func(e env) error { return e.d.Free(ctx, e.a) }, ResultInvalidValue},
 		{"cuPointerGetAttribute", 1, ResultInvalidValue, func(e env) error { _, err := e.d.AllocationMemory(ctx, e.a); return err }, ResultInvalidValue},
 		{"cuPointerGetAttribute", 2, ResultInvalidValue, func(e env) error { _, err := e.d.AllocationMemory(ctx, e.a); return err }, ResultInvalidValue},
-		{"cuModuleLoadData", 1, ResultInvalidPTX, digests, ResultInvalidPTX},
+		{"cuModuleLoadDataEx", 1, ResultInvalidPTX, digests, ResultInvalidPTX},
 		{"cuModuleGetFunction", 1, ResultNotFound, digests, ResultNotFound},
 		{"cuMemAlloc_v2", 1, ResultOutOfMemory, digests, sealer.ErrOutOfMemory},
 		{"cuLaunchKernel", 1, ResultLaunchFailed, digests, sealer.ErrDeviceLost},
@@ -366,7 +366,10 @@ func TestLeafDigests(t *testing.T) {
 		}
 		d.Free(ctx, a)
 	}
-	if got := f.get("calls:cuModuleLoadData"); got != 1 {
+	if !strings.Contains(d.KernelInfo(), "bytes of PTX") {
+		t.Errorf("KernelInfo() = %q: want the JIT's information log", d.KernelInfo())
+	}
+	if got := f.get("calls:cuModuleLoadDataEx"); got != 1 {
 		t.Errorf("kernel loaded %d times, want once", got)
 	}
 	if launches := f.get("launches"); launches < 5 {
@@ -551,5 +554,22 @@ func TestCancelledOperations(t *testing.T) {
 	}
 	if f.get("dev_allocs") != 0 {
 		t.Error("allocation not freed")
+	}
+}
+
+// TestJITErrorLog: a module the JIT refuses fails with the compiler's
+// error log in the error.
+func TestJITErrorLog(t *testing.T) {
+	f := newFake(t, fakeFull)
+	d := open(t, f)[0]
+	err := d.do(context.Background(), func(w *worker) error {
+		_, _, err := w.loadModule("this is not PTX")
+		return err
+	})
+	if !errors.Is(err, ResultInvalidPTX) || !strings.Contains(err.Error(), "not a PTX module") {
+		t.Errorf("got %v: want CUDA_ERROR_INVALID_PTX with the JIT's error log", err)
+	}
+	if f.get("modules") != 0 {
+		t.Error("a module was left loaded")
 	}
 }

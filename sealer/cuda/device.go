@@ -240,9 +240,10 @@ type Device struct {
 	live   map[*allocation]bool
 	closed bool
 
-	kernelMu sync.Mutex
-	module   uintptr
-	kernel   uintptr
+	kernelMu   sync.Mutex
+	module     uintptr
+	kernel     uintptr
+	kernelInfo string
 }
 
 var (

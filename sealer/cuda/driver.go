@@ -37,7 +37,7 @@ type driver struct {
 	cuStreamDestroy            func(s uintptr) Result
 	cuStreamSynchronize        func(s uintptr) Result
 	cuPointerGetAttribute      func(data unsafe.Pointer, attr int32, ptr uint64) Result
-	cuModuleLoadData           func(m *uintptr, image *byte) Result
+	cuModuleLoadDataEx         func(m *uintptr, image *byte, n uint32, opts *int32, vals *uintptr) Result
 	cuModuleUnload             func(m uintptr) Result
 	cuModuleGetFunction        func(f *uintptr, m uintptr, name string) Result
 	cuLaunchKernel             func(f uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) Result
@@ -76,7 +76,7 @@ func (d *driver) symbols() []symbol {
 		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
 		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
 		{&d.cuPointerGetAttribute, []string{"cuPointerGetAttribute"}},
-		{&d.cuModuleLoadData, []string{"cuModuleLoadData"}},
+		{&d.cuModuleLoadDataEx, []string{"cuModuleLoadDataEx"}},
 		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},
 		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}},

@@ -38,6 +38,7 @@ func TestGPUProperties(t *testing.T) {
 	if err := d.PrepareKernel(context.Background()); err != nil {
 		t.Fatalf("the driver cannot load the leaf kernel: %v", err)
 	}
+	t.Logf("leaf kernel JIT log: %s", d.KernelInfo())
 }
 
 func TestGPUWriteReadAndMemory(t *testing.T) {

@@ -3,11 +3,13 @@ package cuda
 //go:generate go run ./internal/ptxgen/cmd/ptxgen -o sha256_leaves.ptx
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -32,7 +34,7 @@ const (
 )
 
 // PrepareKernel loads the leaf kernel into the device's context
-// (cuModuleLoadData, which JIT-compiles the PTX for this GPU). LeafDigests
+// (cuModuleLoadDataEx, which JIT-compiles the PTX for this GPU). LeafDigests
 // does so at first use; the agent calls it at start-up with verify.mode gpu
 // so that a driver that cannot compile the kernel is found then.
 func (d *Device) PrepareKernel(ctx context.Context) error {
@@ -46,10 +48,12 @@ func (d *Device) leafKernel(ctx context.Context) (uintptr, error) {
 	if d.kernel != 0 {
 		return d.kernel, nil
 	}
-	image := append([]byte(leafPTX), 0)
 	var mod, fn uintptr
+	var info string
 	err := d.do(ctx, func(w *worker) error {
-		if err := call("cuModuleLoadData", w.drv.cuModuleLoadData(&mod, &image[0])); err != nil {
+		var err error
+		mod, info, err = w.loadModule(leafPTX)
+		if err != nil {
 			return fmt.Errorf("loading the leaf kernel: %w", err)
 		}
 		if err := call("cuModuleGetFunction", w.drv.cuModuleGetFunction(&fn, mod, kernelName)); err != nil {
@@ -58,12 +62,70 @@ func (d *Device) leafKernel(ctx context.Context) (uintptr, error) {
 		}
 		return nil
 	})
-	runtime.KeepAlive(image)
 	if err != nil {
 		return 0, err
 	}
-	d.module, d.kernel = mod, fn
+	d.module, d.kernel, d.kernelInfo = mod, fn, info
 	return fn, nil
+}
+
+// JIT options of cuModuleLoadDataEx.
+const (
+	jitInfoLogBuffer      = 3
+	jitInfoLogBufferSize  = 4
+	jitErrorLogBuffer     = 5
+	jitErrorLogBufferSize = 6
+	jitLogVerbose         = 12
+	jitLogBytes           = 16 << 10
+)
+
+// loadModule JIT-compiles ptx (cuModuleLoadDataEx) and returns the module
+// and the compiler's information log (registers, spills); a failure carries
+// the compiler's error log, which names the offending PTX line.
+func (w *worker) loadModule(ptx string) (uintptr, string, error) {
+	image := append([]byte(ptx), 0)
+	infoLog := make([]byte, jitLogBytes)
+	errLog := make([]byte, jitLogBytes)
+	opts := []int32{jitInfoLogBuffer, jitInfoLogBufferSize, jitErrorLogBuffer, jitErrorLogBufferSize, jitLogVerbose}
+	// Option values are pointer-sized: buffer addresses, and sizes and
+	// flags cast to pointers, as the driver API defines them. The buffers
+	// are pinned while the driver writes into them.
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	pin.Pin(&infoLog[0])
+	pin.Pin(&errLog[0])
+	vals := []uintptr{
+		uintptr(unsafe.Pointer(&infoLog[0])), jitLogBytes,
+		uintptr(unsafe.Pointer(&errLog[0])), jitLogBytes,
+		1,
+	}
+	var mod uintptr
+	r := w.drv.cuModuleLoadDataEx(&mod, &image[0], uint32(len(opts)), &opts[0], &vals[0])
+	runtime.KeepAlive(image)
+	info := cString(infoLog)
+	if err := call("cuModuleLoadDataEx", r); err != nil {
+		if log := cString(errLog); log != "" {
+			return 0, "", fmt.Errorf("%w: %s", err, log)
+		}
+		return 0, "", err
+	}
+	return mod, info, nil
+}
+
+// cString returns b up to its first NUL, trimmed.
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// KernelInfo returns the JIT compiler's information log for the leaf kernel
+// (registers used, spills), empty before the kernel is loaded.
+func (d *Device) KernelInfo() string {
+	d.kernelMu.Lock()
+	defer d.kernelMu.Unlock()
+	return d.kernelInfo
 }
 
 // LeafDigests computes the sha256-tree-v1 leaf digests of the first n bytes

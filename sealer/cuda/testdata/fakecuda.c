@@ -469,14 +469,31 @@ struct module { int magic; char *image; };
 static char function_token;
 static int max_threads = 1024;
 
-CUresult cuModuleLoadData(void **m, const void *image) {
-	ENTER("cuModuleLoadData");
+// cuModuleLoadDataEx honours the log options vramseal passes (info and
+// error log buffers and their sizes, verbose) and writes a line into each.
+CUresult cuModuleLoadDataEx(void **m, const void *image, unsigned n, const int *opts, void **vals) {
+	ENTER("cuModuleLoadDataEx");
 	NEED_CTX();
+	char *info = NULL, *err = NULL;
+	size_t info_size = 0, err_size = 0;
+	for (unsigned i = 0; i < n; i++) {
+		switch (opts[i]) {
+		case 3: info = vals[i]; break;
+		case 4: info_size = (size_t)(uintptr_t)vals[i]; break;
+		case 5: err = vals[i]; break;
+		case 6: err_size = (size_t)(uintptr_t)vals[i]; break;
+		case 12: break;
+		default: return INVALID_VALUE;
+		}
+	}
 	const char *s = image;
 	// What the JIT would refuse at once: not PTX, no version or target.
 	if (strncmp(s, "//", 2) != 0 || !strstr(s, "\n.version ") || !strstr(s, "\n.target sm_") ||
-	    !strstr(s, "\n.address_size 64\n"))
+	    !strstr(s, "\n.address_size 64\n")) {
+		if (err && err_size) snprintf(err, err_size, "fakecuda: ptx input, line 1; error   : not a PTX module");
 		return INVALID_PTX;
+	}
+	if (info && info_size) snprintf(info, info_size, "fakecuda: loaded %zu bytes of PTX, 0 registers", strlen(s));
 	struct module *mod = malloc(sizeof *mod);
 	mod->magic = MODULE_MAGIC;
 	mod->image = strdup(s);

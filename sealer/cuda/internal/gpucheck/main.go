@@ -86,6 +86,7 @@ func run(ctx context.Context, out io.Writer, c config) error {
 	if err := dev.PrepareKernel(ctx); err != nil {
 		return err
 	}
+	fmt.Fprintf(out, "leaf kernel JIT: %s\n", strings.ReplaceAll(dev.KernelInfo(), "\n", "; "))
 
 	// Probe size: 2 GiB on a data-centre GPU, less on a small one.
 	probe := min(uint64(2*gib), p.TotalMemory/8) &^ (16<<20 - 1)

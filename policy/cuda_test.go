@@ -91,6 +91,7 @@ func TestCUDAGPUs(t *testing.T) {
 	set("integrated", 1)
 	set("major", 5)
 	set("ecc", 0)
+	set("mig", 1)
 	rec2 := &audit.Recorder{}
 	// Properties are read at Open: reopen to see the new ones.
 	devs2, err := cuda.Open(ctx, cuda.Options{LibraryPath: path, Workers: 1, Devices: []int{0}})
@@ -104,7 +105,8 @@ func TestCUDAGPUs(t *testing.T) {
 	for _, ev := range violations(rec2) {
 		got = append(got, ev.Violation)
 	}
-	if len(got) != 3 || got[0] != audit.ViolationIntegratedGPU || got[1] != audit.ViolationComputeCapabilityTooLow || got[2] != audit.ViolationECCDisabled {
+	if len(got) != 4 || got[0] != audit.ViolationIntegratedGPU || got[1] != audit.ViolationComputeCapabilityTooLow ||
+		got[2] != audit.ViolationECCDisabled || got[3] != audit.ViolationMIGEnabled {
 		t.Errorf("violations %v", got)
 	}
 }

@@ -20,7 +20,9 @@
 // CheckStartup (and signalled on Exit for violations found later), which the
 // agent maps to exit status 3 (ExitCode).
 //
-// MIG mode comes from NVML, which the CUDA driver API does not expose: the
-// CUDA GPUs report it unknown unless a MIGSource (the NVML access in
-// internal/) is given. An unknown MIG mode is not a violation.
+// MIG mode comes from NVML, which the CUDA driver API does not expose: a
+// CUDA device that is a MIG compute instance reports MIG enabled (its UUID
+// differs from its GPU's), any other reports it unknown unless a MIGSource
+// (the NVML access in internal/) is given. An unknown MIG mode is not a
+// violation.
 package policy

@@ -47,9 +47,10 @@ func (g simGPU) AllocationMemory(ctx context.Context, a sealer.Allocation) (Allo
 	return AllocationMemory{Type: "device"}, nil
 }
 
-// CUDAGPUs adapts CUDA devices: properties read by the driver at Open (MIG
-// unknown: give the Policy a MIGSource for it), a check that the device
-// still answers, and cuPointerGetAttribute for allocations.
+// CUDAGPUs adapts CUDA devices: properties read by the driver at Open, a
+// check that the device still answers, and cuPointerGetAttribute for
+// allocations. MIG is enabled for a MIG compute instance and unknown
+// otherwise (give the Policy a MIGSource, NVML, to know it).
 func CUDAGPUs(ds []*cuda.Device) []GPU {
 	out := make([]GPU, len(ds))
 	for i, d := range ds {
@@ -67,10 +68,14 @@ func (g cudaGPU) Properties(ctx context.Context) (Properties, error) {
 		return Properties{}, err
 	}
 	cp := g.d.Properties()
+	mig := MIGUnknown
+	if cp.MIGInstance {
+		mig = MIGEnabled
+	}
 	return Properties{
 		Name: cp.Name, UUID: cp.UUID, Integrated: cp.Integrated,
 		ComputeMajor: cp.ComputeMajor, ComputeMinor: cp.ComputeMinor,
-		TotalMemory: cp.TotalMemory, ECCEnabled: cp.ECCEnabled, MIG: MIGUnknown,
+		TotalMemory: cp.TotalMemory, ECCEnabled: cp.ECCEnabled, MIG: mig,
 	}, nil
 }
 

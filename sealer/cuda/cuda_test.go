@@ -88,6 +88,7 @@ func TestOpenErrors(t *testing.T) {
 		{"cuDeviceGet", ResultInvalidDevice, ResultInvalidDevice},
 		{"cuDeviceGetName", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceGetUuid_v2", ResultInvalidValue, ResultInvalidValue},
+		{"cuDeviceGetUuid", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceGetAttribute", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceTotalMem_v2", ResultInvalidValue, ResultInvalidValue},
 		{"cuDevicePrimaryCtxSetFlags_v2", ResultInvalidValue, ResultInvalidValue},
@@ -155,9 +156,13 @@ func TestProperties(t *testing.T) {
 		t.Errorf("primary context flags %#x, want CU_CTX_SCHED_YIELD", fl)
 	}
 	g := newFake(t, fakeFull)
-	open(t, g, func(o *Options) { o.SpinWait = true })
+	g.set("mig", 1)
+	mig := open(t, g, func(o *Options) { o.SpinWait = true })[0].Properties()
 	if fl := g.get("ctx_flags"); fl != -1 {
 		t.Errorf("SpinWait: primary context flags set to %#x", fl)
+	}
+	if !mig.MIGInstance || mig.UUID != "MIG-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff" {
+		t.Errorf("MIG instance: %+v", mig)
 	}
 }
 

@@ -61,8 +61,13 @@ type Properties struct {
 	Ordinal int
 	// Name is the product name, e.g. "NVIDIA H100 80GB HBM3".
 	Name string
-	// UUID is the device UUID as nvidia-smi prints it ("GPU-…").
+	// UUID is the device UUID as nvidia-smi prints it ("GPU-…", or "MIG-…"
+	// for a MIG instance).
 	UUID string
+	// MIGInstance is true when the device is a MIG compute instance: its
+	// own UUID (cuDeviceGetUuid_v2) differs from its GPU's (cuDeviceGetUuid).
+	// When false, MIG mode is not known from the driver API alone.
+	MIGInstance bool
 	// Integrated is true for a GPU that shares memory with the host.
 	Integrated bool
 	// ComputeMajor and ComputeMinor are the compute capability.
@@ -312,11 +317,12 @@ func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, op
 func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, error) {
 	p := Properties{Ordinal: ordinal, DriverVersion: version}
 	var name [256]byte
-	var uuid [16]byte
+	var uuid, gpuUUID [16]byte
 	var integrated, ecc, major, minor int32
 	err := errors.Join(
 		call("cuDeviceGetName", drv.cuDeviceGetName(&name[0], int32(len(name)), dev)),
 		call("cuDeviceGetUuid_v2", drv.cuDeviceGetUuid(&uuid, dev)),
+		call("cuDeviceGetUuid", drv.cuDeviceGetUuidV1(&gpuUUID, dev)),
 		call("cuDeviceTotalMem_v2", drv.cuDeviceTotalMem(&p.TotalMemory, dev)),
 		call("cuDeviceGetAttribute(INTEGRATED)", drv.cuDeviceGetAttribute(&integrated, attrIntegrated, dev)),
 		call("cuDeviceGetAttribute(ECC_ENABLED)", drv.cuDeviceGetAttribute(&ecc, attrECCEnabled, dev)),
@@ -330,6 +336,10 @@ func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, e
 		p.Name = string(name[:i])
 	}
 	p.UUID = FormatUUID(uuid)
+	if uuid != gpuUUID {
+		p.MIGInstance = true
+		p.UUID = "MIG-" + strings.TrimPrefix(p.UUID, "GPU-")
+	}
 	p.Integrated, p.ECCEnabled = integrated != 0, ecc != 0
 	p.ComputeMajor, p.ComputeMinor = int(major), int(minor)
 	return p, nil

@@ -19,6 +19,7 @@ type driver struct {
 	cuDeviceGet                func(dev *int32, ordinal int32) Result
 	cuDeviceGetName            func(name *byte, size int32, dev int32) Result
 	cuDeviceGetUuid            func(uuid *[16]byte, dev int32) Result
+	cuDeviceGetUuidV1          func(uuid *[16]byte, dev int32) Result
 	cuDeviceGetAttribute       func(v *int32, attr int32, dev int32) Result
 	cuDeviceTotalMem           func(bytes *uint64, dev int32) Result
 	cuDevicePrimaryCtxRetain   func(ctx *uintptr, dev int32) Result
@@ -57,7 +58,8 @@ func (d *driver) symbols() []symbol {
 		{&d.cuDeviceGetCount, []string{"cuDeviceGetCount"}},
 		{&d.cuDeviceGet, []string{"cuDeviceGet"}},
 		{&d.cuDeviceGetName, []string{"cuDeviceGetName"}},
-		{&d.cuDeviceGetUuid, []string{"cuDeviceGetUuid_v2", "cuDeviceGetUuid"}},
+		{&d.cuDeviceGetUuid, []string{"cuDeviceGetUuid_v2"}},
+		{&d.cuDeviceGetUuidV1, []string{"cuDeviceGetUuid"}},
 		{&d.cuDeviceGetAttribute, []string{"cuDeviceGetAttribute"}},
 		{&d.cuDeviceTotalMem, []string{"cuDeviceTotalMem_v2"}},
 		{&d.cuDevicePrimaryCtxRetain, []string{"cuDevicePrimaryCtxRetain"}},

@@ -51,6 +51,7 @@ static long long cfg_major = 9;
 static long long cfg_minor = 0;
 static long long cfg_memtype = 2; // CU_MEMORYTYPE_DEVICE
 static long long cfg_managed = 0;
+static long long cfg_mig = 0;
 static long long cfg_corrupt_kernel = 0; // flip a bit of each digest the "kernel" writes
 
 static int initialized;
@@ -131,6 +132,7 @@ static long long *key(const char *k) {
 	if (!strcmp(k, "minor")) return &cfg_minor;
 	if (!strcmp(k, "memtype")) return &cfg_memtype;
 	if (!strcmp(k, "managed")) return &cfg_managed;
+	if (!strcmp(k, "mig")) return &cfg_mig;
 	if (!strcmp(k, "corrupt_kernel")) return &cfg_corrupt_kernel;
 	if (!strcmp(k, "used")) return &used;
 	if (!strcmp(k, "streams")) return &streams_live;
@@ -239,6 +241,16 @@ CUresult cuDeviceGetUuid_v2(unsigned char *uuid, CUdevice d) {
 	ENTER("cuDeviceGetUuid_v2");
 	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
 	for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0xf0 + i + d);
+	return OK;
+}
+
+// cuDeviceGetUuid (v1) gives the physical GPU's UUID, which differs from the
+// device's own for a MIG instance (setting "mig").
+CUresult cuDeviceGetUuid(unsigned char *uuid, CUdevice d) {
+	ENTER("cuDeviceGetUuid");
+	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
+	for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0xf0 + i + d);
+	if (cfg_mig) uuid[15] ^= 0x55;
 	return OK;
 }
 

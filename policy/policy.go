@@ -179,6 +179,7 @@ type Policy struct {
 	deps         Deps
 	gpus         map[int]GPU
 
+	checkMu  sync.Mutex // serialises device checks
 	mu       sync.Mutex
 	checked  map[int]bool
 	blocked  map[int][]Violation
@@ -245,7 +246,7 @@ func (p *Policy) CheckStartup(ctx context.Context, use []int) error {
 	use = slices.Compact(use)
 	var all []Violation
 	for _, gpu := range use {
-		all = append(all, p.checkGPU(ctx, gpu)...)
+		all = append(all, p.checkGPU(ctx, gpu, false)...)
 	}
 	if len(all) > 0 && p.cfg.ExitOnViolation {
 		return p.stop(all)
@@ -253,8 +254,20 @@ func (p *Policy) CheckStartup(ctx context.Context, use []int) error {
 	return nil
 }
 
-// checkGPU checks one GPU once, records and reports its violations.
-func (p *Policy) checkGPU(ctx context.Context, gpu int) []Violation {
+// checkGPU checks one GPU, records and reports its violations. With once,
+// a GPU already checked is not checked again. Checks are serialised so
+// that concurrent first seals on a GPU report its violations once.
+func (p *Policy) checkGPU(ctx context.Context, gpu int, once bool) []Violation {
+	p.checkMu.Lock()
+	defer p.checkMu.Unlock()
+	if once {
+		p.mu.Lock()
+		done := p.checked[gpu]
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+	}
 	vs := p.evaluate(ctx, gpu)
 	p.mu.Lock()
 	p.checked[gpu] = true
@@ -356,13 +369,8 @@ func (p *Policy) ExitErr() error {
 // Admit lets a seal onto gpu unless the policy blocks it. A GPU not
 // checked at start-up is checked now, once.
 func (p *Policy) Admit(ctx context.Context, gpu int) error {
-	p.mu.Lock()
-	checked := p.checked[gpu]
-	p.mu.Unlock()
-	if !checked {
-		if vs := p.checkGPU(ctx, gpu); len(vs) > 0 && p.cfg.ExitOnViolation {
-			p.stop(vs)
-		}
+	if vs := p.checkGPU(ctx, gpu, true); len(vs) > 0 && p.cfg.ExitOnViolation {
+		p.stop(vs)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -328,10 +329,15 @@ func TestAdmitChecksUncheckedGPU(t *testing.T) {
 	if len(rec.Events()) != 0 {
 		t.Fatal("GPU 1 was checked although not in use")
 	}
-	if err := p.Admit(context.Background(), 1); err == nil {
-		t.Error("integrated GPU admitted")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := p.Admit(context.Background(), 1); err == nil {
+				t.Error("integrated GPU admitted")
+			}
+		})
 	}
-	p.Admit(context.Background(), 1)
+	wg.Wait()
 	if n := len(violations(rec)); n != 1 {
 		t.Errorf("%d events: the GPU must be checked (and reported) once", n)
 	}

@@ -129,6 +129,14 @@ func TestOpenNoDevices(t *testing.T) {
 	if _, err := Open(context.Background(), Options{LibraryPath: f.path, Devices: []int{1, 2}}); !errors.Is(err, ErrNoDevice) || !strings.Contains(err.Error(), "GPU 2") {
 		t.Errorf("ordinal 2 of 2: %v", err)
 	}
+	if _, err := Open(context.Background(), Options{LibraryPath: f.path, Devices: []int{1, 1}}); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("ordinal named twice: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Open(ctx, Options{LibraryPath: f.path}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Open: %v", err)
+	}
 	f.expectClean(t)
 }
 

@@ -210,10 +210,18 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 		shared.release()
 		return nil, err
 	}
+	seen := map[int]bool{}
 	for _, ord := range ordinals {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
 		if ord < 0 || ord >= int(count) {
 			return fail(fmt.Errorf("cuda: %w %d: the driver reports %d device(s)", ErrNoDevice, ord, count))
 		}
+		if seen[ord] {
+			return fail(fmt.Errorf("cuda: GPU %d is named twice", ord))
+		}
+		seen[ord] = true
 		d, err := openDevice(ctx, shared, ord, int(version), opts)
 		if err != nil {
 			return fail(err)

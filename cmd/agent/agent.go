@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -10,6 +12,7 @@ import (
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/secret"
+	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
@@ -23,8 +26,12 @@ type agent struct {
 	sealer   *sealer.Sealer
 	schedule *sealer.Schedule
 	declared *sealer.Declared
-	// sims are the simulated GPUs (nil on real GPUs).
-	sims    []*simgpu.Device
+	// gpus are the opened devices; sims the simulated ones (nil on real GPUs).
+	gpus *gpus
+	sims []*simgpu.Device
+	// policy is the VRAM-only policy (the sealer's Admission and
+	// AllocationChecker).
+	policy  *policy.Policy
 	control *control.Server
 	// controlGID is the control socket's group (nil: none, mode 0600).
 	controlGID *uint32
@@ -42,9 +49,10 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 
-// newAgent builds every part from the configuration; it starts nothing.
-func newAgent(cfg *config.Config, log *logrus.Logger) (*agent, error) {
-	a := &agent{cfg: cfg, log: log}
+// newAgent builds every part from the configuration and opens the GPUs
+// (openCUDA opens real ones); it starts nothing. On error nothing stays open.
+func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openCUDA cudaOpener) (a *agent, err error) {
+	a = &agent{cfg: cfg, log: log}
 	sec, err := secret.Load(cfg.SealSecretFile)
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: seal_secret_file: %w", cfg.File, err))
@@ -57,16 +65,29 @@ func newAgent(cfg *config.Config, log *logrus.Logger) (*agent, error) {
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	devs, sims, err := openDevices(cfg)
-	if err != nil {
-		return nil, usageErr(err)
-	}
-	a.sims = sims
 	if a.audit, err = newAuditPipeline(cfg, log); err != nil {
 		return nil, err
 	}
+	a.gpus, err = openDevices(ctx, cfg, openCUDA)
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	defer func() {
+		if err != nil {
+			_ = a.gpus.close()
+		}
+	}()
+	a.sims = a.gpus.sims
+	a.policy, err = policy.New(policy.Config{
+		MinMemoryBytes: cfg.Policy.MinMemoryBytes, MinComputeCapability: cfg.Policy.MinComputeCapability,
+		RequireECC: cfg.Policy.RequireECC, AllowMIG: cfg.Policy.AllowMIG, ExitOnViolation: cfg.Policy.ExitOnViolation,
+	}, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, Logger: log.WithField(logFieldComponent, "policy")})
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
+	}
 	a.sealer, err = sealer.New(sealer.Config{
-		WorkerID: cfg.WorkerID, Devices: devs, Signer: signer, Emitter: a.audit.Emitter,
+		WorkerID: cfg.WorkerID, Devices: a.gpus.devs, Signer: signer, Emitter: a.audit.Emitter,
+		Admission: a.policy, AllocationChecker: a.policy,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,
 		Observer: newSealObserver(),
 	})
@@ -90,7 +111,7 @@ func newAgent(cfg *config.Config, log *logrus.Logger) (*agent, error) {
 	}
 	a.controlGID = access.Group
 	a.control, err = control.NewServer(control.Config{
-		Sealer: a.sealer, SimGPUs: sims, ModelDirs: cfg.ModelDirs, Access: access,
+		Sealer: a.sealer, SimGPUs: a.sims, ModelDirs: cfg.ModelDirs, Access: access,
 		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
 		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },
 		Logger:   log.WithField(logFieldComponent, "control"),
@@ -115,16 +136,35 @@ func controlAccess(cfg *config.Config) (control.Access, error) {
 	return acc, nil
 }
 
-// ready reports whether every declared shard is sealed, and which are not.
-func (a *agent) ready() (bool, []string) {
-	p := a.declared.Pending()
-	return len(p) == 0, p
+// ready reports whether every declared shard is sealed and no GPU is
+// blocked by the policy; why says what is missing.
+func (a *agent) ready() (ok bool, pending []string, why string) {
+	pending = a.declared.Pending()
+	var reasons []string
+	if len(pending) > 0 {
+		reasons = append(reasons, "declared shards not sealed yet: "+strings.Join(pending, ", "))
+	}
+	if err := a.policy.Ready(); err != nil {
+		reasons = append(reasons, err.Error())
+	}
+	return len(reasons) == 0, pending, strings.Join(reasons, "; ")
+}
+
+// usedGPUs are the GPUs the declared shards name (nil: none declared, so
+// the policy checks every GPU at start-up).
+func usedGPUs(cfg *config.Config) []int {
+	var out []int
+	for _, s := range cfg.Shards {
+		out = append(out, s.GPU)
+	}
+	return out
 }
 
 // status describes the agent for the control API.
 func (a *agent) status() control.Status {
-	ok, pending := a.ready()
+	ok, pending, why := a.ready()
 	return control.Status{
+		NotReady: why,
 		WorkerID: a.cfg.WorkerID, Device: a.cfg.Device, Simulated: a.sims != nil,
 		Ready: ok, Pending: pending, Shards: len(a.sealer.List()), GPUs: a.sealer.GPUs(),
 		VerifyMode: string(a.sealer.VerifyMode()), VerifyEvery: a.schedule.Interval(),

@@ -1,31 +1,68 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
+	"github.com/vramseal/vramseal/sealer/cuda"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
-// errNoDriver is returned for device: cuda or auto while the agent has no
-// CUDA backend: the agent refuses to start rather than simulate.
-var errNoDriver = errors.New("no CUDA driver/backend")
+// errNoDriver is wrapped by openDevices' error for device: cuda or auto on
+// a machine without a usable NVIDIA driver: the agent refuses to start
+// rather than simulate.
+var errNoDriver = cuda.ErrNoDriver
 
-// openDevices opens the GPUs the configuration names. sims holds the
-// simulated devices (device: sim) and is nil on real GPUs. It never falls
-// back to simulation.
-func openDevices(cfg *config.Config) (devs []sealer.Device, sims []*simgpu.Device, err error) {
+// gpus are the opened devices in the shapes the parts of the agent need.
+type gpus struct {
+	// devs are the sealer's devices.
+	devs []sealer.Device
+	// sims are the simulated GPUs (nil on real GPUs).
+	sims []*simgpu.Device
+	// cudaDevs are the CUDA devices (nil on simulated GPUs).
+	cudaDevs []*cuda.Device
+	// policy are the devices as the VRAM-only policy sees them.
+	policy []policy.GPU
+}
+
+// close releases the devices (the CUDA contexts and driver threads).
+func (g *gpus) close() error {
+	var errs []error
+	for _, d := range g.cudaDevs {
+		errs = append(errs, d.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// cudaOpener opens the CUDA devices (cuda.Open; tests pass their own).
+type cudaOpener func(ctx context.Context, opts cuda.Options) ([]*cuda.Device, error)
+
+// openDevices opens the GPUs the configuration names: simulated GPUs for
+// device: sim, NVIDIA GPUs through the CUDA driver for cuda and auto. It
+// never falls back to simulation: without a driver, cuda and auto fail
+// with an error wrapping errNoDriver.
+func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (*gpus, error) {
 	switch cfg.Device {
 	case config.DeviceSim:
 		sims, err := simgpu.New(cfg.SimConfig())
 		if err != nil {
-			return nil, nil, fmt.Errorf("device: sim: %w", err)
+			return nil, fmt.Errorf("device: sim: %w", err)
 		}
-		return simgpu.Devices(sims), sims, nil
+		return &gpus{devs: simgpu.Devices(sims), sims: sims, policy: policy.SimGPUs(sims)}, nil
 	case config.DeviceCUDA, config.DeviceAuto:
-		return nil, nil, fmt.Errorf("device: %s: %w in this build of vramseal-agent; the agent does not fall back to a simulated GPU (set device: sim for tests and demos)", cfg.Device, errNoDriver)
+		ds, err := openCUDA(ctx, cuda.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("device: %s: %w; the agent does not fall back to a simulated GPU (set device: sim for tests and demos)", cfg.Device, err)
+		}
+		g := &gpus{cudaDevs: ds, policy: policy.CUDAGPUs(ds)}
+		for _, d := range ds {
+			g.devs = append(g.devs, d)
+		}
+		return g, nil
 	}
-	return nil, nil, fmt.Errorf("device: %q is not one of sim, cuda, auto", cfg.Device)
+	return nil, fmt.Errorf("device: %q is not one of sim, cuda, auto", cfg.Device)
 }

@@ -134,8 +134,13 @@ func (e *env) shardFile(name string, n int, seed byte) string {
 // writeConfig writes the agent's configuration with the given shards
 // ("id:file:gpu").
 func (e *env) writeConfig(device string, shards ...string) {
+	e.writeConfigWith(device, "sim: {gpus: 2, memory_bytes: 4294967296}\n", shards...)
+}
+
+// writeConfigWith is writeConfig with more YAML (a sim block at least).
+func (e *env) writeConfigWith(device, extra string, shards ...string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "worker_id: e2e-node\ndevice: %s\nsim: {gpus: 2, memory_bytes: 268435456}\n", device)
+	fmt.Fprintf(&b, "worker_id: e2e-node\ndevice: %s\n%s", device, extra)
 	fmt.Fprintf(&b, "seal_secret_file: %s\nmodel_dirs: [%s]\n", filepath.Join(e.dir, "seal.key"), e.models)
 	b.WriteString("verify: {interval: 1s, jitter: 0.1}\nshards:\n")
 	for _, s := range shards {
@@ -344,7 +349,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	e.waitFor("/readyz 503 naming e", func() bool {
 		code, body := e.get("/readyz")
-		return code == 503 && strings.HasSuffix(body, "not sealed yet: e\n")
+		return code == 503 && strings.HasSuffix(body, "declared shards not sealed yet: e\n")
 	})
 	after := e.list()
 	if after["a"].Seal != before["a"].Seal {
@@ -408,8 +413,8 @@ func TestRunRefusesBadStarts(t *testing.T) {
 		setup func(e *env) []string
 		want  string
 	}{
-		{"device cuda without a driver", func(e *env) []string { e.writeConfig("cuda"); return nil }, "no CUDA driver/backend"},
-		{"device auto without a driver", func(e *env) []string { e.writeConfig("auto"); return nil }, "no CUDA driver/backend"},
+		{"device cuda without a driver", func(e *env) []string { e.writeConfig("cuda"); return nil }, "no usable NVIDIA CUDA driver"},
+		{"device auto without a driver", func(e *env) []string { e.writeConfig("auto"); return nil }, "no usable NVIDIA CUDA driver"},
 		{"unknown key", func(e *env) []string {
 			os.WriteFile(e.config, []byte("device: sim\nseal_secret_file: /k\nverify: {intervall: 5m}\n"), 0o644)
 			return nil
@@ -436,6 +441,49 @@ func TestRunRefusesBadStarts(t *testing.T) {
 				t.Errorf("log lacks %q:\n%s", tc.want, e.log.String())
 			}
 		})
+	}
+}
+
+// TestPolicyBlocksAGPU: a GPU that breaks the VRAM-only policy gets no
+// shards, the agent keeps running and is not ready; with exit_on_violation
+// it stops with exit status 3.
+func TestPolicyBlocksAGPU(t *testing.T) {
+	const sim = "sim: {gpus: 2, memory_bytes: 4294967296, per_gpu: [{gpu: 1, integrated: true}]}\n"
+	e := newEnv(t)
+	p := e.shardFile("x.bin", 10000, 1)
+	e.shardFile("a.bin", 10000, 2)
+	e.writeConfigWith("sim", sim, "a:a.bin:0")
+	e.start()
+	// At start-up the policy checks the GPUs the declared shards use (0);
+	// GPU 1 is checked before its first seal.
+	e.waitFor("/readyz 200", func() bool { code, _ := e.get("/readyz"); return code == 200 })
+	out := e.mustCLI(1, "seal", p, "--id", "x", "--gpu", "1")
+	if !strings.Contains(out, "integrated") {
+		t.Errorf("seal on the blocked GPU: %s", out)
+	}
+	if code, body := e.get("/readyz"); code != 503 || !strings.Contains(body, "vram_only") {
+		t.Errorf("/readyz with a blocked GPU: %d %s", code, body)
+	}
+	logText := e.log.String()
+	if !regexpFound(logText, "event=vramseal.policy.violation", "violation=integrated_gpu") ||
+		!regexpFound(logText, "event=vramseal.vram.allocation_failed", "reason=policy_blocked") {
+		t.Error("policy.violation or allocation_failed(policy_blocked) not emitted")
+	}
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+
+	e = newEnv(t)
+	e.writeConfigWith("sim", sim+"policy: {exit_on_violation: true}\n")
+	e.start()
+	if code := e.wait(30 * time.Second); code != exitPolicy {
+		t.Fatalf("exit status %d with exit_on_violation, want 3\n%s", code, e.log.String())
+	}
+	if !strings.Contains(e.log.String(), "action_taken=agent_stopped") {
+		t.Errorf("no agent_stopped violation logged:\n%s", e.log.String())
 	}
 }
 

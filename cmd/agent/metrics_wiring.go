@@ -9,8 +9,8 @@ import (
 
 // newRegistry builds the registry /metrics serves. It is the one place
 // collectors are registered: the vramseal collectors (collector/) are added
-// here, reading from the agent (a.sealer, a.schedule, a.sims, a.ready,
-// a.audit.Counters).
+// here, reading from the agent (a.sealer, a.schedule, a.sims and
+// a.gpus.cudaDevs, a.policy.Compliant, a.ready, a.audit.Counters).
 func newRegistry(a *agent) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(

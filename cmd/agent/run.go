@@ -19,6 +19,7 @@ import (
 
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
 // defaultSocket is where the control API listens and the client looks.
@@ -77,7 +78,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 		log.WithError(err).Error("cannot load the configuration")
 		return exitUsage
 	}
-	a, err := newAgent(cfg, log)
+	a, err := newAgent(ctx, cfg, log, cuda.Open)
 	if err != nil {
 		log.WithError(err).Error("cannot start the agent")
 		var ee *exitError
@@ -85,6 +86,12 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 			return ee.code
 		}
 		return exitFailed
+	}
+	defer a.gpus.close()
+	// The VRAM-only policy checks the GPUs in use before anything is sealed.
+	if err := a.policy.CheckStartup(ctx, usedGPUs(cfg)); err != nil {
+		log.WithError(err).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
+		return exitPolicy
 	}
 	ln, err := control.Listen(o.socket, a.controlGID)
 	if err != nil {
@@ -129,6 +136,10 @@ loop:
 			break loop
 		case <-hup:
 			a.reload(o.configFile)
+		case <-a.policy.Exit():
+			log.WithError(a.policy.ExitErr()).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
+			code = exitPolicy
+			break loop
 		case err := <-webErr:
 			log.WithError(err).Error("the web server stopped; shutting down")
 			code = exitFailed

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -47,7 +46,7 @@ func init() {
 				}
 				ready := "yes"
 				if !st.Ready {
-					ready = "no, waiting for " + strings.Join(st.Pending, ", ")
+					ready = "no: " + st.NotReady
 				}
 				fmt.Fprintf(c.stdout, "worker   %s\ndevice   %s\ngpus     %v\nshards   %d\nready    %s\nverify   every %s (%s)\n",
 					st.WorkerID, dev, st.GPUs, st.Shards, ready, st.VerifyEvery, st.VerifyMode)

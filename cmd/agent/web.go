@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"html"
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
@@ -22,10 +21,10 @@ func newWebHandler(a *agent, telemetryPath string) (http.Handler, error) {
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		ok, pending := a.ready()
+		ok, _, why := a.ready()
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: declared shards not sealed yet: %s\n", strings.Join(pending, ", "))
+			fmt.Fprintf(w, "not ready: %s\n", why)
 			return
 		}
 		fmt.Fprintln(w, "ready")

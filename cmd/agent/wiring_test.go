@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,23 +17,39 @@ import (
 
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
 func TestOpenDevicesNeverSimulatesSilently(t *testing.T) {
+	noDriver := func(context.Context, cuda.Options) ([]*cuda.Device, error) {
+		return nil, fmt.Errorf("cuda: %w: libcuda.so.1: cannot open shared object file", cuda.ErrNoDriver)
+	}
 	for _, dev := range []string{config.DeviceCUDA, config.DeviceAuto} {
-		devs, sims, err := openDevices(&config.Config{Device: dev})
-		if !errors.Is(err, errNoDriver) || devs != nil || sims != nil {
-			t.Errorf("device %s: %v, %d devices, %d simulated", dev, err, len(devs), len(sims))
+		g, err := openDevices(context.Background(), &config.Config{Device: dev}, noDriver)
+		if !errors.Is(err, errNoDriver) || g != nil {
+			t.Errorf("device %s: %v, %v", dev, err, g)
+			continue
 		}
 		if !strings.Contains(err.Error(), "does not fall back") {
 			t.Errorf("device %s: message does not say there is no fallback: %v", dev, err)
 		}
+		// The real driver loader: on this machine either GPUs or ErrNoDriver
+		// (or ErrNoDevice), never simulated devices.
+		g, err = openDevices(context.Background(), &config.Config{Device: dev}, cuda.Open)
+		if err == nil {
+			if g.sims != nil || len(g.cudaDevs) == 0 {
+				t.Errorf("device %s opened %d simulated and %d CUDA devices", dev, len(g.sims), len(g.cudaDevs))
+			}
+			_ = g.close()
+		} else if !errors.Is(err, cuda.ErrNoDriver) && !errors.Is(err, cuda.ErrNoDevice) {
+			t.Errorf("device %s: %v", dev, err)
+		}
 	}
 	cfg := config.Default()
 	cfg.Device, cfg.Sim.GPUs = config.DeviceSim, 3
-	devs, sims, err := openDevices(&cfg)
-	if err != nil || len(devs) != 3 || len(sims) != 3 {
-		t.Fatalf("sim: %v, %d devices", err, len(devs))
+	g, err := openDevices(context.Background(), &cfg, noDriver)
+	if err != nil || len(g.devs) != 3 || len(g.sims) != 3 || len(g.policy) != 3 {
+		t.Fatalf("sim: %v, %+v", err, g)
 	}
 }
 
@@ -97,7 +114,7 @@ func TestWebEndpoints(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(&bytes.Buffer{})
-	a, err := newAgent(cfg, log)
+	a, err := newAgent(context.Background(), cfg, log, cuda.Open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +128,7 @@ func TestWebEndpoints(t *testing.T) {
 		h.ServeHTTP(rw, httptest.NewRequest(http.MethodGet, path, nil))
 		return rw.Code, rw.Body.String()
 	}
-	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "not sealed yet: a") {
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "declared shards not sealed yet: a") {
 		t.Errorf("/readyz with a declared shard pending: %d %s", code, body)
 	}
 	if code, _ := get("/healthz"); code != 200 {

@@ -78,7 +78,9 @@ type Status struct {
 	// Ready is true once every declared shard is sealed.
 	Ready bool `json:"ready"`
 	// Pending lists the declared shards not sealed yet.
-	Pending       []string      `json:"pending,omitempty"`
+	Pending []string `json:"pending,omitempty"`
+	// NotReady says why the agent is not ready ("" when it is).
+	NotReady      string        `json:"not_ready,omitempty"`
 	Shards        int           `json:"shards"`
 	GPUs          []int         `json:"gpus"`
 	VerifyMode    string        `json:"verify_mode"`

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
@@ -286,7 +287,7 @@ func (c *Config) validate() error {
 	default:
 		return c.errorf("verify.mode", "%q is not one of host, gpu", c.Verify.Mode)
 	}
-	if _, _, err := ParseComputeCapability(c.Policy.MinComputeCapability); err != nil {
+	if _, _, err := policy.ParseComputeCapability(c.Policy.MinComputeCapability); err != nil {
 		return c.errorf("policy.min_compute_capability", "%v", err)
 	}
 	if c.Audit.SpoolDir == "" || !filepath.IsAbs(c.Audit.SpoolDir) {

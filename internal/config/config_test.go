@@ -142,6 +142,7 @@ func TestBadInput(t *testing.T) {
 		{"shard on a GPU that does not exist", "seal_secret_file: /k\ndevice: sim\nsim: {gpus: 2}\nshards:\n  - {id: a, path: /m/a, gpu: 2}\n", "a.yml: shards[0].gpu (line 5): GPU 2 does not exist (sim.gpus is 2)"},
 		{"bad sha256", "seal_secret_file: /k\nshards:\n  - {id: a, path: /m/a, sha256: abc}\n", "a.yml: shards[0].sha256 (line 3):"},
 		{"bad compute capability", "seal_secret_file: /k\nsim: {compute_capability: 9}\n", `a.yml: sim.compute_capability (line 2): "9" is not a compute capability`},
+		{"policy compute capability with a two-digit minor", "seal_secret_file: /k\npolicy: {min_compute_capability: \"6.10\"}\n", `a.yml: policy.min_compute_capability (line 2): compute capability "6.10": want MAJOR.MINOR with a one-digit minor`},
 		{"per_gpu of a missing GPU", "seal_secret_file: /k\nsim: {gpus: 1, per_gpu: [{gpu: 3}]}\n", "a.yml: sim.per_gpu[0].gpu (line 2): GPU 3 does not exist"},
 		{"per_gpu unknown key", "seal_secret_file: /k\nsim: {per_gpu: [{gpu: 0, ecc: true}]}\n", "a.yml: sim.per_gpu[0].ecc (line 2): unknown key"},
 		{"two documents", "seal_secret_file: /k\n---\ndevice: sim\n", "a.yml: line 2: more than one YAML document"},

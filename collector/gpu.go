@@ -45,7 +45,7 @@ type GPUTelemetry struct {
 	RemappedCorrectable, RemappedUncorrected int
 	RemapPending, RemapFailed                bool
 
-	HasRetiredPages                bool
+	HasRetiredPages                    bool
 	RetiredSingleBit, RetiredDoubleBit int
 }
 

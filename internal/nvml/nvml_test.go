@@ -329,3 +329,25 @@ func TestUngatedCallKillsProcess(t *testing.T) {
 	}
 	t.Logf("child died as expected: %v: %s", err, strings.TrimSpace(out))
 }
+
+// TestBuildsWithoutCgo builds this package and the collectors with
+// CGO_ENABLED=0: the agent must build without NVML for the simulated GPU.
+func TestBuildsWithoutCgo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds packages; skipped with -short")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command on PATH")
+	}
+	cmd := exec.Command(goBin, "build", "-o", os.DevNull, "github.com/vramseal/vramseal/internal/nvml")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
+	}
+	cmd = exec.Command(goBin, "vet", "github.com/vramseal/vramseal/collector")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go vet ./collector: %v\n%s", err, out)
+	}
+}

@@ -45,9 +45,9 @@
 //		Logger: log,
 //	})
 //	go metrics.Run(ctx)                                   // background GPU reads until ctx ends
-//	handler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorLog: ...})
+//	mux.Handle(*telemetryPath, collector.Handler(reg, log)) // promhttp, gzip at BestSpeed, instrumented
 //
-// The handler is served with github.com/prometheus/exporter-toolkit's
+// The mux is served with github.com/prometheus/exporter-toolkit's
 // web.ListenAndServe, which gives --web.config.file (TLS, basic auth);
 // web_test.go proves such a config file works with a real HTTPS client.
 //

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,6 +144,23 @@ type sealCollector struct {
 	shardInfo, shardVerified, shardLastVerified *prometheus.Desc
 	sealedShards, sealedBytes                   *prometheus.Desc
 	interval, overdue                           *prometheus.Desc
+
+	// cache keeps each shard's metrics between scrapes, rebuilt only when
+	// a value changes, so a scrape of many shards allocates little.
+	mu    sync.Mutex
+	cache map[string]*shardMetrics
+	gen   uint64
+}
+
+// shardMetrics are one shard's series as of its last change.
+type shardMetrics struct {
+	seal     sealer.Seal
+	intact   bool
+	last     time.Time
+	info     prometheus.Metric
+	verified prometheus.Metric
+	lastTS   prometheus.Metric
+	gen      uint64 // the scrape that last saw the shard
 }
 
 func newSealCollector(o Options) *sealCollector {
@@ -158,6 +176,7 @@ func newSealCollector(o Options) *sealCollector {
 		sealedBytes:  prometheus.NewDesc(Namespace+"_sealed_bytes", "Bytes of VRAM held by the shards sealed on the GPU.", []string{"gpu"}, nil),
 		interval:     prometheus.NewDesc(Namespace+"_verify_interval_seconds", "The configured interval between verifications of a shard.", nil, nil),
 		overdue:      prometheus.NewDesc(Namespace+"_verification_overdue_shards", "Shards on the GPU past the time their next verification was due.", []string{"gpu"}, nil),
+		cache:        map[string]*shardMetrics{},
 	}
 }
 
@@ -187,20 +206,22 @@ func (c *sealCollector) update(ch chan<- prometheus.Metric) error {
 	gpus := c.state.GPUs()
 	shards := make(map[int]int, len(gpus))
 	bytes := make(map[int]uint64, len(gpus))
+	c.mu.Lock()
+	c.gen++
 	for _, st := range c.state.List() {
-		s := st.Seal
-		gpu := gpuLabel(s.GPUDevice)
-		shards[s.GPUDevice]++
-		bytes[s.GPUDevice] += s.VRAMBytes
-		intact := st.State == sealer.StateSealed && (st.LastResult == "" || st.LastResult == sealer.ResultOK)
-		last := st.LastVerifiedAt
-		if last.IsZero() {
-			last = s.SealedAt
-		}
-		ch <- prometheus.MustNewConstMetric(c.shardInfo, prometheus.GaugeValue, 1, s.ShardID, gpu, s.Digest, s.ModelRef)
-		ch <- prometheus.MustNewConstMetric(c.shardVerified, prometheus.GaugeValue, boolGauge(intact), s.ShardID, gpu)
-		ch <- prometheus.MustNewConstMetric(c.shardLastVerified, prometheus.GaugeValue, unixSeconds(last), s.ShardID, gpu)
+		shards[st.Seal.GPUDevice]++
+		bytes[st.Seal.GPUDevice] += st.Seal.VRAMBytes
+		m := c.shard(st)
+		ch <- m.info
+		ch <- m.verified
+		ch <- m.lastTS
 	}
+	for id, m := range c.cache {
+		if m.gen != c.gen {
+			delete(c.cache, id) // released
+		}
+	}
+	c.mu.Unlock()
 	var overdue map[int]int
 	if c.schedule != nil {
 		overdue = c.schedule.OverdueShards()
@@ -214,6 +235,34 @@ func (c *sealCollector) update(ch chan<- prometheus.Metric) error {
 		}
 	}
 	return nil
+}
+
+// shard returns the shard's cached metrics, rebuilding those that changed.
+// c.mu must be held.
+func (c *sealCollector) shard(st sealer.ShardStatus) *shardMetrics {
+	s := st.Seal
+	intact := st.State == sealer.StateSealed && (st.LastResult == "" || st.LastResult == sealer.ResultOK)
+	last := st.LastVerifiedAt
+	if last.IsZero() {
+		last = s.SealedAt
+	}
+	gpu := gpuLabel(s.GPUDevice)
+	m := c.cache[s.ShardID]
+	if m == nil || m.seal != s {
+		m = &shardMetrics{seal: s}
+		m.info = prometheus.MustNewConstMetric(c.shardInfo, prometheus.GaugeValue, 1, s.ShardID, gpu, s.Digest, s.ModelRef)
+		c.cache[s.ShardID] = m
+	}
+	if m.verified == nil || m.intact != intact {
+		m.intact = intact
+		m.verified = prometheus.MustNewConstMetric(c.shardVerified, prometheus.GaugeValue, boolGauge(intact), s.ShardID, gpu)
+	}
+	if m.lastTS == nil || !m.last.Equal(last) {
+		m.last = last
+		m.lastTS = prometheus.MustNewConstMetric(c.shardLastVerified, prometheus.GaugeValue, unixSeconds(last), s.ShardID, gpu)
+	}
+	m.gen = c.gen
+	return m
 }
 
 func unixSeconds(t time.Time) float64 {

@@ -159,12 +159,10 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 		d := time.Since(start)
 		success := 1.0
 		if err != nil {
+			// Logged at debug level: the GPU reader logs a real failure
+			// once, when it happens, rather than at every scrape.
 			success = 0
-			lvl := logrus.WarnLevel
-			if errors.Is(err, ErrNoData) {
-				lvl = logrus.DebugLevel
-			}
-			s.log.WithField("collector", c.name).WithError(err).Log(lvl, "collector failed")
+			s.log.WithField("collector", c.name).WithError(err).Debug("collector failed")
 		}
 		ch <- prometheus.MustNewConstMetric(s.durationDesc, prometheus.GaugeValue, d.Seconds(), c.name)
 		ch <- prometheus.MustNewConstMetric(s.successDesc, prometheus.GaugeValue, success, c.name)

@@ -110,14 +110,25 @@ func (s *NVMLSource) Telemetry(ctx context.Context) ([]GPUTelemetry, error) {
 	return out, nil
 }
 
-// Close shuts NVML down if it was opened.
+// Close shuts NVML down if it was opened. It waits at most 5 seconds for a
+// read in flight (a hung driver must not hang the agent's shutdown).
 func (s *NVMLSource) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.client == nil {
-		return nil
+	done := make(chan error, 1)
+	go func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.client == nil {
+			done <- nil
+			return
+		}
+		done <- s.client.Close()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		return errors.New("nvml: not shut down: a telemetry read is still running")
 	}
-	return s.client.Close()
 }
 
 // SimSource is the GPU source of simulated GPUs: their memory reflects the

@@ -142,3 +142,25 @@ func TestMaskedOutputPassesPromtool(t *testing.T) {
 		t.Fatalf("promtool check metrics on masked output: %v\n%s", err, out)
 	}
 }
+
+// FuzzMask checks that Mask never panics and that its output is a fixed
+// point: masking a masked scrape changes nothing.
+func FuzzMask(f *testing.F) {
+	f.Add(run1)
+	f.Add(run2)
+	f.Add("# TYPE x counter\nx_total{a=\"b c\"} 1 1700000000000\n")
+	f.Add("# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		once, err := metricstest.Mask(strings.NewReader(in), metricstest.DefaultRules)
+		if err != nil {
+			return
+		}
+		twice, err := metricstest.Mask(strings.NewReader(string(once)), metricstest.DefaultRules)
+		if err != nil {
+			t.Fatalf("masked output does not parse: %v\n%s", err, once)
+		}
+		if string(once) != string(twice) {
+			t.Fatalf("not a fixed point:\n%s\n----\n%s", once, twice)
+		}
+	})
+}

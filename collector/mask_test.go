@@ -1,6 +1,7 @@
 package collector_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -34,5 +35,17 @@ func TestMaskedScrapesOfTwoRunsAreEqual(t *testing.T) {
 	}
 	if count(string(m1)) != count(s1) {
 		t.Errorf("masking changed the number of series: %d -> %d", count(s1), count(string(m1)))
+	}
+}
+
+// TestScrapeIsDocumented checks a full scrape against docs/metrics.md.
+func TestScrapeIsDocumented(t *testing.T) {
+	doc, err := os.Open("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer doc.Close()
+	if err := metricstest.CheckDocumented(strings.NewReader(scrape(t, fullEnv(t).reg)), doc, "vramseal_"); err != nil {
+		t.Fatal(err)
 	}
 }

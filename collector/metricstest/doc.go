@@ -11,6 +11,9 @@
 //	got, err := metricstest.Mask(strings.NewReader(body), metricstest.DefaultRules)
 //	// compare got with the golden file; rewrite it with -update
 //
+// CheckDocumented checks a scrape against docs/metrics.md (every vramseal_
+// family listed, with its type).
+//
 // The masked text is still valid exposition format (masked values are NaN,
 // masked label values are "MASKED"), so `promtool check metrics` runs on the
 // golden file too.

@@ -235,6 +235,20 @@ func (c *Client) deviceTelemetry(i int, driver string) Telemetry {
 	return t
 }
 
+// DeviceCount is the number of GPUs NVML sees.
+func (c *Client) DeviceCount() (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, ErrClosed
+	}
+	n, err := c.lib.DeviceCount()
+	if err != nil {
+		return 0, fmt.Errorf("nvml: device count: %w", err)
+	}
+	return n, nil
+}
+
 // Properties are what the VRAM-only policy may ask of a GPU through NVML.
 type Properties struct {
 	Index int

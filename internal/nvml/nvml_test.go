@@ -178,6 +178,9 @@ func TestProperties(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n, err := c.DeviceCount(); err != nil || n != 2 {
+		t.Errorf("DeviceCount = %d, %v", n, err)
+	}
 	p0, err := c.Properties(0)
 	if err != nil || !p0.ECCSupported || !p0.ECCEnabled || !p0.MIGSupported || !p0.MIGEnabled {
 		t.Errorf("Properties(0) = %+v, %v", p0, err)
@@ -203,6 +206,9 @@ func TestClosedClientCallsNothing(t *testing.T) {
 	n := len(lib.calls)
 	if _, err := c.Telemetry(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Telemetry after Close: %v", err)
+	}
+	if _, err := c.DeviceCount(); !errors.Is(err, ErrClosed) {
+		t.Errorf("DeviceCount after Close: %v", err)
 	}
 	if _, err := c.Properties(0); !errors.Is(err, ErrClosed) {
 		t.Errorf("Properties after Close: %v", err)

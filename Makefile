@@ -27,10 +27,10 @@ build: ## Build bin/vramseal-agent (needs Go and a C compiler for NVML; CGO_ENAB
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
 
 .PHONY: test
-test: $(PROMTOOL) ## vet, gofmt, the race detector over every test, and the tests with real tools.
+test: tools ## vet, gofmt, the race detector over every test, and the tests with real tools.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
-	VRAMSEAL_PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 .PHONY: lint
 lint: ## gofmt and go vet.

@@ -34,14 +34,16 @@
 //		WorkerID: cfg.WorkerID, Device: "sim",            // or "cuda"
 //		GPU: gpu,
 //		Sealer: s, Observer: obs,
-//		Schedule: schedule,                               // anything with OverdueShards() map[int]int; nil until wired
+//		Schedule: schedule,                               // *sealer.Schedule (OverdueShards); nil until wired
 //		VerifyInterval: cfg.Verify.Interval,
 //		AuditCounters: counters,                          // the *audit.Counters the emitter counts into
 //		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats {
-//			st := spool.Stats()                           // nil until the spool is wired
-//			return collector.SpoolStats{PendingRecords: ..., Bytes: ..., OldestPending: ..., ...}
+//			st := pipeline.Stats()                        // audit/otel; nil AuditStats until wired
+//			return collector.SpoolStats{PendingRecords: st.PendingRecords, Bytes: uint64(max(st.SpoolBytes, 0)),
+//				OldestPending: st.OldestPending, QuarantinedFiles: st.QuarantinedFiles,
+//				Lost: st.Lost, ExportFailures: st.ExportFailures}
 //		}),
-//		Policy: policy,                                   // anything with Compliant() map[int]bool; nil until wired
+//		Policy: pol,                                      // *policy.Policy (Compliant); nil until wired
 //		Logger: log,
 //	})
 //	go metrics.Run(ctx)                                   // background GPU reads until ctx ends

@@ -184,3 +184,20 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		t.Fatalf("promtool accepted a broken exposition: %s", out)
 	}
 }
+
+type panickyPolicy struct{}
+
+func (panickyPolicy) Compliant() map[int]bool { panic("policy bug") }
+
+// TestPanickingSourceFailsOnlyItsCollector: a source's bug makes its
+// collector's success 0; the scrape goes on.
+func TestPanickingSourceFailsOnlyItsCollector(t *testing.T) {
+	e := newEnv(t, envOpts{mutate: func(o *collector.Options) { o.Policy = panickyPolicy{} }})
+	e.seal(t, "p1", 0, 4096)
+	body := scrape(t, e.reg)
+	for _, l := range []string{`vramseal_collector_success{collector="policy"} 0`, `vramseal_collector_success{collector="seal"} 1`, `vramseal_sealed_shards{gpu="0"} 1`} {
+		if !strings.Contains(body, l+"\n") {
+			t.Errorf("scrape lacks %q", l)
+		}
+	}
+}

@@ -37,7 +37,8 @@ type Options struct {
 	// its counters are exported with the seal state.
 	Observer *Observer
 	// Schedule reports overdue verifications; VerifyInterval is the
-	// configured verification interval (not exported when 0).
+	// configured verification interval (not exported when 0). As for every
+	// source, leave it nil (not a typed nil pointer) when there is none.
 	Schedule       Schedule
 	VerifyInterval time.Duration
 
@@ -155,7 +156,7 @@ func (s *Set) Describe(ch chan<- *prometheus.Desc) {
 func (s *Set) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range s.collectors {
 		start := time.Now()
-		err := c.c.update(ch)
+		err := s.update(c, ch)
 		d := time.Since(start)
 		success := 1.0
 		if err != nil {
@@ -167,6 +168,18 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.durationDesc, prometheus.GaugeValue, d.Seconds(), c.name)
 		ch <- prometheus.MustNewConstMetric(s.successDesc, prometheus.GaugeValue, success, c.name)
 	}
+}
+
+// update runs one collector; a panic (a source's bug) fails that collector
+// only, and is logged as an error.
+func (s *Set) update(c named, ch chan<- prometheus.Metric) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+			s.log.WithField("collector", c.name).WithError(err).Error("collector panicked")
+		}
+	}()
+	return c.c.update(ch)
 }
 
 var _ prometheus.Collector = (*Set)(nil)

@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -59,6 +60,7 @@ func main() {
 // result is one case's measurements.
 type result struct {
 	name     string
+	cpu      time.Duration // process CPU (server and client) per scrape
 	series   int
 	bytes    int
 	p50, p99 time.Duration
@@ -115,6 +117,18 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 			}
 		}
 	}
+	// CPU per scrape, measured on its own (less sensitive to a busy
+	// machine than the latencies): each case alone, back to back.
+	for j, s := range servers {
+		n := max(c.scrapes/4, 10)
+		before := cpuTime()
+		for i := 0; i < n; i++ {
+			if _, _, err := scrape(s.URL); err != nil {
+				return false, err
+			}
+		}
+		cases[j].cpu = (cpuTime() - before) / time.Duration(n)
+	}
 	for _, r := range cases {
 		slices.Sort(r.samples)
 		r.p50 = r.samples[len(r.samples)/2]
@@ -123,9 +137,9 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 	fmt.Fprintf(w, "metrics scrape: %d simulated GPUs x %d shards, %d scrapes per case (HTTP on loopback, gzip)\n",
 		c.gpus, c.shards, c.scrapes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tseries\tbytes (uncompressed)\tp50 ms\tp99 ms\t")
+	fmt.Fprintln(tw, "case\tseries\tbytes (uncompressed)\tp50 ms\tp99 ms\tCPU ms/scrape\t")
 	for _, r := range cases {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t\n", r.name, r.series, r.bytes, ms(r.p50), ms(r.p99))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.name, r.series, r.bytes, ms(r.p50), ms(r.p99), ms(r.cpu))
 	}
 	tw.Flush()
 	ok := ms(cases[1].p99) < c.goalMS
@@ -222,4 +236,13 @@ func loadAverage() string {
 		return ""
 	}
 	return fmt.Sprintf("; load average %s %s %s on %d CPUs", f[0], f[1], f[2], runtime.NumCPU())
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

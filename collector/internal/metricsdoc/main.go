@@ -151,7 +151,7 @@ const footer = `
   ` + "`vramseal_collector_success`" + ` and ` + "`vramseal_collector_duration_seconds`" + `. A source that
   is missing for an expected reason (no NVML on the machine, no telemetry read yet) gives
   no data and success 0, logged at debug level.
-- **GPU telemetry** is read in the background (every 15 s, each read bounded by 5 s) and
+- **GPU telemetry** is read in the background (by default every 15 s, each read bounded by 5 s) and
   served from a cache, so a hung driver never hangs a scrape; while a read hangs, the ` + "`gpu`" + `
   collector's success is 0. Reserved memory, remapped rows and retired pages appear only
   where the driver reports them. Simulated GPUs are labelled ` + "`name=\"vramseal simulated GPU\"`" + `,
@@ -160,6 +160,9 @@ const footer = `
   its last verification (or, before the first, when it was sealed), 0 once a verification
   failed (altered, allocation missing, seal invalid) or could not read it.
   ` + "`vramseal_shard_last_verified_timestamp_seconds`" + ` moves only on success.
+- **Results.** A result outside the documented set is counted as ` + "`error`" + `; an outcome for a
+  GPU index the agent does not have (a presented seal record naming another GPU) is
+  counted under ` + "`gpu=\"unknown\"`" + `, so callers cannot create series at will.
 - **Audit spool.** ` + "`vramseal_audit_spool_oldest_pending_timestamp_seconds`" + ` is the scrape time
   when nothing is pending, so ` + "`time() - vramseal_audit_spool_oldest_pending_timestamp_seconds`" + `
   is the backlog's age.

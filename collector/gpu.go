@@ -31,7 +31,8 @@ type GPUTelemetry struct {
 	Name          string
 	DriverVersion string
 	// Up is false when the GPU could not be queried (lost, reset): only
-	// vramseal_gpu_info and vramseal_gpu_up are exported for it then.
+	// vramseal_gpu_up (0) is exported for it then, and its
+	// vramseal_gpu_info disappears.
 	Up bool
 
 	TotalBytes, UsedBytes, FreeBytes uint64
@@ -187,7 +188,7 @@ func newGPUCollector(o Options) *gpuCollector {
 	return &gpuCollector{
 		src: o.GPU, interval: o.GPUInterval, timeout: o.GPUTimeout, log: o.Logger, now: o.Now,
 		info: prometheus.NewDesc(Namespace+"_gpu_info",
-			"GPU identity, always 1. Simulated GPUs have name \"vramseal simulated GPU\" and driver_version \"simulated\".",
+			"GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name \"vramseal simulated GPU\" and driver_version \"simulated\".",
 			[]string{"gpu", "uuid", "name", "driver_version"}, nil),
 		up:           d("up", "Whether the GPU answered its last telemetry read (1) or is lost or failing (0)."),
 		total:        d("memory_total_bytes", "GPU memory in total, as the driver reports it."),
@@ -324,11 +325,11 @@ func (g *gpuCollector) emit(ch chan<- prometheus.Metric, t GPUTelemetry) {
 	gauge := func(d *prometheus.Desc, v float64, extra ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{gpu, t.UUID}, extra...)...)
 	}
-	ch <- prometheus.MustNewConstMetric(g.info, prometheus.GaugeValue, 1, gpu, t.UUID, t.Name, t.DriverVersion)
 	gauge(g.up, boolGauge(t.Up))
 	if !t.Up {
-		return
+		return // a lost GPU leaves vramseal_gpu_info: alerts key on its disappearance
 	}
+	ch <- prometheus.MustNewConstMetric(g.info, prometheus.GaugeValue, 1, gpu, t.UUID, t.Name, t.DriverVersion)
 	gauge(g.total, float64(t.TotalBytes))
 	gauge(g.used, float64(t.UsedBytes))
 	gauge(g.free, float64(t.FreeBytes))

@@ -30,7 +30,7 @@ vramseal_gpu_ecc_errors_total{gpu="0",type="corrected",uuid="GPU-SIM-00000000-00
 vramseal_gpu_ecc_errors_total{gpu="0",type="uncorrected",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 0
 vramseal_gpu_ecc_errors_total{gpu="1",type="corrected",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 5
 vramseal_gpu_ecc_errors_total{gpu="1",type="uncorrected",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 2
-# HELP vramseal_gpu_info GPU identity, always 1. Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated".
+# HELP vramseal_gpu_info GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated".
 # TYPE vramseal_gpu_info gauge
 vramseal_gpu_info{driver_version="simulated",gpu="0",name="vramseal simulated GPU",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 1
 vramseal_gpu_info{driver_version="simulated",gpu="1",name="vramseal simulated GPU",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 1
@@ -51,7 +51,7 @@ vramseal_collector_success{collector="seal"} 1
 		t.Fatal(err)
 	}
 
-	// A lost GPU keeps its identity, reports up 0 and no memory.
+	// A lost GPU reports up 0, and its info and memory disappear.
 	e.devs[1].SetLost(true)
 	e.refresh(t)
 	body := scrape(t, e.reg)
@@ -59,8 +59,13 @@ vramseal_collector_success{collector="seal"} 1
 		!strings.Contains(body, `vramseal_gpu_up{gpu="0",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 1`+"\n") {
 		t.Errorf("gpu_up after GPU 1 was lost:\n%s", strings.Join(lines(body, "vramseal_gpu_up"), "\n"))
 	}
-	if got := lines(body, `vramseal_gpu_memory_free_bytes{gpu="1"`); len(got) != 0 {
-		t.Errorf("lost GPU still reports memory: %q", got)
+	for _, prefix := range []string{`vramseal_gpu_memory_free_bytes{gpu="1"`, `vramseal_gpu_info{driver_version="simulated",gpu="1"`} {
+		if got := lines(body, prefix); len(got) != 0 {
+			t.Errorf("lost GPU still reports %q", got)
+		}
+	}
+	if got := lines(body, `vramseal_gpu_info{driver_version="simulated",gpu="0"`); len(got) != 1 {
+		t.Errorf("GPU 0's info: %q", got)
 	}
 }
 
@@ -204,7 +209,7 @@ vramseal_gpu_remapped_rows{gpu="0",type="uncorrectable",uuid="GPU-0"} 1
 # HELP vramseal_gpu_row_remap_pending Whether a row remap is pending and the GPU needs a reset (where supported).
 # TYPE vramseal_gpu_row_remap_pending gauge
 vramseal_gpu_row_remap_pending{gpu="0",uuid="GPU-0"} 1
-# HELP vramseal_gpu_info GPU identity, always 1. Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated".
+# HELP vramseal_gpu_info GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated".
 # TYPE vramseal_gpu_info gauge
 vramseal_gpu_info{driver_version="570.86.15",gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-0"} 1
 `

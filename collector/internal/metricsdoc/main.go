@@ -154,7 +154,8 @@ const footer = `
 - **GPU telemetry** is read in the background (by default every 15 s, each read bounded by 5 s) and
   served from a cache, so a hung driver never hangs a scrape; while a read hangs, the ` + "`gpu`" + `
   collector's success is 0. Reserved memory, remapped rows and retired pages appear only
-  where the driver reports them. Simulated GPUs are labelled ` + "`name=\"vramseal simulated GPU\"`" + `,
+  where the driver reports them. A GPU that stops answering (fell off the bus, lost by the
+  driver) keeps ` + "`vramseal_gpu_up`" + ` at 0 and its ` + "`vramseal_gpu_info`" + ` series disappears. Simulated GPUs are labelled ` + "`name=\"vramseal simulated GPU\"`" + `,
   ` + "`driver_version=\"simulated\"`" + ` in ` + "`vramseal_gpu_info`" + `.
 - **Shard verification.** ` + "`vramseal_shard_verified`" + ` is 1 while the shard matched its seal at
   its last verification (or, before the first, when it was sealed), 0 once a verification

@@ -234,6 +234,15 @@ func TestNVMLSourceWithoutLibraryIsNoData(t *testing.T) {
 	if !strings.Contains(body, `vramseal_collector_success{collector="gpu"} 0`+"\n") || len(lines(body, "vramseal_gpu_")) != 0 {
 		t.Errorf("without NVML: success %q, gpu series %q", lines(body, `vramseal_collector_success{collector="gpu"}`), lines(body, "vramseal_gpu_"))
 	}
+	// The driver appears later (loaded after the agent started): the next
+	// read opens NVML and the data comes.
+	lib.initErr = nil
+	lib.devs = []fakeNVMLDevice{{0}}
+	e.refresh(t)
+	body = scrape(t, e.reg)
+	if !strings.Contains(body, `vramseal_collector_success{collector="gpu"} 1`+"\n") || len(lines(body, `vramseal_gpu_up{gpu="0",uuid="GPU-0"} 1`)) != 1 {
+		t.Errorf("after the driver appeared: %q", lines(body, "vramseal_gpu_up"))
+	}
 }
 
 // TestNVMLMissingInRealProcess runs the collectors over the machine's real

@@ -258,7 +258,11 @@ func TestNVMLMissingInRealProcess(t *testing.T) {
 	s := string(out)
 	switch {
 	case strings.Contains(s, "gpu-success 1"):
+		// A GPU machine: the real NVML's numbers must make sense.
 		t.Logf("NVML present here: %s", s)
+		if !strings.Contains(s, "memory-ok") {
+			t.Fatalf("real NVML telemetry looks wrong:\n%s", s)
+		}
 	case !strings.Contains(s, "gpu-success 0"):
 		t.Fatalf("child output lacks the gpu collector's success:\n%s", s)
 	}
@@ -281,15 +285,38 @@ func TestMain(m *testing.M) {
 			fmt.Println("gather:", err)
 			os.Exit(3)
 		}
+		total, used, free := map[string]float64{}, map[string]float64{}, map[string]float64{}
 		for _, mf := range mfs {
-			if mf.GetName() != "vramseal_collector_success" {
-				continue
-			}
 			for _, m := range mf.GetMetric() {
-				if m.GetLabel()[0].GetValue() == "gpu" {
-					fmt.Printf("gpu-success %g\n", m.GetGauge().GetValue())
+				v, gpu := m.GetGauge().GetValue(), ""
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == "gpu" {
+						gpu = lp.GetValue()
+					}
+				}
+				switch mf.GetName() {
+				case "vramseal_collector_success":
+					if m.GetLabel()[0].GetValue() == "gpu" {
+						fmt.Printf("gpu-success %g\n", v)
+					}
+				case "vramseal_gpu_memory_total_bytes":
+					total[gpu] = v
+				case "vramseal_gpu_memory_used_bytes":
+					used[gpu] = v
+				case "vramseal_gpu_memory_free_bytes":
+					free[gpu] = v
+				case "vramseal_gpu_info":
+					fmt.Printf("gpu-info %s\n", m.String())
 				}
 			}
+		}
+		ok := len(total) > 0
+		for g, t := range total {
+			fmt.Printf("gpu %s: total %g used %g free %g\n", g, t, used[g], free[g])
+			ok = ok && t > 0 && used[g] <= t && free[g] <= t
+		}
+		if ok {
+			fmt.Println("memory-ok")
 		}
 		_ = src.Close()
 		os.Exit(0)

@@ -310,15 +310,16 @@ func TestLibraryMissingInRealProcess(t *testing.T) {
 		if !strings.HasPrefix(out, "not-built-in:") {
 			t.Fatalf("child said %q, want not-built-in", out)
 		}
-	case libraryInstalled():
-		t.Logf("libnvidia-ml is installed here; child said %q", strings.TrimSpace(out))
-		if strings.HasPrefix(out, "library-missing") {
-			t.Fatalf("child said %q although the library is installed", out)
+	case strings.HasPrefix(out, "library-missing:"):
+		if libraryInstalled() {
+			t.Fatalf("child said %q although libnvidia-ml.so.1 is installed", out)
 		}
+	case strings.HasPrefix(out, "nvml-ok") || strings.HasPrefix(out, "init-failed:"):
+		// NVML is on this machine (a GPU machine): the child used it, or
+		// its Init failed cleanly, and did not crash.
+		t.Logf("NVML present: %s", strings.TrimSpace(out))
 	default:
-		if !strings.HasPrefix(out, "library-missing:") {
-			t.Fatalf("child said %q, want library-missing", out)
-		}
+		t.Fatalf("child said %q", out)
 	}
 }
 
@@ -330,6 +331,9 @@ func TestUngatedCallKillsProcess(t *testing.T) {
 		t.Skip("needs a cgo build on a machine without libnvidia-ml")
 	}
 	out, err := child(t, "ungated")
+	if err == nil && strings.HasPrefix(out, "nvml-ok") {
+		t.Skip("NVML initialised here (a GPU machine): nothing to show")
+	}
 	if err == nil || strings.Contains(out, "survived") {
 		t.Fatalf("child survived an NVML call after a failed Init (err %v): %s; go-nvml changed, review the gating", err, out)
 	}

@@ -172,6 +172,10 @@ func (f *fakeNVML) Device(i int) (nvml.Device, error) {
 	return f.devs[i], nil
 }
 
+func (f *fakeNVML) DeviceByUUID(string) (nvml.Device, error) {
+	return nil, &nvml.ReturnError{Op: "device handle by UUID", Code: 6, Message: "ERROR_NOT_FOUND"}
+}
+
 type fakeNVMLDevice struct{ i int }
 
 func (d fakeNVMLDevice) UUID() (string, error) { return fmt.Sprintf("GPU-%d", d.i), nil }

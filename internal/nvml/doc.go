@@ -14,7 +14,19 @@
 // ErrNotBuiltIn, so the agent still builds for the simulated GPU.
 //
 // Telemetry serves the metrics collector (memory, ECC, remapped rows,
-// retired pages); Properties serves the VRAM-only policy (ECC and MIG
-// modes). Tests use a fake Library; TestLibraryMissingInRealProcess
+// retired pages); Properties and PropertiesByUUID serve the VRAM-only
+// policy (ECC and MIG modes). The policy's MIGSource is a few lines over a
+// Client:
+//
+//	func (m nvmlMIG) MIGMode(ctx context.Context, uuid string) (policy.MIGMode, error) {
+//		p, err := m.client.PropertiesByUUID(uuid)
+//		switch {
+//		case err != nil || !p.MIGSupported:
+//			return policy.MIGUnknown, err
+//		case p.MIGEnabled:
+//			return policy.MIGEnabled, nil
+//		}
+//		return policy.MIGDisabled, nil
+//	} Tests use a fake Library; TestLibraryMissingInRealProcess
 // exercises the real library-missing path in a child process.
 package nvml

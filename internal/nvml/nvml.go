@@ -3,6 +3,7 @@ package nvml
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -21,6 +22,8 @@ type Library interface {
 	DeviceCount() (int, error)
 	// Device returns the GPU with that index.
 	Device(index int) (Device, error)
+	// DeviceByUUID returns the GPU with that UUID ("GPU-..." or "MIG-...").
+	DeviceByUUID(uuid string) (Device, error)
 }
 
 // Device is the part of an NVML device handle vramseal uses. Calls that a
@@ -251,7 +254,7 @@ func (c *Client) DeviceCount() (int, error) {
 
 // Properties are what the VRAM-only policy may ask of a GPU through NVML.
 type Properties struct {
-	Index int
+	Index int // -1 when asked by UUID
 	// ECCSupported is false when the device has no ECC (then ECCEnabled is
 	// false too).
 	ECCSupported, ECCEnabled bool
@@ -266,22 +269,58 @@ func (c *Client) Properties(index int) (Properties, error) {
 	if c.closed {
 		return Properties{}, ErrClosed
 	}
-	p := Properties{Index: index}
 	d, err := c.lib.Device(index)
 	if err != nil {
-		return p, fmt.Errorf("nvml: GPU %d: handle: %w", index, err)
+		return Properties{Index: index}, fmt.Errorf("nvml: GPU %d: handle: %w", index, err)
 	}
+	return properties(d, Properties{Index: index}, fmt.Sprintf("GPU %d", index))
+}
+
+// PropertiesByUUID returns the ECC and MIG modes of the GPU with that UUID
+// (as CUDA reports it; Index is -1). A MIG device's UUID ("MIG-...") is a
+// slice of a GPU in MIG mode: it reports MIG enabled without asking.
+func (c *Client) PropertiesByUUID(uuid string) (Properties, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return Properties{}, ErrClosed
+	}
+	p := Properties{Index: -1}
+	if strings.HasPrefix(uuid, "MIG-") {
+		p.MIGSupported, p.MIGEnabled = true, true
+	}
+	d, err := c.lib.DeviceByUUID(uuid)
+	if err != nil {
+		return p, fmt.Errorf("nvml: GPU %s: handle: %w", uuid, err)
+	}
+	if p.MIGEnabled {
+		// ECC is the parent GPU's; MIG mode is known.
+		on, err := d.ECCMode()
+		switch {
+		case errors.Is(err, ErrNotSupported):
+		case err != nil:
+			return p, fmt.Errorf("nvml: GPU %s: ECC mode: %w", uuid, err)
+		default:
+			p.ECCSupported, p.ECCEnabled = true, on
+		}
+		return p, nil
+	}
+	return properties(d, p, "GPU "+uuid)
+}
+
+// properties fills p from d's ECC and MIG modes.
+func properties(d Device, p Properties, name string) (Properties, error) {
 	switch on, err := d.ECCMode(); {
 	case errors.Is(err, ErrNotSupported):
 	case err != nil:
-		return p, fmt.Errorf("nvml: GPU %d: ECC mode: %w", index, err)
+		return p, fmt.Errorf("nvml: %s: ECC mode: %w", name, err)
 	default:
 		p.ECCSupported, p.ECCEnabled = true, on
 	}
 	switch on, err := d.MIGMode(); {
 	case errors.Is(err, ErrNotSupported):
 	case err != nil:
-		return p, fmt.Errorf("nvml: GPU %d: MIG mode: %w", index, err)
+		return p, fmt.Errorf("nvml: %s: MIG mode: %w", name, err)
 	default:
 		p.MIGSupported, p.MIGEnabled = true, on
 	}

@@ -57,6 +57,16 @@ func (l *fakeLib) Device(i int) (Device, error) {
 	return d, nil
 }
 
+func (l *fakeLib) DeviceByUUID(uuid string) (Device, error) {
+	l.call("DeviceByUUID")
+	for _, d := range l.devices {
+		if d.uuid == uuid || (strings.HasPrefix(uuid, "MIG-") && d.uuid == "GPU-parent") {
+			return d, nil
+		}
+	}
+	return nil, &ReturnError{Op: "device handle by UUID", Code: 6, Message: "ERROR_NOT_FOUND"}
+}
+
 var errNS = &ReturnError{Op: "x", Code: codeNotSupported, Message: "ERROR_NOT_SUPPORTED"}
 
 type fakeDevice struct {
@@ -171,8 +181,8 @@ func TestTelemetryCountError(t *testing.T) {
 
 func TestProperties(t *testing.T) {
 	lib := &fakeLib{t: t, devices: []*fakeDevice{
-		{ecc: true, eccOn: true, migOn: true},
-		{migUnsupported: true},
+		{ecc: true, eccOn: true, migOn: true, uuid: "GPU-parent"},
+		{migUnsupported: true, uuid: "GPU-b"},
 	}}
 	c, err := Open(lib)
 	if err != nil {
@@ -188,6 +198,17 @@ func TestProperties(t *testing.T) {
 	p1, err := c.Properties(1)
 	if err != nil || p1.ECCSupported || p1.ECCEnabled || p1.MIGSupported || p1.MIGEnabled {
 		t.Errorf("Properties(1) = %+v, %v", p1, err)
+	}
+	pu, err := c.PropertiesByUUID("GPU-b")
+	if err != nil || pu.Index != -1 || pu.MIGSupported {
+		t.Errorf("PropertiesByUUID(GPU-b) = %+v, %v", pu, err)
+	}
+	pm, err := c.PropertiesByUUID("MIG-0123")
+	if err != nil || !pm.MIGEnabled || !pm.ECCEnabled {
+		t.Errorf("PropertiesByUUID(MIG-0123) = %+v, %v", pm, err)
+	}
+	if _, err := c.PropertiesByUUID("GPU-none"); err == nil {
+		t.Error("PropertiesByUUID of an unknown GPU succeeded")
 	}
 }
 

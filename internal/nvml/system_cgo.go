@@ -41,6 +41,18 @@ func (s *system) Device(index int) (Device, error) {
 	if err := retErr("device handle", r); err != nil {
 		return nil, err
 	}
+	return s.device(d), nil
+}
+
+func (s *system) DeviceByUUID(uuid string) (Device, error) {
+	d, r := s.lib.DeviceGetHandleByUUID(uuid)
+	if err := retErr("device handle by UUID", r); err != nil {
+		return nil, err
+	}
+	return s.device(d), nil
+}
+
+func (s *system) device(d gonvml.Device) Device {
 	// Queries newer than some drivers are looked up rather than called:
 	// calling a missing symbol kills the process.
 	has := func(sym string) bool { return s.lib.Extensions().LookupSymbol(sym) == nil }
@@ -49,7 +61,7 @@ func (s *system) Device(index int) (Device, error) {
 		memV2: has("nvmlDeviceGetMemoryInfo_v2"),
 		remap: has("nvmlDeviceGetRemappedRows"),
 		mig:   has("nvmlDeviceGetMigMode"),
-	}, nil
+	}
 }
 
 type device struct {

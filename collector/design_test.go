@@ -6,6 +6,10 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/policy"
+	"github.com/vramseal/vramseal/sealer"
 )
 
 // designMetrics is the metric table of DESIGN.md: dashboards and alert
@@ -79,3 +83,9 @@ func TestDesignMetricTable(t *testing.T) {
 		}
 	}
 }
+
+// The sources the agent wires implement the collectors' interfaces.
+var (
+	_ collector.Compliance = (*policy.Policy)(nil)
+	_ collector.SealState  = (*sealer.Sealer)(nil)
+)

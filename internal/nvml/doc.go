@@ -28,5 +28,6 @@
 //		}
 //		return policy.MIGDisabled, nil
 //	} Tests use a fake Library; TestLibraryMissingInRealProcess
+//
 // exercises the real library-missing path in a child process.
 package nvml

@@ -27,7 +27,8 @@
 //			return policy.MIGEnabled, nil
 //		}
 //		return policy.MIGDisabled, nil
-//	} Tests use a fake Library; TestLibraryMissingInRealProcess
+//	}
 //
-// exercises the real library-missing path in a child process.
+// Tests use a fake Library; TestLibraryMissingInRealProcess exercises the
+// real library-missing path in a child process.
 package nvml

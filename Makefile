@@ -27,7 +27,7 @@ build: ## Build bin/vramseal-agent (needs Go and a C compiler for NVML; CGO_ENAB
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
 
 .PHONY: test
-test: ## vet, gofmt, the race detector over every test, and the tests with real tools.
+test: tools ## vet, gofmt, the race detector over every test, and the tests with real tools.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
@@ -56,8 +56,8 @@ run: build ## The demo on simulated GPUs.
 	./scripts/demo.sh
 
 .PHONY: generate
-generate: generate-ptx ## Regenerate committed generated files.
-	@true
+generate: generate-ptx ## Regenerate committed generated files (docs/metrics.md, the GPU kernel's PTX).
+	$(GO) run ./collector/internal/metricsdoc -o docs/metrics.md
 
 .PHONY: generate-ptx
 generate-ptx: ## Regenerate the GPU leaf kernel's PTX (sealer/cuda/sha256_leaves.ptx) from its Go generator.

@@ -130,7 +130,15 @@ cli list
 bold "9. Release a shard"
 cli release extra
 
-bold "10. Stop the agent (SIGTERM): the schedule stops, every shard is released, exit 0"
+bold "10. A few of the series /metrics serves (docs/metrics.md lists them all)"
+printf '  $ curl -s http://%s/metrics | grep -E ...\n' "$ADDR"
+if exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR##*:}" 2>/dev/null; then
+	printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$ADDR" >&3
+	grep -E '^vramseal_(agent_info|sealed_shards|shard_verified|verifications_total\{.*result="(ok|digest_mismatch)"|verification_overdue_shards|policy_compliant)' <&3 | sed 's/^/    /' || true
+	exec 3<&-
+fi
+
+bold "11. Stop the agent (SIGTERM): the schedule stops, every shard is released, exit 0"
 kill -TERM "$AGENT_PID"
 rc=0
 wait "$AGENT_PID" || rc=$?

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/secret"
@@ -35,7 +37,13 @@ type agent struct {
 	control *control.Server
 	// controlGID is the control socket's group (nil: none, mode 0600).
 	controlGID *uint32
-	registry   *prometheus.Registry
+	// observer counts the sealer's outcomes; registry is what /metrics
+	// serves; metrics reads GPU telemetry in the background (metrics_wiring.go).
+	observer *collector.Observer
+	registry *prometheus.Registry
+	metrics  *collector.Set
+	// closers release what the parts opened (NVML), after the GPUs' shards.
+	closers []func() error
 }
 
 // exitError carries the exit status a start-up failure gets.
@@ -74,10 +82,15 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	}
 	defer func() {
 		if err != nil {
-			_ = a.gpus.close()
+			_ = a.close()
 		}
 	}()
 	a.sims = a.gpus.sims
+	var indexes []int
+	for _, d := range a.gpus.devs {
+		indexes = append(indexes, d.Index())
+	}
+	a.observer = newSealObserver(indexes)
 	a.policy, err = policy.New(policy.Config{
 		MinMemoryBytes: cfg.Policy.MinMemoryBytes, MinComputeCapability: cfg.Policy.MinComputeCapability,
 		RequireECC: cfg.Policy.RequireECC, AllowMIG: cfg.Policy.AllowMIG, ExitOnViolation: cfg.Policy.ExitOnViolation,
@@ -89,7 +102,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		WorkerID: cfg.WorkerID, Devices: a.gpus.devs, Signer: signer, Emitter: a.audit.Emitter,
 		Admission: a.policy, AllocationChecker: a.policy,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,
-		Observer: newSealObserver(),
+		Observer: a.observer,
 	})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
@@ -119,8 +132,22 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	if err != nil {
 		return nil, err
 	}
-	a.registry = newRegistry(a)
+	if a.registry, a.metrics, err = newRegistry(a); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// close releases the GPUs and what the other parts opened.
+func (a *agent) close() error {
+	var errs []error
+	for _, c := range a.closers {
+		errs = append(errs, c())
+	}
+	if a.gpus != nil {
+		errs = append(errs, a.gpus.close())
+	}
+	return errors.Join(errs...)
 }
 
 // controlAccess turns the control block into the API's access rules.

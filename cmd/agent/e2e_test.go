@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramseal/vramseal/collector/metricstest"
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/cuda"
@@ -317,6 +318,29 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("verify --all lacks %q:\n%s", id, out)
 		}
 	}
+	// /metrics: the vramseal series of what just happened, each documented.
+	_, scrape := e.get("/metrics")
+	for _, want := range []string{
+		`vramseal_agent_info{device="sim",worker_id="e2e-node"} 1`,
+		`vramseal_sealed_shards{gpu="1"} 2`,
+		`vramseal_shard_verified{gpu="0",shard_id="a"} 1`,
+		`vramseal_verifications_total{gpu="1",result="ok"}`,
+		`vramseal_policy_compliant{gpu="0",policy="vram_only"} 1`,
+		`vramseal_verification_overdue_shards{gpu="0"} 0`,
+		`vramseal_audit_events_total{event="vram.sealed"} 3`,
+	} {
+		if !strings.Contains(scrape, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	doc, err := os.Open("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer doc.Close()
+	if err := metricstest.CheckDocumented(strings.NewReader(scrape), doc, "vramseal_"); err != nil {
+		t.Errorf("/metrics against docs/metrics.md: %v", err)
+	}
 	e.mustCLI(0, "verify", "--seal", recordFile)
 
 	// corrupt one bit of a; verifying it fails and names the offset.
@@ -493,6 +517,27 @@ func TestPolicyBlocksAGPU(t *testing.T) {
 	}
 	if !strings.Contains(e.log.String(), "action_taken=agent_stopped") {
 		t.Errorf("no agent_stopped violation logged:\n%s", e.log.String())
+	}
+}
+
+// TestAgentMetricsPassPromtool checks the running agent's /metrics with
+// promtool (built by `make test`).
+func TestAgentMetricsPassPromtool(t *testing.T) {
+	promtool := os.Getenv("VRAMSEAL_PROMTOOL")
+	if promtool == "" {
+		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds promtool")
+	}
+	e := newEnv(t)
+	e.shardFile("a.bin", 100000, 1)
+	e.writeConfig("sim", "a:a.bin:0")
+	e.start()
+	e.waitFor("/readyz 200", func() bool { code, _ := e.get("/readyz"); return code == 200 })
+	e.mustCLI(0, "verify", "--all")
+	_, scrape := e.get("/metrics")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(scrape)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }
 

@@ -1,27 +1,61 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/vramseal/vramseal/sealer"
+	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/nvml"
 )
 
-// newRegistry builds the registry /metrics serves. It is the one place
-// collectors are registered: the vramseal collectors (collector/) are added
-// here, reading from the agent (a.sealer, a.schedule, a.sims and
-// a.gpus.cudaDevs, a.policy.Compliant, a.ready, a.audit.Counters).
-func newRegistry(a *agent) *prometheus.Registry {
+// The metrics are wired in two steps, because the sealer reports every
+// seal, allocation and verification outcome to an Observer that must exist
+// before the sealer: newSealObserver, then (once every part exists)
+// newRegistry.
+
+// newSealObserver returns the sealer's Observer for the GPUs gpus.
+func newSealObserver(gpus []int) *collector.Observer { return collector.NewObserver(gpus) }
+
+// newRegistry builds the registry /metrics serves: the Go and process
+// collectors and the vramseal collectors, reading from the agent's parts.
+// It is the one place collectors are registered. The returned Set reads
+// GPU telemetry in the background once run (Set.Run).
+func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	_ = a
-	return reg
+	var gpu collector.GPUSource
+	if a.sims != nil {
+		gpu = collector.NewSimSource(a.sims)
+	} else {
+		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logFieldComponent, "nvml"))
+		a.closers = append(a.closers, src.Close)
+		gpu = src
+	}
+	opts := collector.Options{
+		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu,
+		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
+		AuditCounters: a.audit.Counters, Policy: a.policy,
+		Logger: a.log.WithField(logFieldComponent, "metrics"),
+	}
+	// The durable spool's statistics join here (Options.AuditStats) once
+	// the audit pipeline has them.
+	set, err := collector.Register(reg, opts)
+	if err != nil {
+		return nil, nil, errors.Join(errors.New("metrics"), err)
+	}
+	return reg, set, nil
 }
 
-// newSealObserver returns what the sealer reports every seal, allocation
-// and verification outcome to (sealer.Observer), for the counters and the
-// duration histogram. None yet: the vramseal collector returns its own here.
-func newSealObserver() sealer.Observer { return nil }
+// deviceLabel is the device the metrics name: sim or cuda.
+func deviceLabel(cfg *config.Config) string {
+	if cfg.Device == config.DeviceSim {
+		return "sim"
+	}
+	return "cuda"
+}

@@ -87,7 +87,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 		}
 		return exitFailed
 	}
-	defer a.gpus.close()
+	defer a.close()
 	// The VRAM-only policy checks the GPUs in use before anything is sealed.
 	if err := a.policy.CheckStartup(ctx, usedGPUs(cfg)); err != nil {
 		log.WithError(err).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
@@ -120,6 +120,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	a.declared.Set(cfg.DeclaredShards())
 	wg.Go(func() { _ = a.declared.Run(runCtx) })
 	wg.Go(func() { _ = a.schedule.Run(runCtx) })
+	wg.Go(func() { _ = a.metrics.Run(runCtx) })
 	controlErr := make(chan error, 1)
 	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
 

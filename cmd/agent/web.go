@@ -5,16 +5,17 @@ import (
 	"html"
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/vramseal/vramseal/collector"
 )
 
 // newWebHandler serves the landing page, /healthz, /readyz and the
 // registry at telemetryPath.
 func newWebHandler(a *agent, telemetryPath string) (http.Handler, error) {
 	mux := http.NewServeMux()
-	mux.Handle(telemetryPath, promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry, EnableOpenMetrics: true}))
+	mux.Handle(telemetryPath, collector.Handler(a.registry, a.log.WithField(logFieldComponent, "metrics")))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")

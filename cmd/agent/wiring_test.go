@@ -134,7 +134,8 @@ func TestWebEndpoints(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("/healthz: %d", code)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "process_") || !strings.Contains(body, "go_goroutines") {
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "process_") || !strings.Contains(body, "go_goroutines") ||
+		!strings.Contains(body, `vramseal_agent_info{device="sim"`) {
 		t.Errorf("/metrics: %d", code)
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, "SIMULATED") {

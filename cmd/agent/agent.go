@@ -94,7 +94,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	a.policy, err = policy.New(policy.Config{
 		MinMemoryBytes: cfg.Policy.MinMemoryBytes, MinComputeCapability: cfg.Policy.MinComputeCapability,
 		RequireECC: cfg.Policy.RequireECC, AllowMIG: cfg.Policy.AllowMIG, ExitOnViolation: cfg.Policy.ExitOnViolation,
-	}, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, Logger: log.WithField(logFieldComponent, "policy")})
+	}, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, MIG: a.migSource(), Logger: log.WithField(logFieldComponent, "policy")})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/nvml"
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/cuda"
@@ -65,4 +66,35 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 		return g, nil
 	}
 	return nil, fmt.Errorf("device: %q is not one of sim, cuda, auto", cfg.Device)
+}
+
+// nvmlMIG tells the policy whether a GPU is in MIG mode, from NVML (the
+// CUDA driver API shows MIG mode only for a MIG compute instance).
+type nvmlMIG struct{ client *nvml.Client }
+
+func (m nvmlMIG) MIGMode(ctx context.Context, uuid string) (policy.MIGMode, error) {
+	p, err := m.client.PropertiesByUUID(uuid)
+	switch {
+	case err != nil || !p.MIGSupported:
+		return policy.MIGUnknown, err
+	case p.MIGEnabled:
+		return policy.MIGEnabled, nil
+	}
+	return policy.MIGDisabled, nil
+}
+
+// migSource opens NVML for the policy on real GPUs. Without NVML (no
+// library, or a build without cgo) MIG mode stays unknown, which the policy
+// does not count as a violation; the reason is logged.
+func (a *agent) migSource() policy.MIGSource {
+	if a.sims != nil {
+		return nil // the simulated GPUs report their own MIG mode
+	}
+	client, err := nvml.Open(nvml.System())
+	if err != nil {
+		a.log.WithError(err).Info("NVML is not available: the policy cannot tell whether a GPU is in MIG mode")
+		return nil
+	}
+	a.closers = append(a.closers, client.Close)
+	return nvmlMIG{client: client}
 }

@@ -95,6 +95,9 @@ type env struct {
 	exited chan error
 	// extraEnv is added to the environment of CLI commands.
 	extraEnv []string
+	// verify is the configuration's verify block (writeConfigWith);
+	// empty: every second, with 10% jitter.
+	verify string
 }
 
 func newEnv(t *testing.T) *env {
@@ -140,14 +143,23 @@ func (e *env) writeConfig(device string, shards ...string) {
 }
 
 // writeConfigWith is writeConfig with more YAML (a sim block at least).
+// A shard may name its model reference after the GPU ("id:file:gpu:ref").
 func (e *env) writeConfigWith(device, extra string, shards ...string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "worker_id: e2e-node\ndevice: %s\n%s", device, extra)
 	fmt.Fprintf(&b, "seal_secret_file: %s\nmodel_dirs: [%s]\n", filepath.Join(e.dir, "seal.key"), e.models)
-	b.WriteString("verify: {interval: 1s, jitter: 0.1}\nshards:\n")
+	verify := e.verify
+	if verify == "" {
+		verify = "{interval: 1s, jitter: 0.1}"
+	}
+	fmt.Fprintf(&b, "verify: %s\nshards:\n", verify)
 	for _, s := range shards {
 		parts := strings.Split(s, ":")
-		fmt.Fprintf(&b, "  - {id: %s, path: models/%s, gpu: %s}\n", parts[0], parts[1], parts[2])
+		ref := ""
+		if len(parts) > 3 {
+			ref = fmt.Sprintf(", model_ref: %q", parts[3])
+		}
+		fmt.Fprintf(&b, "  - {id: %s, path: models/%s, gpu: %s%s}\n", parts[0], parts[1], parts[2], ref)
 	}
 	if err := os.WriteFile(e.config, []byte(b.String()), 0o644); err != nil {
 		e.t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +20,12 @@ import (
 // newSealObserver returns the sealer's Observer for the GPUs gpus.
 func newSealObserver(gpus []int) *collector.Observer { return collector.NewObserver(gpus) }
 
+// simGPUInterval is how often the simulated GPUs' telemetry is read: a
+// copy of a few counters in host memory, so faults injected with `debug`
+// (ECC errors, a lost GPU) show on /metrics within a second, in the demo
+// and the end-to-end tests. NVML keeps the collector's default.
+const simGPUInterval = time.Second
+
 // newRegistry builds the registry /metrics serves: the Go and process
 // collectors and the vramseal collectors, reading from the agent's parts.
 // It is the one place collectors are registered. The returned Set reads
@@ -30,15 +37,17 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	var gpu collector.GPUSource
+	var gpuInterval time.Duration // the collector's default (15s) for NVML
 	if a.sims != nil {
 		gpu = collector.NewSimSource(a.sims)
+		gpuInterval = simGPUInterval
 	} else {
 		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logFieldComponent, "nvml"))
 		a.closers = append(a.closers, src.Close)
 		gpu = src
 	}
 	opts := collector.Options{
-		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu,
+		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu, GPUInterval: gpuInterval,
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
 		AuditCounters: a.audit.Counters, Policy: a.policy,
 		Logger: a.log.WithField(logFieldComponent, "metrics"),

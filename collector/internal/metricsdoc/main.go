@@ -151,7 +151,7 @@ const footer = `
   ` + "`vramseal_collector_success`" + ` and ` + "`vramseal_collector_duration_seconds`" + `. A source that
   is missing for an expected reason (no NVML on the machine, no telemetry read yet) gives
   no data and success 0, logged at debug level.
-- **GPU telemetry** is read in the background (by default every 15 s, each read bounded by 5 s) and
+- **GPU telemetry** is read in the background (every 15 s on NVIDIA GPUs, every second on simulated ones; each read bounded by 5 s) and
   served from a cache, so a hung driver never hangs a scrape; while a read hangs, the ` + "`gpu`" + `
   collector's success is 0. Reserved memory, remapped rows and retired pages appear only
   where the driver reports them. A GPU that stops answering (fell off the bus, lost by the

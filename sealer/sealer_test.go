@@ -654,3 +654,23 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Error("short signing key accepted")
 	}
 }
+
+// A caller may hand over the file it opened and checked; Seal reads that
+// file, not whatever the path names by then.
+func TestSealFromOpenedFile(t *testing.T) {
+	e := newEnv(t, 1, 16<<20, sealer.VerifyHost)
+	p := e.file(t, "f", data(2*leaf, 1))
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Rename(p, p+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(p, data(10, 9), 0o600) // the path now names other bytes
+	seal, err := e.s.Seal(context.Background(), sealer.SealRequest{ID: "s", Path: p, File: f, GPU: 0})
+	if err != nil || seal.VRAMBytes != 2*leaf {
+		t.Fatalf("seal = %+v, %v", seal, err)
+	}
+}

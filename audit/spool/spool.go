@@ -83,6 +83,8 @@ type Config struct {
 	// CommitWindow is the longest a non-CRITICAL record waits before it
 	// is fsynced (group commit). CRITICAL records are fsynced at once.
 	CommitWindow time.Duration
+	// WorkerID is put on the spool's own records.
+	WorkerID string
 	// Logger is the operational log.
 	Logger logrus.FieldLogger
 	// OnFailure is called for every event the spool loses or cannot make
@@ -253,7 +255,7 @@ func Open(cfg Config) (*Spool, error) {
 		for i := range s.startEntries {
 			ents[i] = &s.startEntries[i]
 		}
-		if err := s.write(ents); err != nil {
+		if _, err := s.write(ents); err != nil {
 			return nil, fmt.Errorf("audit spool: recording the start-up repair: %w", err)
 		}
 		if err := s.f.Sync(); err != nil {
@@ -341,7 +343,7 @@ func (s *Spool) recover() error {
 
 func (s *Spool) repairEntry(action, file string, offset, bytes int64, lastGoodSeq uint64, detail string) Entry {
 	return Entry{
-		Name: NameRepair, Severity: audit.SeverityError, ID: audit.NewID(), Time: s.cfg.Now(),
+		Name: NameRepair, Severity: audit.SeverityError, ID: audit.NewID(), Time: s.cfg.Now(), WorkerID: s.cfg.WorkerID,
 		Fields: []audit.Field{
 			{Key: "action", Value: action},
 			{Key: "file", Value: file},
@@ -476,7 +478,7 @@ func (s *Spool) takeLossEntries() []Entry {
 			continue
 		}
 		out = append(out, Entry{
-			Name: NameLoss, Severity: audit.SeverityError, ID: audit.NewID(), Time: s.cfg.Now(),
+			Name: NameLoss, Severity: audit.SeverityError, ID: audit.NewID(), Time: s.cfg.Now(), WorkerID: s.cfg.WorkerID,
 			Fields: []audit.Field{
 				{Key: "reason", Value: reason},
 				{Key: "count", Value: acc.count},
@@ -523,19 +525,43 @@ func CheckpointMAC(key []byte, seq uint64, head [32]byte) []byte {
 }
 
 func (s *Spool) checkpointEntry() Entry {
-	return Entry{Name: NameCheckpoint, Severity: audit.SeverityInfo, ID: audit.NewID(), Time: s.cfg.Now(),
+	return Entry{Name: NameCheckpoint, Severity: audit.SeverityInfo, ID: audit.NewID(), Time: s.cfg.Now(), WorkerID: s.cfg.WorkerID,
 		Fields: []audit.Field{{Key: "hmac", Value: ""}}}
 }
 
-// write appends entries as one write to the active segment. On failure the
-// segment is cut back and the chain state left as it was.
-func (s *Spool) write(ents []*Entry) error {
-	if err := s.ensureActive(); err != nil {
-		return err
+// write appends entries to the active segment, in as few writes as the
+// segment size allows (a segment is closed, with a checkpoint, once it
+// reaches SegmentBytes). On a failed write the segment is cut back and the
+// chain state left as it was before that write; it returns how many
+// entries (from the front) were written.
+func (s *Spool) write(ents []*Entry) (int, error) {
+	done := 0
+	for done < len(ents) {
+		n, err := s.writeChunk(ents[done:])
+		done += n
+		if err != nil {
+			return done, err
+		}
 	}
+	return done, nil
+}
+
+// writeChunk writes the entries that fit the active segment (at least
+// one) and returns how many it wrote.
+func (s *Spool) writeChunk(ents []*Entry) (int, error) {
+	if err := s.ensureActive(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	size := s.segs[len(s.segs)-1].size
+	s.mu.Unlock()
 	s.buf = s.buf[:0]
 	seq, head := s.nextSeq, s.head
+	n := 0
 	for _, e := range ents {
+		if n > 0 && size+int64(len(s.buf)) >= s.cfg.SegmentBytes {
+			break
+		}
 		if e.Name == NameCheckpoint && len(s.cfg.CheckpointKey) > 0 {
 			e.Fields = []audit.Field{{Key: "hmac", Value: hex.EncodeToString(CheckpointMAC(s.cfg.CheckpointKey, seq, head))}}
 		}
@@ -543,23 +569,20 @@ func (s *Spool) write(ents []*Entry) error {
 		var h [32]byte
 		s.buf, h, err = appendFrame(s.buf, seq, head, e)
 		if err != nil {
-			return fmt.Errorf("%w: encoding %s: %w", ErrWrite, e.Name, err)
+			return 0, fmt.Errorf("%w: encoding %s: %w", ErrWrite, e.Name, err)
 		}
 		seq, head = seq+1, h
+		n++
 	}
 	if _, err := s.f.Write(s.buf); err != nil {
-		s.mu.Lock()
-		size := s.segs[len(s.segs)-1].size
-		s.mu.Unlock()
 		if terr := s.f.Truncate(size); terr != nil {
 			// The file now ends in a partial record: close it; the
 			// next start truncates it, the next write opens a new one.
 			s.log.WithError(terr).Error("audit spool: cannot cut a failed write back; closing the segment")
 			s.closeActive()
 		}
-		return fmt.Errorf("%w: %w", ErrWrite, err)
+		return 0, fmt.Errorf("%w: %w", ErrWrite, err)
 	}
-	n := len(ents)
 	s.mu.Lock()
 	a := &s.segs[len(s.segs)-1]
 	if a.count == 0 {
@@ -568,14 +591,14 @@ func (s *Spool) write(ents []*Entry) error {
 	a.count += n
 	a.last = seq - 1
 	a.size += int64(len(s.buf))
-	size := a.size
+	size = a.size
 	s.mu.Unlock()
 	s.nextSeq, s.head = seq, head
 	s.nextHint.Store(seq)
 	s.writtenSince += uint64(len(s.buf))
 	s.sinceCkpt += n
 	s.dirty = true
-	if len(ents) == 1 && ents[0].Name == NameCheckpoint {
+	if n == 1 && ents[0].Name == NameCheckpoint {
 		s.sinceCkpt = 0
 		s.lastCkpt = s.cfg.Now()
 	}
@@ -586,7 +609,7 @@ func (s *Spool) write(ents []*Entry) error {
 	if size >= s.cfg.SegmentBytes {
 		s.rotate()
 	}
-	return nil
+	return n, nil
 }
 
 func (s *Spool) ensureActive() error {
@@ -620,7 +643,7 @@ func (s *Spool) rotate() {
 	if s.sinceCkpt > 0 {
 		e := s.checkpointEntry()
 		f := s.f
-		if err := s.write([]*Entry{&e}); err != nil {
+		if _, err := s.write([]*Entry{&e}); err != nil {
 			s.log.WithError(err).Error("audit spool: writing the checkpoint that closes a segment")
 		}
 		if s.f != f { // the write rotated already
@@ -759,10 +782,10 @@ func (s *Spool) writeOwn(ents []Entry) {
 	for i := range ents {
 		ps[i] = &ents[i]
 	}
-	if err := s.write(ps); err != nil {
+	if n, err := s.write(ps); err != nil {
 		s.log.WithError(err).Error("audit spool: writing the spool's own records")
 		var losses []Entry
-		for _, e := range ents {
+		for _, e := range ents[n:] {
 			if e.Name == NameLoss {
 				losses = append(losses, e)
 			}
@@ -784,9 +807,6 @@ func (s *Spool) process(batch []item, closing bool) bool {
 		for i := range losses {
 			ents = append(ents, &losses[i])
 		}
-		if len(losses) > 0 {
-			s.lastLossRecord = now
-		}
 	}
 	critical := false
 	for i := range batch {
@@ -803,19 +823,33 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	if len(ents) == 0 {
 		return false
 	}
-	if err := s.write(ents); err != nil {
+	n, err := s.write(ents)
+	if err != nil {
 		reason, rerr := LossWriteError, ErrWrite
 		if errors.Is(err, syscall.ENOSPC) {
 			reason, rerr = LossDiskFull, ErrDiskFull
-			s.low = true
+			s.low = s.cfg.MinFreeBytes > 0
 			s.freeAt = time.Time{}
 		}
-		for i, e := range ents[len(losses):] {
-			settles[i](fmt.Errorf("%w: %w", rerr, err))
-			s.lose(e.Name, reason, 1)
+		nl := len(losses)
+		if n < nl {
+			s.putBackLoss(losses[n:])
 		}
-		s.putBackLoss(losses)
+		for i := range settles {
+			if nl+i < n {
+				s.waiting = append(s.waiting, settles[i]) // written before the failure
+				continue
+			}
+			settles[i](fmt.Errorf("%w: %w", rerr, err))
+			s.lose(ents[nl+i].Name, reason, 1)
+		}
+		if n > nl && critical {
+			return true
+		}
 		return false
+	}
+	if len(losses) > 0 {
+		s.lastLossRecord = now
 	}
 	s.waiting = append(s.waiting, settles...)
 	return critical

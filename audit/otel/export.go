@@ -150,8 +150,8 @@ func (p *collectProcessor) OnEmit(_ context.Context, r *sdklog.Record) error {
 }
 
 func (p *collectProcessor) Enabled(context.Context, sdklog.EnabledParameters) bool { return true }
-func (p *collectProcessor) Shutdown(context.Context) error                           { return nil }
-func (p *collectProcessor) ForceFlush(context.Context) error                         { return nil }
+func (p *collectProcessor) Shutdown(context.Context) error                         { return nil }
+func (p *collectProcessor) ForceFlush(context.Context) error                       { return nil }
 
 // take returns the records collected so far and forgets them.
 func (p *collectProcessor) take() []sdklog.Record {

@@ -128,6 +128,12 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 		OpenSegment: cfg.OpenSegment, FreeBytes: cfg.FreeBytes,
 	})
 	if err != nil {
+		if exp != nil {
+			_ = exp.Shutdown(ctx)
+		}
+		if spanExp != nil {
+			_ = spanExp.Shutdown(ctx)
+		}
 		return nil, fmt.Errorf("audit pipeline: %w", err)
 	}
 	p.spool = sp

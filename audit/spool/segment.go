@@ -86,6 +86,9 @@ type FrameError struct {
 	// is the file's last frame and fails its checksum): what a crash in
 	// the middle of a write leaves.
 	Torn bool
+	// Short is true when the frame is cut short by the end of the file
+	// (a write that never completed), not merely failing its checksum.
+	Short bool
 	// Reason says what is wrong.
 	Reason string
 }
@@ -119,7 +122,7 @@ func scanFrames(r io.Reader, base, size int64, fn func(rec Record, off, end int6
 		n, err := io.ReadFull(br, hdr[:])
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return off, &FrameError{Offset: off, Torn: true, Reason: fmt.Sprintf("%d of %d header bytes", n, frameHeader)}
+				return off, &FrameError{Offset: off, Torn: true, Short: true, Reason: fmt.Sprintf("%d of %d header bytes", n, frameHeader)}
 			}
 			return off, fmt.Errorf("offset %d: %w", off, err)
 		}
@@ -127,13 +130,13 @@ func scanFrames(r io.Reader, base, size int64, fn func(rec Record, off, end int6
 		sum := binary.BigEndian.Uint32(hdr[4:8])
 		if length < bodyFixed || length > maxRecordBytes {
 			if length == 0 && sum == 0 && off+frameHeader >= end {
-				return off, &FrameError{Offset: off, Torn: true, Reason: "zero-filled tail"}
+				return off, &FrameError{Offset: off, Torn: true, Short: true, Reason: "zero-filled tail"}
 			}
 			return off, &FrameError{Offset: off, Reason: fmt.Sprintf("bad length %d", length)}
 		}
 		frameEnd := off + frameHeader + length
 		if frameEnd > end {
-			return off, &FrameError{Offset: off, Torn: true, Reason: fmt.Sprintf("record needs %d bytes, %d present", frameHeader+length, end-off)}
+			return off, &FrameError{Offset: off, Torn: true, Short: true, Reason: fmt.Sprintf("record needs %d bytes, %d present", frameHeader+length, end-off)}
 		}
 		if cap(body) < int(length) {
 			body = make([]byte, length)
@@ -141,7 +144,7 @@ func scanFrames(r io.Reader, base, size int64, fn func(rec Record, off, end int6
 		body = body[:length]
 		if _, err := io.ReadFull(br, body); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return off, &FrameError{Offset: off, Torn: true, Reason: "file ends inside the record"}
+				return off, &FrameError{Offset: off, Torn: true, Short: true, Reason: "file ends inside the record"}
 			}
 			return off, fmt.Errorf("offset %d: %w", off, err)
 		}

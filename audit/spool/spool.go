@@ -303,8 +303,9 @@ func (s *Spool) recover() error {
 			continue
 		}
 		fe := sum.frameErr
-		if isLast && fe.Torn {
-			// A crash in the middle of a write: cut the torn record off.
+		if fe.Torn && (isLast || fe.Short) {
+			// A crash in the middle of a write (or a failed write that
+			// could not be cut back): cut the torn record off.
 			if err := truncateFile(path, sum.goodEnd); err != nil {
 				return err
 			}

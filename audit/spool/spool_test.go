@@ -538,3 +538,39 @@ func FuzzScanFrames(f *testing.F) {
 		}
 	})
 }
+
+func TestRotationByAge(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1700000000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := openT(t, Config{Dir: dir, SegmentAge: time.Hour, Now: clock})
+	ctx := context.Background()
+	if err := audit.WaitDurable(ctx, s.Append(entry(0, audit.SeverityCritical), true), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		closed := !s.active
+		s.mu.Unlock()
+		if closed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an old segment was not closed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := audit.WaitDurable(ctx, s.Append(entry(1, audit.SeverityCritical), true), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	closeT(t, s)
+	rep := verifyOK(t, dir)
+	if rep.Segments != 2 {
+		t.Fatalf("segments %d, want 2", rep.Segments)
+	}
+}

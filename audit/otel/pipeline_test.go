@@ -175,10 +175,16 @@ func TestCollectorReceivesEveryEvent(t *testing.T) {
 // then starts one: every event arrives, the cursor catches up, and the
 // failing exports were counted without flooding the log.
 func TestCollectorDownThenUp(t *testing.T) {
+	for _, proto := range []string{ProtocolGRPC, ProtocolHTTP} {
+		t.Run(proto, func(t *testing.T) { collectorDownThenUp(t, proto) })
+	}
+}
+
+func collectorDownThenUp(t *testing.T, proto string) {
 	c := newCollector(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint(ProtocolGRPC))
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint(proto))
 	log, hook := testLogger()
-	p := newTestPipeline(t, Config{Logger: log, Getenv: envWith(map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": ProtocolGRPC})})
+	p := newTestPipeline(t, Config{Logger: log, Getenv: envWith(map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": proto})})
 	want := map[string]bool{}
 	now := time.Now()
 	for i := 0; i < 10000; i++ {
@@ -218,5 +224,74 @@ func TestCollectorDownThenUp(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_ = trace.SpanContext{}
+}
+
+// TestPipelineWithoutCollector covers what needs no collector: the spool is
+// the only copy with OTEL_LOGS_EXPORTER=none, Stats, Emit after Close, and
+// bad OTEL_* values refused with a clear error.
+func TestPipelineWithoutCollector(t *testing.T) {
+	dir := t.TempDir()
+	counters := audit.NewCounters()
+	p := newTestPipeline(t, Config{SpoolDir: dir, Counters: counters,
+		Getenv: envWith(map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"})})
+	ctx, span := p.TracerProvider().Tracer("t").Start(context.Background(), "op")
+	if !span.SpanContext().IsValid() {
+		t.Fatal("the tracer provider makes no real spans")
+	}
+	for _, ev := range sampleEvents(time.Now()) {
+		if err := audit.WaitDurable(ctx, p.Emit(ctx, ev), 2*time.Second); err != nil {
+			t.Fatalf("%s: %v", ev.Name(), err)
+		}
+	}
+	span.End()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().PendingRecords != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("with no exporter the cursor should follow the spool: %+v", p.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := p.Stats()
+	if st.SpoolBytes == 0 || len(st.Lost) != 3 || st.ExportFailures != 0 {
+		t.Fatalf("stats: %+v", st)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	late := audit.SealVerified{Header: audit.NewHeader(time.Now(), "node-a")}
+	if err := p.Emit(context.Background(), late).Wait(context.Background()); err != audit.ErrClosed {
+		t.Fatalf("Emit after Close: %v", err)
+	}
+	if s := counters.Snapshot(); s.Failures[audit.NameSealVerified] != 1 || s.Events[audit.NameVRAMSealed] != 1 {
+		t.Fatalf("counters: %+v", s)
+	}
+	// The spool holds every event with its span's trace id.
+	sp, err := spool.Open(spool.Config{Dir: dir, Logger: p.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close(context.Background())
+	recs, _ := sp.NewReader(0).Read(100)
+	n := 0
+	for _, r := range recs {
+		if r.Name != spool.NameCheckpoint {
+			n++
+			if trace.TraceID(r.TraceID) != span.SpanContext().TraceID() {
+				t.Fatalf("%s: trace id %x", r.Name, r.TraceID)
+			}
+		}
+	}
+	if n != 7 {
+		t.Fatalf("%d events in the spool, want 7", n)
+	}
+	for _, bad := range []map[string]string{
+		{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+		{"OTEL_LOGS_EXPORTER": "console"},
+		{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
+	} {
+		_, err := NewPipeline(context.Background(), Config{SpoolDir: t.TempDir(), Getenv: envWith(bad)})
+		if err == nil {
+			t.Fatalf("%v accepted", bad)
+		}
+	}
 }

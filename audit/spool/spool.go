@@ -1034,3 +1034,6 @@ func writeCursor(dir string, seq uint64) error {
 	}
 	return syncDir(dir)
 }
+
+// Queued returns the number of events waiting to be written.
+func (s *Spool) Queued() int { return int(s.queued.Load()) }

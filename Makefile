@@ -42,6 +42,8 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckShardID$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzTreeDigest$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSeal$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
+	$(GO) test -run '^$$' -fuzz '^FuzzScanFrames$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
 
 .PHONY: bench
 bench: build ## Benchmarks, each beside its baseline in the same run (see README, Performance).

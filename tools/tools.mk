@@ -10,6 +10,11 @@ $(PROMETHEUS) $(PROMTOOL):
 .PHONY: tools
 tools: $(PROMETHEUS) $(PROMTOOL) ## Build the pinned test tools into the cache.
 
+# Tests find the tools through these (a test skips, saying to run
+# `make test`, when its variable is unset).
+export VRAMSEAL_PROMETHEUS := $(PROMETHEUS)
+export VRAMSEAL_PROMTOOL   := $(PROMTOOL)
+
 # OpenTelemetry Collector for the audit export tests: the OTLP receiver and the
 # contrib file exporter (tools/otelcol/builder-config.yaml), every collector
 # module at one release, built with the pinned collector builder. The builder's

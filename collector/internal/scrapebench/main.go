@@ -1,0 +1,248 @@
+// Command scrapebench measures the cost of a full /metrics scrape with many
+// simulated GPUs and sealed shards, beside an empty registry's scrape in
+// the same run (scripts/bench.d/30-metrics.sh runs it).
+//
+// Each scrape is a real HTTP GET on loopback, with gzip as Prometheus asks
+// for it, reading the whole body: the baseline through promhttp.HandlerFor
+// over an empty registry, the full scrape through collector.Handler over
+// the collectors and the Go and process collectors. Baseline and full
+// scrapes alternate so that both see the same machine load.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/sealer"
+	"github.com/vramseal/vramseal/sealer/simgpu"
+)
+
+type config struct {
+	gpus, shards, scrapes int
+	goalMS                float64
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.gpus, "gpus", 8, "simulated GPUs")
+	flag.IntVar(&c.shards, "shards", 64, "shards sealed per GPU")
+	flag.IntVar(&c.scrapes, "n", 1000, "scrapes measured per case")
+	flag.Float64Var(&c.goalMS, "goal-ms", 10, "p99 goal of a full scrape, in milliseconds")
+	flag.Parse()
+	// The verdict is printed; the exit status reports only failures to
+	// measure, so that bench.sh runs the other benchmarks.
+	if _, err := run(context.Background(), c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "scrapebench:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one case's measurements.
+type result struct {
+	name     string
+	cpu      time.Duration // process CPU (server and client) per scrape
+	series   int
+	bytes    int
+	p50, p99 time.Duration
+	samples  []time.Duration
+}
+
+// run measures and prints the table; it reports whether the goal was met.
+func run(ctx context.Context, c config, w io.Writer) (bool, error) {
+	full, cleanup, err := agentRegistry(ctx, c.gpus, c.shards)
+	if err != nil {
+		return false, err
+	}
+	defer cleanup()
+	cases := []*result{{name: "empty registry (baseline)"}, {name: "vramseal /metrics"}}
+	servers := []*httptest.Server{
+		httptest.NewServer(promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})),
+		httptest.NewServer(collector.Handler(full, nil)), // what the agent serves on /metrics
+	}
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{}} // asks for gzip, as Prometheus does
+	scrape := func(url string) (time.Duration, string, error) {
+		start := time.Now()
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		d := time.Since(start)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("scrape: %s", resp.Status)
+		}
+		return d, string(b), err
+	}
+	const warmup = 20
+	for i := 0; i < warmup+c.scrapes; i++ {
+		for j, s := range servers {
+			d, body, err := scrape(s.URL)
+			if err != nil {
+				return false, err
+			}
+			if i < warmup {
+				continue
+			}
+			r := cases[j]
+			r.samples = append(r.samples, d)
+			if r.bytes == 0 {
+				r.bytes = len(body)
+				r.series = countSeries(body)
+			}
+		}
+	}
+	// CPU per scrape, measured on its own (less sensitive to a busy
+	// machine than the latencies): each case alone, back to back.
+	for j, s := range servers {
+		n := max(c.scrapes/4, 10)
+		before := cpuTime()
+		for i := 0; i < n; i++ {
+			if _, _, err := scrape(s.URL); err != nil {
+				return false, err
+			}
+		}
+		cases[j].cpu = (cpuTime() - before) / time.Duration(n)
+	}
+	for _, r := range cases {
+		slices.Sort(r.samples)
+		r.p50 = r.samples[len(r.samples)/2]
+		r.p99 = r.samples[(len(r.samples)*99)/100]
+	}
+	fmt.Fprintf(w, "metrics scrape: %d simulated GPUs x %d shards, %d scrapes per case (HTTP on loopback, gzip)\n",
+		c.gpus, c.shards, c.scrapes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "case\tseries\tbytes (uncompressed)\tp50 ms\tp99 ms\tCPU ms/scrape\t")
+	for _, r := range cases {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.name, r.series, r.bytes, ms(r.p50), ms(r.p99), ms(r.cpu))
+	}
+	tw.Flush()
+	ok := ms(cases[1].p99) < c.goalMS
+	verdict := "met"
+	if !ok {
+		verdict = "NOT met"
+	}
+	fmt.Fprintf(w, "goal p99 < %g ms: %s (p99 %.3f ms, baseline p99 %.3f ms)%s\n", c.goalMS, verdict, ms(cases[1].p99), ms(cases[0].p99), loadAverage())
+	return ok, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// countSeries counts the sample lines of a text exposition.
+func countSeries(body string) int {
+	n := 0
+	for _, l := range strings.Split(body, "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			n++
+		}
+	}
+	return n
+}
+
+// agentRegistry is the registry the agent serves, on simulated GPUs with
+// shards sealed and verified.
+func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry, func(), error) {
+	dir, err := os.MkdirTemp("", "vramseal-scrapebench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	fail := func(err error) (*prometheus.Registry, func(), error) { cleanup(); return nil, nil, err }
+	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties})
+	if err != nil {
+		return fail(err)
+	}
+	signer, err := sealer.NewSigner(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		return fail(err)
+	}
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	idx := make([]int, gpus)
+	for i := range idx {
+		idx[i] = i
+	}
+	obs := collector.NewObserver(idx)
+	counters := audit.NewCounters()
+	s, err := sealer.New(sealer.Config{WorkerID: "bench", Devices: simgpu.Devices(devs), Signer: signer,
+		Emitter: audit.NewLogEmitter(quiet, counters), Observer: obs, Logger: quiet, LeafSize: 4096})
+	if err != nil {
+		return fail(err)
+	}
+	for g := 0; g < gpus; g++ {
+		for i := 0; i < shards; i++ {
+			id := fmt.Sprintf("model-%02d-shard-%05d-of-%05d.safetensors", g, i, shards)
+			p := filepath.Join(dir, id)
+			if err := os.WriteFile(p, []byte(id), 0o600); err != nil {
+				return fail(err)
+			}
+			if _, err := s.Seal(ctx, sealer.SealRequest{ID: id, Path: p, GPU: g, ModelRef: "org/model@rev"}); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if _, err := s.VerifyAll(ctx); err != nil {
+		return fail(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	set, err := collector.Register(reg, collector.Options{
+		WorkerID: "bench", Device: "sim", GPU: collector.NewSimSource(devs), Sealer: s, Observer: obs,
+		VerifyInterval: 5 * time.Minute, AuditCounters: counters, Logger: quiet,
+		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats { return collector.SpoolStats{} }),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if err := set.Refresh(ctx); err != nil {
+		return fail(err)
+	}
+	return reg, cleanup, nil
+}
+
+// loadAverage describes the machine's load, for reading the numbers.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return fmt.Sprintf("; load average %s %s %s on %d CPUs", f[0], f[1], f[2], runtime.NumCPU())
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -813,8 +813,8 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	for i := range batch {
 		it := &batch[i]
 		if s.low && !it.critical {
+			s.lose(it.e.Name, LossDiskFull, 1) // counted before the receipt says so
 			it.settle(ErrDiskFull)
-			s.lose(it.e.Name, LossDiskFull, 1)
 			continue
 		}
 		critical = critical || it.critical
@@ -841,8 +841,8 @@ func (s *Spool) process(batch []item, closing bool) bool {
 				s.waiting = append(s.waiting, settles[i]) // written before the failure
 				continue
 			}
-			settles[i](fmt.Errorf("%w: %w", rerr, err))
 			s.lose(ents[nl+i].Name, reason, 1)
+			settles[i](fmt.Errorf("%w: %w", rerr, err))
 		}
 		if n > nl && critical {
 			return true

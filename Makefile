@@ -26,11 +26,25 @@ help: ## List the targets.
 build: ## Build bin/vramseal-agent (needs Go and a C compiler for NVML; CGO_ENABLED=0 builds without NVML).
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
 
+# The end-to-end test of dashboards and alerts against the running agent
+# (tools/e2e) needs the agent's /metrics collectors; AGENT_E2E=1 builds the
+# agent first and runs it. Set the default to 1 once the collectors land.
+AGENT_E2E ?= 0
+ifeq ($(AGENT_E2E),1)
+test: build
+export VRAMSEAL_AGENT_E2E := 1
+export VRAMSEAL_AGENT_BIN := $(abspath $(BIN))
+endif
+
+# Test-only modules under tools/ (kept out of the agent's go.mod).
+TOOL_MODULES := tools/promqlcheck
+
 .PHONY: test
-test: ## vet, gofmt, the race detector over every test, and the tests with real tools.
+test: tools ## vet, gofmt, the race detector over every test, and the tests with real tools.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	@for m in $(TOOL_MODULES); do echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
 .PHONY: lint
 lint: ## gofmt and go vet.
@@ -52,5 +66,6 @@ run: build ## The demo on simulated GPUs.
 	./scripts/demo.sh
 
 .PHONY: generate
-generate: ## Regenerate committed generated files.
-	@true
+generate: ## Regenerate committed generated files (dashboards JSON, PrometheusRule, Grafana dashboards ConfigMap).
+	$(GO) run ./dashboards/cmd/render -out dashboards/json
+	$(GO) run ./deploy/cmd/render -dir deploy

@@ -9,3 +9,8 @@ $(PROMETHEUS) $(PROMTOOL):
 
 .PHONY: tools
 tools: $(PROMETHEUS) $(PROMTOOL) ## Build the pinned test tools into the cache.
+
+# Tests find the tools through these (a test skips, saying to run
+# `make test`, when its variable is unset).
+export VRAMSEAL_PROMETHEUS := $(PROMETHEUS)
+export VRAMSEAL_PROMTOOL   := $(PROMTOOL)

@@ -10,13 +10,16 @@ func nodeDetail() *dashboard.DashboardBuilder {
 		"One node's GPUs: memory, sealed shards, verification work, and ECC errors next to verification failures.", true)}
 	l.row("GPUs",
 		panel{kind: tablePanel, title: "GPUs", unit: units.Short, width: 12, height: 6,
-			description: "GPUs the agent sees, with UUID, name and driver. A missing GPU: see the VramsealGPUDisappeared runbook; name \"Simulated GPU\" on a production node means device: sim is configured.",
+			description: "GPUs the agent sees, with UUID, name and driver. A missing GPU: see the VramsealGPUDisappeared runbook; name \"vramseal simulated GPU\" on a production node means device: sim is configured.",
 			queries:     []query{{expr: `vramseal_gpu_info{` + selGPU + `}`}}},
 		panel{kind: tablePanel, title: "Agent", unit: units.Short, width: 12, height: 6,
 			description: "Worker id, device kind (sim or cuda) and build of each agent. device=sim on a production node is a misconfiguration: nothing real is verified.",
 			queries: []query{{expr: `vramseal_agent_info{` + selNode + `}` +
 				` * on (job, instance) group_left (version, revision) vramseal_build_info{` + selNode + `}`}}},
-		panel{kind: timeSeries, title: "GPU memory", unit: units.BytesIEC, width: 24,
+		panel{kind: timeSeries, title: "GPU answering", unit: units.Short, width: 6, redBelow: ptr(1.0),
+			description: "1 while the GPU answers telemetry reads, 0 when it is lost or failing. A 0: check nvidia-smi and dmesg for Xid errors (VramsealGPUDisappeared runbook).",
+			queries:     []query{{expr: `vramseal_gpu_up{` + selGPU + `}`, legend: "{{instance}} GPU {{gpu}}"}}},
+		panel{kind: timeSeries, title: "GPU memory", unit: units.BytesIEC, width: 18,
 			description: "Total, used and free GPU memory per GPU (NVML). Used near total blocks new seals (insufficient_vram); a total that changes means the GPU was reset or replaced.",
 			queries: []query{
 				{expr: `vramseal_gpu_memory_total_bytes{` + selGPU + `}`, legend: "total {{instance}} GPU {{gpu}}"},
@@ -63,7 +66,7 @@ func nodeDetail() *dashboard.DashboardBuilder {
 	)
 	l.row("Collectors",
 		panel{kind: statPanel, title: "Collector success", unit: units.Short, width: 12, height: 5, redBelow: ptr(1.0),
-			description: "1 when the collector succeeded at the last scrape. A 0 for nvml means GPU memory and ECC readings are missing: see the VramsealCollectorFailing runbook.",
+			description: "1 when the collector succeeded at the last scrape. A 0 for gpu means the NVML memory and ECC readings are missing: see the VramsealCollectorFailing runbook.",
 			queries:     []query{{expr: `vramseal_collector_success{` + selNode + `}`, legend: "{{instance}} {{collector}}"}}},
 		panel{kind: timeSeries, title: "Collector duration", unit: units.Seconds, width: 12, height: 5,
 			description: "Time each collector takes per scrape. Approaching the scrape timeout: the scrape fails as a whole; look at NVML latency.",

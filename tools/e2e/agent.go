@@ -32,6 +32,7 @@ var DesignMetrics = []string{
 	"vramseal_audit_spool_oldest_pending_timestamp_seconds", "vramseal_audit_spool_quarantined_files",
 	"vramseal_audit_events_lost_total", "vramseal_audit_export_failures_total",
 	"vramseal_collector_success", "vramseal_collector_duration_seconds",
+	"vramseal_gpu_up", // beyond the table: docs/metrics.md
 }
 
 // Shard is a model file the agent seals at start-up.

@@ -52,7 +52,7 @@ func (s *staticTarget) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		for _, g := range []string{"0", "1"} {
 			switch m {
 			case "vramseal_gpu_info":
-				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\",name=\"Simulated GPU\",driver_version=\"sim\"} 1\n", m, g, g)
+				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\",name=\"vramseal simulated GPU\",driver_version=\"simulated\"} 1\n", m, g, g)
 			case "vramseal_gpu_memory_total_bytes":
 				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\"} 8589934592\n", m, g, g)
 			case "vramseal_gpu_memory_used_bytes":
@@ -61,6 +61,10 @@ func (s *staticTarget) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\"} 8588886016\n", m, g, g)
 			}
 		}
+	}
+	family("vramseal_gpu_up", "gauge")
+	for _, g := range []string{"0", "1"} {
+		fmt.Fprintf(&b, "vramseal_gpu_up{gpu=%q,uuid=\"GPU-%s\"} 1\n", g, g)
 	}
 	family("vramseal_gpu_ecc_errors_total", "counter")
 	for _, g := range []string{"0", "1"} {
@@ -137,7 +141,7 @@ func (s *staticTarget) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(&b, "vramseal_audit_export_failures_total 0")
 	family("vramseal_collector_success", "gauge")
 	family("vramseal_collector_duration_seconds", "gauge")
-	for _, c := range []string{"nvml", "seal", "audit"} {
+	for _, c := range []string{"info", "gpu", "seal", "audit", "policy"} {
 		fmt.Fprintf(&b, "vramseal_collector_success{collector=%q} 1\n", c)
 		fmt.Fprintf(&b, "vramseal_collector_duration_seconds{collector=%q} 0.001\n", c)
 	}

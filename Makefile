@@ -56,6 +56,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckShardID$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzTreeDigest$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSeal$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
+	$(GO) test -run '^$$' -fuzz '^FuzzParseComputeCapability$$' -fuzztime $(or $(FUZZTIME),20s) ./policy
 
 .PHONY: bench
 bench: build ## Benchmarks, each beside its baseline in the same run (see README, Performance).
@@ -66,6 +67,36 @@ run: build ## The demo on simulated GPUs.
 	./scripts/demo.sh
 
 .PHONY: generate
-generate: ## Regenerate committed generated files (dashboards JSON, PrometheusRule, Grafana dashboards ConfigMap).
+generate: generate-ptx ## Regenerate committed generated files (PTX, dashboards JSON, PrometheusRule, Grafana dashboards ConfigMap).
 	$(GO) run ./dashboards/cmd/render -out dashboards/json
 	$(GO) run ./deploy/cmd/render -dir deploy
+
+.PHONY: generate-ptx
+generate-ptx: ## Regenerate the GPU leaf kernel's PTX (sealer/cuda/sha256_leaves.ptx) from its Go generator.
+	$(GO) run ./sealer/cuda/internal/ptxgen/cmd/ptxgen -o sealer/cuda/sha256_leaves.ptx
+
+# The GPU check: binaries built here (where Go is), run on a GPU machine
+# (where only the driver is). cgo-free builds (purego) depend on no C library
+# version; the sealer/cuda tests are also built with cgo, as the agent is
+# (they need glibc 2.34 or newer), and so is a package needing cgo (NVML).
+GPU_CHECK_DIR := .gpu-check
+GPU_CHECK_PKGS := ./collector ./internal/nvml
+
+.PHONY: gpu-check-build
+gpu-check-build: ## Build the GPU check's test binaries and benchmark into .gpu-check/ (linux/amd64).
+	rm -rf $(GPU_CHECK_DIR) && mkdir -p $(GPU_CHECK_DIR)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/cuda.test ./sealer/cuda
+	CGO_ENABLED=1 GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/cuda-cgo.test ./sealer/cuda
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/policy.test ./policy
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/gpucheck ./sealer/cuda/internal/gpucheck
+	for p in $(GPU_CHECK_PKGS); do \
+		if ls $$p/*_test.go >/dev/null 2>&1; then \
+			n=$$(basename $$p); \
+			GOOS=linux GOARCH=amd64 $(GO) test -c -trimpath -ldflags '-s -w' -o $(GPU_CHECK_DIR)/$$n.test $$p && echo $${p#./} > $(GPU_CHECK_DIR)/$$n.dir; \
+		fi; \
+	done
+	@du -sh $(GPU_CHECK_DIR)
+
+.PHONY: gpu-check
+gpu-check: ## On a GPU machine (driver, no Go): run the prebuilt GPU tests and the throughput table (docs/gpu.md).
+	./scripts/gpu-check.sh

@@ -1,0 +1,126 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+func allEvents() []Event {
+	h := NewHeader(time.Unix(1, 0), "w")
+	return []Event{
+		VRAMSealed{Header: h}, SealVerified{Header: h}, SealVerificationFailed{Header: h},
+		VRAMDeallocated{Header: h}, PolicyViolation{Header: h}, VRAMAllocated{Header: h},
+		VRAMAllocationFailed{Header: h},
+	}
+}
+
+// Every event of the specification exists with its name, severity and
+// required fields (DESIGN.md, "Audit events").
+func TestEventSchema(t *testing.T) {
+	required := map[string][]string{
+		NameVRAMSealed:             {"shard_id", "gpu_device", "vram_bytes", "digest", "content_sha256", "leaf_size", "model_ref", "seal_signature"},
+		NameSealVerified:           {"shard_id", "gpu_device", "digest"},
+		NameSealVerificationFailed: {"shard_id", "reason", "expected_digest", "actual_digest", "severity", "gpu_device", "first_bad_offset", "bad_chunks"},
+		NameVRAMDeallocated:        {"shard_id", "freed_bytes", "remaining_used", "gpu_device"},
+		NamePolicyViolation:        {"policy", "violation", "details", "action_taken", "gpu_device"},
+		NameVRAMAllocated:          {"shard_id", "gpu_device", "requested_bytes", "used_after"},
+		NameVRAMAllocationFailed:   {"shard_id", "gpu_device", "requested_bytes", "available_bytes", "reason"},
+	}
+	severity := map[string]Severity{
+		NameVRAMSealed: SeverityInfo, NameSealVerified: SeverityInfo, NameSealVerificationFailed: SeverityCritical,
+		NameVRAMDeallocated: SeverityInfo, NamePolicyViolation: SeverityError, NameVRAMAllocated: SeverityInfo,
+		NameVRAMAllocationFailed: SeverityWarn,
+	}
+	seen := map[string]bool{}
+	for _, ev := range allEvents() {
+		seen[ev.Name()] = true
+		if ev.Severity() != severity[ev.Name()] {
+			t.Errorf("%s: severity %v", ev.Name(), ev.Severity())
+		}
+		keys := map[string]bool{}
+		for _, f := range ev.Fields() {
+			if keys[f.Key] {
+				t.Errorf("%s: field %s twice", ev.Name(), f.Key)
+			}
+			keys[f.Key] = true
+			switch f.Value.(type) {
+			case string, int64, uint64, bool:
+			default:
+				t.Errorf("%s.%s: value of type %T", ev.Name(), f.Key, f.Value)
+			}
+		}
+		for _, k := range required[ev.Name()] {
+			if !keys[k] {
+				t.Errorf("%s: missing field %s", ev.Name(), k)
+			}
+		}
+	}
+	if len(seen) != len(Names) || len(Names) != 7 {
+		t.Fatalf("events %v, names %v", seen, Names)
+	}
+	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {
+		t.Fatal("severity numbers differ from DESIGN.md")
+	}
+}
+
+func TestIDsUnique(t *testing.T) {
+	seen := map[string]bool{}
+	for range 10000 {
+		id := NewID()
+		if seen[id] {
+			t.Fatalf("duplicate id %s", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestReceipt(t *testing.T) {
+	ctx := context.Background()
+	r, settle := NewReceipt()
+	if err := WaitDurable(ctx, r, 10*time.Millisecond); !errors.Is(err, ErrDurabilityTimeout) {
+		t.Fatalf("pending receipt: %v", err)
+	}
+	settle(nil)
+	settle(errors.New("second settle is ignored"))
+	if err := WaitDurable(ctx, r, time.Second); err != nil {
+		t.Fatalf("settled: %v", err)
+	}
+	if err := (Receipt{}).Wait(ctx); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("zero receipt: %v", err)
+	}
+	// A cancelled caller does not cut the bounded wait short.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	r2, settle2 := NewReceipt()
+	go func() { time.Sleep(5 * time.Millisecond); settle2(nil) }()
+	if err := WaitDurable(cctx, r2, time.Second); err != nil {
+		t.Fatalf("cancelled caller: %v", err)
+	}
+}
+
+func TestLogEmitter(t *testing.T) {
+	var buf bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&buf)
+	log.SetFormatter(&logrus.JSONFormatter{})
+	c := NewCounters()
+	e := NewLogEmitter(log, c)
+	r := e.Emit(context.Background(), SealVerificationFailed{Header: NewHeader(time.Now(), "w"), ShardID: "s1", Reason: ReasonDigestMismatch})
+	if err := r.Wait(context.Background()); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("receipt: %v", err)
+	}
+	out := buf.String()
+	for _, want := range []string{`"event":"vramseal.seal.verification_failed"`, `"shard_id":"s1"`, `"event_severity":"CRITICAL"`, `"level":"error"`} {
+		if !bytes.Contains([]byte(out), []byte(want)) {
+			t.Errorf("log line lacks %s: %s", want, out)
+		}
+	}
+	if s := c.Snapshot(); s.Events[NameSealVerificationFailed] != 1 || s.Events[NameVRAMSealed] != 0 {
+		t.Fatalf("counters %+v", s)
+	}
+}

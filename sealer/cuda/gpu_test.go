@@ -1,0 +1,142 @@
+package cuda
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/sealer"
+)
+
+// openGPU opens the real driver's first GPU, or skips the test when this
+// machine has none. With VRAMSEAL_REQUIRE_GPU=1 (set by `make gpu-check`)
+// a missing driver fails the test instead.
+func openGPU(t *testing.T) *Device {
+	t.Helper()
+	lib := os.Getenv("VRAMSEAL_CUDA_LIBRARY")
+	devs, err := Open(context.Background(), Options{LibraryPath: lib, Devices: []int{0}})
+	if err != nil {
+		if os.Getenv("VRAMSEAL_REQUIRE_GPU") == "1" {
+			t.Fatalf("VRAMSEAL_REQUIRE_GPU=1 but no GPU: %v", err)
+		}
+		t.Skipf("no NVIDIA GPU here (%v): this test runs on a GPU machine, see make gpu-check", err)
+	}
+	t.Cleanup(func() { devs[0].Close() })
+	return devs[0]
+}
+
+func TestGPUProperties(t *testing.T) {
+	d := openGPU(t)
+	p := d.Properties()
+	t.Logf("GPU 0: %+v", p)
+	if p.Name == "" || len(p.UUID) != 40 || p.ComputeMajor < 1 || p.TotalMemory == 0 || p.DriverVersion < 12000 {
+		t.Errorf("implausible properties %+v", p)
+	}
+	if err := d.PrepareKernel(context.Background()); err != nil {
+		t.Fatalf("the driver cannot load the leaf kernel: %v", err)
+	}
+	t.Logf("leaf kernel JIT log: %s", d.KernelInfo())
+}
+
+func TestGPUWriteReadAndMemory(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	data := randomBytes(t, 64<<20+12345)
+	a, err := d.Alloc(ctx, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(ctx, a)
+	if err := d.Write(ctx, a, 0, data); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if err := d.Read(ctx, a, 0, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("round trip through VRAM: %v", err)
+	}
+	mem, err := d.AllocationMemory(ctx, a)
+	if err != nil || mem != (AllocationMemory{Type: MemoryDevice}) {
+		t.Errorf("allocation memory %+v, %v: want plain device memory", mem, err)
+	}
+	info, err := d.MemoryInfo(ctx)
+	if err != nil || info.Free >= info.Total {
+		t.Errorf("memory info %+v, %v", info, err)
+	}
+}
+
+// TestGPULeafDigestsMatchCPU runs the PTX kernel on the GPU over shards of
+// awkward sizes and leaf sizes and compares every leaf digest with the CPU,
+// then changes one byte in VRAM and expects exactly that leaf to differ.
+func TestGPULeafDigestsMatchCPU(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	for _, c := range []struct{ n, leaf uint64 }{
+		{1, 4096}, {55, 4096}, {56, 4096}, {63, 4096}, {64, 4096}, {119, 4096}, {120, 4096},
+		{4095, 4096}, {4096, 4096}, {4097, 4096}, {7*4096 + 5, 4096}, {1<<20 + 3, 16 << 10},
+		{64<<20 + 777, 16 << 10}, {64 << 20, 256 << 10}, {40<<20 + 1, 16 << 20},
+	} {
+		data := randomBytes(t, int(c.n))
+		a, err := d.Alloc(ctx, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Write(ctx, a, 0, data); err != nil {
+			t.Fatal(err)
+		}
+		got, err := d.LeafDigests(ctx, a, c.n, c.leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sealer.HashLeaves(data, c.leaf, 0)
+		if len(got) != len(want) {
+			t.Fatalf("n=%d L=%d: %d digests, want %d", c.n, c.leaf, len(got), len(want))
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("n=%d L=%d: GPU leaf %d differs from the CPU", c.n, c.leaf, i)
+			}
+		}
+		off := c.n / 2
+		if err := d.Write(ctx, a, off, []byte{data[off] ^ 0x10}); err != nil {
+			t.Fatal(err)
+		}
+		got, err = d.LeafDigests(ctx, a, c.n, c.leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if differs := got[i] != want[i]; differs != (uint64(i) == off/c.leaf) {
+				t.Fatalf("n=%d L=%d: after changing byte %d, leaf %d differs=%v", c.n, c.leaf, off, i, differs)
+			}
+		}
+		d.Free(ctx, a)
+	}
+}
+
+func TestGPUSealVerify(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "shard")
+	if err := os.WriteFile(path, randomBytes(t, 96<<20+5), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := sealer.NewSigner([]byte("0123456789abcdef0123456789abcdef"))
+	s, err := sealer.New(sealer.Config{WorkerID: "gpu-check", Devices: []sealer.Device{d}, Signer: signer,
+		Emitter: &audit.Recorder{}, LeafSize: 16 << 10, VerifyMode: sealer.VerifyDevice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal, err := s.Seal(ctx, sealer.SealRequest{ID: "gpu-check-shard", Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Verify(ctx, seal.ShardID); err != nil || !res.Intact() {
+		t.Fatalf("GPU verification: %+v, %v", res, err)
+	}
+	if _, err := s.Release(ctx, seal.ShardID); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,303 @@
+// Command gpucheck measures vramseal on a real GPU and checks the targets of
+// the CUDA backend; scripts/gpu-check.sh runs it (make gpu-check). It needs
+// the NVIDIA driver and no Go toolchain.
+//
+// In one run, on one GPU, it measures the ceilings (device-to-device copy,
+// PCIe read-back into pinned memory, one-stream SHA-256 and all-core leaf
+// hashing on the CPU, the leaf kernel at several leaf sizes), then seals at
+// least 8 GiB of shard files through the sealer and verifies them on the
+// GPU and on the host, prints a table and exits 1 when a target is missed.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/sealer"
+	"github.com/vramseal/vramseal/sealer/cuda"
+)
+
+const gib = 1 << 30
+
+func main() {
+	total := flag.Uint64("bytes", 8*gib, "bytes of shards to seal (at least 8 GiB for the report)")
+	shards := flag.Int("shards", 4, "number of shard files")
+	leaf := flag.Uint64("leaf-size", 16<<10, "leaf size the GPU path seals with")
+	dir := flag.String("dir", os.TempDir(), "where to write the shard files")
+	gpu := flag.Int("gpu", 0, "CUDA ordinal of the GPU")
+	lib := flag.String("library", "", "driver library (libcuda.so.1 when empty)")
+	workers := flag.Int("workers", 4, "driver worker threads per device")
+	flag.Parse()
+	if err := run(context.Background(), os.Stdout, config{*total, *shards, *leaf, *dir, *gpu, *lib, *workers}); err != nil {
+		if errors.Is(err, errTargets) {
+			os.Exit(1)
+		}
+		fmt.Fprintln(os.Stderr, "gpucheck:", err)
+		os.Exit(2)
+	}
+}
+
+type config struct {
+	total   uint64
+	shards  int
+	leaf    uint64
+	dir     string
+	gpu     int
+	lib     string
+	workers int
+}
+
+var errTargets = errors.New("a target was missed")
+
+func rate(bytes uint64, d time.Duration) float64 { return float64(bytes) / d.Seconds() / gib }
+
+func run(ctx context.Context, out io.Writer, c config) error {
+	if err := sealer.CheckLeafSize(c.leaf); err != nil {
+		return err
+	}
+	if c.shards < 1 || c.total < uint64(c.shards) {
+		return errors.New("need at least one shard and one byte per shard")
+	}
+	devs, err := cuda.Open(ctx, cuda.Options{LibraryPath: c.lib, Devices: []int{c.gpu}, Workers: c.workers})
+	if err != nil {
+		return err
+	}
+	dev := devs[0]
+	defer dev.Close()
+	p := dev.Properties()
+	fmt.Fprintf(out, "vramseal gpu-check: GPU %d %s (%s), compute %d.%d, %.1f GiB, driver CUDA %d.%d, %d CPU threads\n",
+		c.gpu, p.Name, p.UUID, p.ComputeMajor, p.ComputeMinor, float64(p.TotalMemory)/gib,
+		p.DriverVersion/1000, p.DriverVersion%1000/10, runtime.GOMAXPROCS(0))
+	if err := dev.PrepareKernel(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "leaf kernel JIT: %s\n", strings.ReplaceAll(dev.KernelInfo(), "\n", "; "))
+
+	// Probe size: 2 GiB on a data-centre GPU, less on a small one.
+	probe := min(uint64(2*gib), p.TotalMemory/8) &^ (16<<20 - 1)
+	if probe == 0 {
+		return fmt.Errorf("GPU %d has too little memory (%d bytes) for the probes", c.gpu, p.TotalMemory)
+	}
+	// Host buffer of random bytes shared by the baselines.
+	buf := make([]byte, min(gib, probe))
+	fill(buf)
+	bufBytes := uint64(len(buf))
+
+	var rows []row
+	add := func(name string, v float64, note string) float64 {
+		rows = append(rows, row{name, v, note})
+		fmt.Fprintf(out, "  measured %-44s %8.2f GiB/s %s\n", name, v, note)
+		return v
+	}
+
+	copyBW, err := dev.MeasureCopyBandwidth(ctx, probe, 5)
+	if err != nil {
+		return err
+	}
+	dtod := add("device-to-device copy (ceiling)", copyBW/gib, fmt.Sprintf("cuMemcpyDtoD, %d MiB x5, bytes copied/s", probe>>20))
+	readBW, err := dev.MeasureReadBandwidth(ctx, bufBytes, 3)
+	if err != nil {
+		return err
+	}
+	pcie := add("PCIe read-back into pinned memory", readBW/gib, "cuMemcpyDtoH in staging-buffer chunks, two streams")
+	start := time.Now()
+	sha256.Sum256(buf)
+	oneStream := add("CPU SHA-256, one stream", rate(bufBytes, time.Since(start)), "crypto/sha256")
+	start = time.Now()
+	sealer.HashLeaves(buf, c.leaf, 0)
+	allCores := add("CPU leaf hashing, all cores", rate(bufBytes, time.Since(start)), fmt.Sprintf("%d goroutines", runtime.GOMAXPROCS(0)))
+
+	// The kernel at several leaf sizes over probe bytes in VRAM, checked
+	// against the CPU at the GPU path's leaf size.
+	a, err := dev.Alloc(ctx, probe)
+	if err != nil {
+		return err
+	}
+	for off := uint64(0); off < probe; off += bufBytes {
+		buf[0]++
+		if err := dev.Write(ctx, a, off, buf[:min(bufBytes, probe-off)]); err != nil {
+			return err
+		}
+	}
+	sweep := []string{}
+	for _, l := range []uint64{4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20} {
+		best := time.Duration(math.MaxInt64)
+		var leaves []sealer.LeafHash
+		for range 3 {
+			start := time.Now()
+			leaves, err = dev.LeafDigests(ctx, a, probe, l)
+			if err != nil {
+				return err
+			}
+			best = min(best, time.Since(start))
+		}
+		sweep = append(sweep, fmt.Sprintf("%dK %.1f", l>>10, rate(probe, best)))
+		if l == c.leaf {
+			host, err := sealer.ReadBackLeaves(ctx, dev, a, probe, l, 0)
+			if err != nil {
+				return err
+			}
+			for i := range host {
+				if host[i] != leaves[i] {
+					return fmt.Errorf("leaf size %d: GPU leaf %d differs from the CPU's", l, i)
+				}
+			}
+		}
+	}
+	if err := dev.Free(ctx, a); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  leaf kernel over %d MiB by leaf size (GiB/s): %s\n", probe>>20, strings.Join(sweep, ", "))
+
+	// Shard files.
+	paths, err := writeShards(c, buf)
+	defer func() {
+		for _, p := range paths {
+			os.Remove(p)
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	sealRate := map[sealer.VerifyMode]float64{}
+	verifyRate := map[sealer.VerifyMode]float64{}
+	for _, mode := range []sealer.VerifyMode{sealer.VerifyDevice, sealer.VerifyHost} {
+		s, err := newSealer(dev, c.leaf, mode)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		for i, path := range paths {
+			if _, err := s.Seal(ctx, sealer.SealRequest{ID: fmt.Sprintf("gpu-check-%s-%d", mode, i), Path: path, GPU: c.gpu}); err != nil {
+				return err
+			}
+		}
+		sealRate[mode] = rate(c.total, time.Since(start))
+		start = time.Now()
+		res, err := s.VerifyAll(ctx)
+		if err != nil {
+			return fmt.Errorf("verify (%s): %w", mode, err)
+		}
+		verifyRate[mode] = rate(c.total, time.Since(start))
+		if len(res) != c.shards {
+			return fmt.Errorf("verify (%s): %d results for %d shards", mode, len(res), c.shards)
+		}
+		if err := s.ReleaseAll(ctx); err != nil {
+			return err
+		}
+	}
+	seal := max(sealRate[sealer.VerifyDevice], sealRate[sealer.VerifyHost])
+	add("seal, file -> VRAM (best of 2 runs)", seal, fmt.Sprintf("runs %.2f, %.2f", sealRate[sealer.VerifyDevice], sealRate[sealer.VerifyHost]))
+	hostVerify := add("verify on the host (read back + hash)", verifyRate[sealer.VerifyHost], "verify.mode host")
+	gpuVerify := add("verify on the GPU (leaf kernel)", verifyRate[sealer.VerifyDevice], "verify.mode gpu")
+
+	fmt.Fprintf(out, "\n%d shards, %.2f GiB sealed in all, leaf size %d bytes (the GPU path's: %d leaves per shard, one GPU thread each)\n\n",
+		c.shards, float64(c.total)/gib, c.leaf, sealer.LeafCount(c.total/uint64(c.shards), c.leaf))
+	fmt.Fprintf(out, "| measure | GiB/s | note |\n| --- | ---: | --- |\n")
+	for _, r := range rows {
+		fmt.Fprintf(out, "| %s | %.2f | %s |\n", r.name, r.v, r.note)
+	}
+	hostCeiling := min(pcie, allCores)
+	targets := []target{
+		{"GPU verify >= 15% of device copy (aim 30%)", gpuVerify / dtod, 0.15},
+		{"host verify >= 80% of min(PCIe read-back, CPU all cores)", hostVerify / hostCeiling, 0.80},
+		{"seal >= 80% of one-stream SHA-256", seal / oneStream, 0.80},
+	}
+	fmt.Fprintf(out, "\n| target | ratio | result |\n| --- | ---: | --- |\n")
+	failed := false
+	for _, t := range targets {
+		res := "PASS"
+		if t.ratio < t.want {
+			res, failed = "FAIL", true
+		}
+		fmt.Fprintf(out, "| %s | %.0f%% | %s |\n", t.name, 100*t.ratio, res)
+	}
+	if c.total < 8*gib {
+		fmt.Fprintf(out, "\nnote: only %.2f GiB sealed; the report wants at least 8 GiB\n", float64(c.total)/gib)
+	}
+	if failed {
+		return errTargets
+	}
+	return nil
+}
+
+type row struct {
+	name string
+	v    float64
+	note string
+}
+
+type target struct {
+	name  string
+	ratio float64
+	want  float64
+}
+
+// fill fills b with fast pseudo-random bytes.
+func fill(b []byte) {
+	var key [32]byte
+	rand.Read(key[:])
+	mrand.NewChaCha8(key).Read(b)
+}
+
+// writeShards writes the shard files, c.total bytes in all, from buf with a
+// different first byte per GiB so no two leaves of different GiBs agree.
+func writeShards(c config, buf []byte) ([]string, error) {
+	per := c.total / uint64(c.shards)
+	var paths []string
+	for i := range c.shards {
+		size := per
+		if i == c.shards-1 {
+			size = c.total - per*uint64(c.shards-1)
+		}
+		p := filepath.Join(c.dir, fmt.Sprintf("vramseal-gpu-check-%d.bin", i))
+		paths = append(paths, p)
+		f, err := os.Create(p)
+		if err != nil {
+			return paths, err
+		}
+		for w := uint64(0); w < size; {
+			n := min(uint64(len(buf)), size-w)
+			buf[0]++
+			if _, err := f.Write(buf[:n]); err != nil {
+				f.Close()
+				return paths, err
+			}
+			w += n
+		}
+		if err := f.Close(); err != nil {
+			return paths, err
+		}
+	}
+	return paths, nil
+}
+
+func newSealer(dev *cuda.Device, leaf uint64, mode sealer.VerifyMode) (*sealer.Sealer, error) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	signer, err := sealer.NewSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return sealer.New(sealer.Config{
+		WorkerID: "gpu-check", Devices: []sealer.Device{dev}, Signer: signer, Emitter: &audit.Recorder{},
+		LeafSize: leaf, VerifyMode: mode, Logger: log,
+	})
+}

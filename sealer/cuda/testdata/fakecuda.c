@@ -1,0 +1,646 @@
+// fakecuda: a fake libcuda.so for vramseal's tests, built with gcc by the
+// tests of sealer/cuda and loaded through the same dlopen path as the real
+// driver. It implements the driver calls vramseal uses on host memory:
+// "device" allocations are malloc'd, pinned host buffers too, copies are
+// memcpy, and cuLaunchKernel runs a host version of the leaf kernel with
+// the kernel's parameter layout. It checks what a real driver would refuse
+// (no current context on the calling thread, unknown or freed pointers,
+// ranges outside an allocation, a kernel the module lacks) and can inject
+// any error into any call.
+//
+// Control (exported, called by the tests through dlsym):
+//   fakecuda_fail(name, code, nth): the nth next call of name returns code
+//   fakecuda_set(key, value) / fakecuda_get(key): configuration and counters
+//
+// Build: gcc -shared -fPIC -O2 -o libcuda.so.1 fakecuda.c -lpthread
+// (-DFAKECUDA_OMIT_MEMGETINFO leaves out cuMemGetInfo_v2, for the
+// missing-symbol test.)
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef uint64_t CUdeviceptr;
+
+enum {
+	OK = 0,
+	INVALID_VALUE = 1,
+	OUT_OF_MEMORY = 2,
+	NOT_INITIALIZED = 3,
+	INVALID_DEVICE = 101,
+	INVALID_CONTEXT = 201,
+	INVALID_PTX = 218,
+	INVALID_HANDLE = 400,
+	NOT_FOUND = 500,
+	ILLEGAL_ADDRESS = 700,
+	MISALIGNED_ADDRESS = 716,
+	LAUNCH_FAILED = 719,
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+// ---- configuration and counters ----
+static long long cfg_devices = 1;
+static long long cfg_total = 1LL << 30;
+static long long cfg_integrated = 0;
+static long long cfg_ecc = 1;
+static long long cfg_major = 9;
+static long long cfg_minor = 0;
+static long long cfg_memtype = 2; // CU_MEMORYTYPE_DEVICE
+static long long cfg_managed = 0;
+static long long cfg_mig = 0;
+static long long cfg_corrupt_kernel = 0; // flip a bit of each digest the "kernel" writes
+
+static int initialized;
+static long long used;
+static long long retained[64];
+static long long streams_live, modules_live, launches, host_live, dev_live;
+static long long ctx_flags = -1; // the primary context's flags; -1: never set
+
+struct counter { char name[64]; long long n; };
+static struct counter counters[128];
+static int ncounters;
+
+struct fail { char name[64]; int code; int nth; };
+static struct fail fails[32];
+static int nfails;
+
+static __thread const void *current_ctx;
+static char ctx_tokens[64];
+
+// Called at the entry of every driver function: counts it and returns the
+// injected error, if any is due.
+static int enter(const char *name) {
+	pthread_mutex_lock(&mu);
+	int i;
+	for (i = 0; i < ncounters; i++)
+		if (strcmp(counters[i].name, name) == 0) break;
+	if (i == ncounters && ncounters < 128) {
+		snprintf(counters[ncounters].name, 64, "%s", name);
+		ncounters++;
+	}
+	if (i < 128) counters[i].n++;
+	int code = 0;
+	for (int j = 0; j < nfails; j++) {
+		if (strcmp(fails[j].name, name) == 0 && fails[j].nth > 0) {
+			if (--fails[j].nth == 0) {
+				code = fails[j].code;
+				fails[j] = fails[--nfails];
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return code;
+}
+
+#define ENTER(name)                      \
+	do {                                 \
+		int _rc = enter(name);           \
+		if (_rc) return _rc;             \
+		if (!initialized) return NOT_INITIALIZED; \
+	} while (0)
+
+#define NEED_CTX()                                   \
+	do {                                             \
+		if (current_ctx == NULL) return INVALID_CONTEXT; \
+	} while (0)
+
+int fakecuda_fail(const char *name, int code, int nth) {
+	pthread_mutex_lock(&mu);
+	if (nfails == 32) {
+		pthread_mutex_unlock(&mu);
+		return -1;
+	}
+	snprintf(fails[nfails].name, 64, "%s", name);
+	fails[nfails].code = code;
+	fails[nfails].nth = nth < 1 ? 1 : nth;
+	nfails++;
+	pthread_mutex_unlock(&mu);
+	return 0;
+}
+
+static long long *key(const char *k) {
+	if (!strcmp(k, "devices")) return &cfg_devices;
+	if (!strcmp(k, "total")) return &cfg_total;
+	if (!strcmp(k, "integrated")) return &cfg_integrated;
+	if (!strcmp(k, "ecc")) return &cfg_ecc;
+	if (!strcmp(k, "major")) return &cfg_major;
+	if (!strcmp(k, "minor")) return &cfg_minor;
+	if (!strcmp(k, "memtype")) return &cfg_memtype;
+	if (!strcmp(k, "managed")) return &cfg_managed;
+	if (!strcmp(k, "mig")) return &cfg_mig;
+	if (!strcmp(k, "corrupt_kernel")) return &cfg_corrupt_kernel;
+	if (!strcmp(k, "used")) return &used;
+	if (!strcmp(k, "streams")) return &streams_live;
+	if (!strcmp(k, "modules")) return &modules_live;
+	if (!strcmp(k, "launches")) return &launches;
+	if (!strcmp(k, "host_allocs")) return &host_live;
+	if (!strcmp(k, "dev_allocs")) return &dev_live;
+	if (!strcmp(k, "ctx_flags")) return &ctx_flags;
+	return NULL;
+}
+
+void fakecuda_set(const char *k, long long v) {
+	pthread_mutex_lock(&mu);
+	long long *p = key(k);
+	if (p) *p = v;
+	pthread_mutex_unlock(&mu);
+}
+
+// fakecuda_get returns a setting or counter; "calls:NAME" is how often NAME
+// was called; "retained" sums the primary context references; -1: no such key.
+long long fakecuda_get(const char *k) {
+	long long v = -1;
+	pthread_mutex_lock(&mu);
+	if (!strncmp(k, "calls:", 6)) {
+		v = 0;
+		for (int i = 0; i < ncounters; i++)
+			if (!strcmp(counters[i].name, k + 6)) v = counters[i].n;
+	} else if (!strcmp(k, "retained")) {
+		v = 0;
+		for (int i = 0; i < 64; i++) v += retained[i];
+	} else {
+		long long *p = key(k);
+		if (p) v = *p;
+	}
+	pthread_mutex_unlock(&mu);
+	return v;
+}
+
+// ---- allocations: device (cuMemAlloc) and pinned host (cuMemHostAlloc) ----
+struct region { char *p; uint64_t size; int host; };
+static struct region *regions;
+static int nregions, capregions;
+
+static void add_region(char *p, uint64_t size, int host) {
+	if (nregions == capregions) {
+		capregions = capregions ? 2 * capregions : 64;
+		regions = realloc(regions, capregions * sizeof *regions);
+	}
+	regions[nregions++] = (struct region){p, size, host};
+}
+
+// find_region: the live region of the given kind holding [p, p+n); -1 if none.
+static int find_region(const char *p, uint64_t n, int host) {
+	for (int i = 0; i < nregions; i++) {
+		struct region *r = &regions[i];
+		if (r->host == host && p >= r->p && n <= r->size && (uint64_t)(p - r->p) <= r->size - n) return i;
+	}
+	return -1;
+}
+
+static int region_at(const char *p, int host) {
+	for (int i = 0; i < nregions; i++)
+		if (regions[i].host == host && regions[i].p == p) return i;
+	return -1;
+}
+
+static void drop_region(int i) { regions[i] = regions[--nregions]; }
+
+// ---- initialisation and devices ----
+CUresult cuInit(unsigned flags) {
+	int rc = enter("cuInit");
+	if (rc) return rc;
+	if (flags != 0) return INVALID_VALUE;
+	initialized = 1;
+	return OK;
+}
+
+CUresult cuDriverGetVersion(int *v) {
+	int rc = enter("cuDriverGetVersion");
+	if (rc) return rc;
+	*v = 13000;
+	return OK;
+}
+
+CUresult cuDeviceGetCount(int *n) {
+	ENTER("cuDeviceGetCount");
+	*n = (int)cfg_devices;
+	return OK;
+}
+
+CUresult cuDeviceGet(CUdevice *d, int ordinal) {
+	ENTER("cuDeviceGet");
+	if (ordinal < 0 || ordinal >= cfg_devices) return INVALID_DEVICE;
+	*d = ordinal;
+	return OK;
+}
+
+CUresult cuDeviceGetName(char *name, int len, CUdevice d) {
+	ENTER("cuDeviceGetName");
+	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
+	snprintf(name, len, "Fake CUDA GPU %d", d);
+	return OK;
+}
+
+CUresult cuDeviceGetUuid_v2(unsigned char *uuid, CUdevice d) {
+	ENTER("cuDeviceGetUuid_v2");
+	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
+	for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0xf0 + i + d);
+	return OK;
+}
+
+// cuDeviceGetUuid (v1) gives the physical GPU's UUID, which differs from the
+// device's own for a MIG instance (setting "mig").
+CUresult cuDeviceGetUuid(unsigned char *uuid, CUdevice d) {
+	ENTER("cuDeviceGetUuid");
+	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
+	for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0xf0 + i + d);
+	if (cfg_mig) uuid[15] ^= 0x55;
+	return OK;
+}
+
+CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice d) {
+	ENTER("cuDeviceGetAttribute");
+	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
+	switch (attr) {
+	case 18: *v = (int)cfg_integrated; return OK;
+	case 32: *v = (int)cfg_ecc; return OK;
+	case 75: *v = (int)cfg_major; return OK;
+	case 76: *v = (int)cfg_minor; return OK;
+	}
+	return INVALID_VALUE;
+}
+
+CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice d) {
+	ENTER("cuDeviceTotalMem_v2");
+	if (d < 0 || d >= cfg_devices) return INVALID_DEVICE;
+	*bytes = (size_t)cfg_total;
+	return OK;
+}
+
+CUresult cuDevicePrimaryCtxRetain(void **ctx, CUdevice d) {
+	ENTER("cuDevicePrimaryCtxRetain");
+	if (d < 0 || d >= cfg_devices || d >= 64) return INVALID_DEVICE;
+	pthread_mutex_lock(&mu);
+	retained[d]++;
+	pthread_mutex_unlock(&mu);
+	*ctx = &ctx_tokens[d];
+	return OK;
+}
+
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) {
+	ENTER("cuDevicePrimaryCtxRelease_v2");
+	if (d < 0 || d >= cfg_devices || d >= 64) return INVALID_DEVICE;
+	pthread_mutex_lock(&mu);
+	int ok = retained[d] > 0;
+	if (ok) retained[d]--;
+	pthread_mutex_unlock(&mu);
+	return ok ? OK : INVALID_CONTEXT;
+}
+
+CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice d, unsigned flags) {
+	ENTER("cuDevicePrimaryCtxSetFlags_v2");
+	if (d < 0 || d >= cfg_devices || d >= 64) return INVALID_DEVICE;
+	if (flags & ~0x1fu) return INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	ctx_flags = flags;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuCtxSetCurrent(void *ctx) {
+	ENTER("cuCtxSetCurrent");
+	if (ctx != NULL && ((char *)ctx < ctx_tokens || (char *)ctx >= ctx_tokens + 64)) return INVALID_CONTEXT;
+	current_ctx = ctx;
+	return OK;
+}
+
+// ---- memory ----
+#ifndef FAKECUDA_OMIT_MEMGETINFO
+CUresult cuMemGetInfo_v2(size_t *free, size_t *total) {
+	ENTER("cuMemGetInfo_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	*free = (size_t)(cfg_total - used);
+	*total = (size_t)cfg_total;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+#endif
+
+CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t size) {
+	ENTER("cuMemAlloc_v2");
+	NEED_CTX();
+	if (size == 0) return INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	if ((long long)size > cfg_total - used) {
+		pthread_mutex_unlock(&mu);
+		return OUT_OF_MEMORY;
+	}
+	// 256-byte aligned, as cuMemAlloc guarantees.
+	char *p = aligned_alloc(256, (size + 255) / 256 * 256);
+	if (!p) {
+		pthread_mutex_unlock(&mu);
+		return OUT_OF_MEMORY;
+	}
+	memset(p, 0xA5, size); // device memory is not zeroed
+	used += (long long)size;
+	dev_live++;
+	add_region(p, size, 0);
+	pthread_mutex_unlock(&mu);
+	*dptr = (CUdeviceptr)(uintptr_t)p;
+	return OK;
+}
+
+CUresult cuMemFree_v2(CUdeviceptr dptr) {
+	ENTER("cuMemFree_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int i = region_at((char *)(uintptr_t)dptr, 0);
+	if (i < 0) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	used -= (long long)regions[i].size;
+	dev_live--;
+	free(regions[i].p);
+	drop_region(i);
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuMemHostAlloc(void **pp, size_t size, unsigned flags) {
+	ENTER("cuMemHostAlloc");
+	NEED_CTX();
+	if (size == 0) return INVALID_VALUE;
+	char *p = malloc(size);
+	if (!p) return OUT_OF_MEMORY;
+	pthread_mutex_lock(&mu);
+	add_region(p, size, 1);
+	host_live++;
+	pthread_mutex_unlock(&mu);
+	*pp = p;
+	return OK;
+}
+
+CUresult cuMemFreeHost(void *p) {
+	ENTER("cuMemFreeHost");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int i = region_at(p, 1);
+	if (i < 0) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	free(regions[i].p);
+	drop_region(i);
+	host_live--;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+// ---- streams (copies complete at once; a stream is a token) ----
+struct stream { int magic; };
+#define STREAM_MAGIC 0x5eed
+
+CUresult cuStreamCreate(void **s, unsigned flags) {
+	ENTER("cuStreamCreate");
+	NEED_CTX();
+	struct stream *st = malloc(sizeof *st);
+	st->magic = STREAM_MAGIC;
+	pthread_mutex_lock(&mu);
+	streams_live++;
+	pthread_mutex_unlock(&mu);
+	*s = st;
+	return OK;
+}
+
+static int bad_stream(void *s) { return s == NULL || ((struct stream *)s)->magic != STREAM_MAGIC; }
+
+CUresult cuStreamDestroy_v2(void *s) {
+	ENTER("cuStreamDestroy_v2");
+	NEED_CTX();
+	if (bad_stream(s)) return INVALID_HANDLE;
+	((struct stream *)s)->magic = 0;
+	free(s);
+	pthread_mutex_lock(&mu);
+	streams_live--;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuStreamSynchronize(void *s) {
+	ENTER("cuStreamSynchronize");
+	NEED_CTX();
+	if (bad_stream(s)) return INVALID_HANDLE;
+	return OK;
+}
+
+// Copies: the device side must lie in a live device allocation and the host
+// side in a pinned buffer (vramseal always stages through pinned memory).
+static CUresult copy_checked(char *dst, int dst_host, const char *src, int src_host, size_t n, void *s) {
+	if (bad_stream(s)) return INVALID_HANDLE;
+	pthread_mutex_lock(&mu);
+	int ok = find_region(dst, n, dst_host) >= 0 && find_region(src, n, src_host) >= 0;
+	pthread_mutex_unlock(&mu);
+	if (!ok) return INVALID_VALUE;
+	memmove(dst, src, n);
+	return OK;
+}
+
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, void *s) {
+	ENTER("cuMemcpyHtoDAsync_v2");
+	NEED_CTX();
+	return copy_checked((char *)(uintptr_t)dst, 0, src, 1, n, s);
+}
+
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, void *s) {
+	ENTER("cuMemcpyDtoHAsync_v2");
+	NEED_CTX();
+	return copy_checked(dst, 1, (const char *)(uintptr_t)src, 0, n, s);
+}
+
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void *s) {
+	ENTER("cuMemcpyDtoDAsync_v2");
+	NEED_CTX();
+	return copy_checked((char *)(uintptr_t)dst, 0, (const char *)(uintptr_t)src, 0, n, s);
+}
+
+CUresult cuPointerGetAttribute(void *data, int attr, CUdeviceptr p) {
+	ENTER("cuPointerGetAttribute");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int ok = find_region((char *)(uintptr_t)p, 1, 0) >= 0;
+	pthread_mutex_unlock(&mu);
+	if (!ok) return INVALID_VALUE;
+	switch (attr) {
+	case 2: *(unsigned *)data = (unsigned)cfg_memtype; return OK;
+	case 8: *(unsigned char *)data = cfg_managed != 0; return OK;
+	}
+	return INVALID_VALUE;
+}
+
+// ---- modules and the leaf kernel ----
+struct module { int magic; char *image; };
+#define MODULE_MAGIC 0x7e11
+static char function_token;
+static int max_threads = 1024;
+
+// cuModuleLoadDataEx honours the log options vramseal passes (info and
+// error log buffers and their sizes, verbose) and writes a line into each.
+CUresult cuModuleLoadDataEx(void **m, const void *image, unsigned n, const int *opts, void **vals) {
+	ENTER("cuModuleLoadDataEx");
+	NEED_CTX();
+	char *info = NULL, *err = NULL;
+	size_t info_size = 0, err_size = 0;
+	for (unsigned i = 0; i < n; i++) {
+		switch (opts[i]) {
+		case 3: info = vals[i]; break;
+		case 4: info_size = (size_t)(uintptr_t)vals[i]; break;
+		case 5: err = vals[i]; break;
+		case 6: err_size = (size_t)(uintptr_t)vals[i]; break;
+		case 12: break;
+		default: return INVALID_VALUE;
+		}
+	}
+	const char *s = image;
+	// What the JIT would refuse at once: not PTX, no version or target.
+	if (strncmp(s, "//", 2) != 0 || !strstr(s, "\n.version ") || !strstr(s, "\n.target sm_") ||
+	    !strstr(s, "\n.address_size 64\n")) {
+		if (err && err_size) snprintf(err, err_size, "fakecuda: ptx input, line 1; error   : not a PTX module");
+		return INVALID_PTX;
+	}
+	if (info && info_size) snprintf(info, info_size, "fakecuda: loaded %zu bytes of PTX, 0 registers", strlen(s));
+	struct module *mod = malloc(sizeof *mod);
+	mod->magic = MODULE_MAGIC;
+	mod->image = strdup(s);
+	pthread_mutex_lock(&mu);
+	modules_live++;
+	pthread_mutex_unlock(&mu);
+	*m = mod;
+	return OK;
+}
+
+CUresult cuModuleUnload(void *m) {
+	ENTER("cuModuleUnload");
+	NEED_CTX();
+	struct module *mod = m;
+	if (mod == NULL || mod->magic != MODULE_MAGIC) return INVALID_HANDLE;
+	mod->magic = 0;
+	free(mod->image);
+	free(mod);
+	pthread_mutex_lock(&mu);
+	modules_live--;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuModuleGetFunction(void **f, void *m, const char *name) {
+	ENTER("cuModuleGetFunction");
+	NEED_CTX();
+	struct module *mod = m;
+	if (mod == NULL || mod->magic != MODULE_MAGIC) return INVALID_HANDLE;
+	char want[256];
+	snprintf(want, sizeof want, ".visible .entry %s(", name);
+	const char *e = strstr(mod->image, want);
+	if (!e) return NOT_FOUND;
+	// The host version below reads six .u64 parameters: the entry must
+	// declare exactly those.
+	const char *end = strchr(e, ')');
+	int params = 0;
+	for (const char *q = e; q && q < end; q = strstr(q + 1, ".param .u64 ")) {
+		if (q != e) params++;
+	}
+	if (strcmp(name, "vramseal_sha256_leaves") != 0 || params != 6) return NOT_FOUND;
+	// A launch may not exceed the block size the entry declares.
+	const char *maxntid = strstr(end, ".maxntid ");
+	const char *body = strchr(end, '{');
+	max_threads = 1024;
+	if (maxntid && body && maxntid < body) max_threads = atoi(maxntid + 9);
+	*f = &function_token;
+	return OK;
+}
+
+// SHA-256 (FIPS 180-4), plain C.
+static const uint32_t K[64] = {
+	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+	0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+	0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+	0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+	0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+	0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+	0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+	0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void compress(uint32_t h[8], const unsigned char *blk) {
+	uint32_t w[64];
+	for (int i = 0; i < 16; i++)
+		w[i] = (uint32_t)blk[4 * i] << 24 | (uint32_t)blk[4 * i + 1] << 16 | (uint32_t)blk[4 * i + 2] << 8 | blk[4 * i + 3];
+	for (int i = 16; i < 64; i++) {
+		uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+		uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+		w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+	}
+	uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+	for (int i = 0; i < 64; i++) {
+		uint32_t t1 = hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+		uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+		hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+	}
+	h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+}
+
+static void sha256(const unsigned char *p, uint64_t n, unsigned char out[32]) {
+	uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+	uint64_t full = n / 64 * 64;
+	for (uint64_t o = 0; o < full; o += 64) compress(h, p + o);
+	unsigned char tail[128] = {0};
+	uint64_t rem = n - full;
+	memcpy(tail, p + full, rem);
+	tail[rem] = 0x80;
+	uint64_t tl = rem < 56 ? 64 : 128;
+	uint64_t bits = n * 8;
+	for (int i = 0; i < 8; i++) tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
+	compress(h, tail);
+	if (tl == 128) compress(h, tail + 64);
+	for (int i = 0; i < 8; i++) {
+		out[4 * i] = h[i] >> 24; out[4 * i + 1] = h[i] >> 16; out[4 * i + 2] = h[i] >> 8; out[4 * i + 3] = h[i];
+	}
+}
+
+// cuLaunchKernel runs the leaf kernel's work on the host, reading its six
+// .u64 parameters (data, n, leaf_size, first, count, out) from params as
+// the GPU would: thread g of the grid hashes leaf first+g when g < count,
+// reads only inside the data allocation and writes its 32 bytes at
+// out + 32*(first+g), which must lie inside a device allocation.
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shmem, void *s, void **params, void **extra) {
+	ENTER("cuLaunchKernel");
+	NEED_CTX();
+	if (f != &function_token) return INVALID_HANDLE;
+	if (bad_stream(s)) return INVALID_HANDLE;
+	if (params == NULL || extra != NULL || gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || (int)bx > max_threads)
+		return INVALID_VALUE;
+	uint64_t a[6];
+	for (int i = 0; i < 6; i++) a[i] = *(uint64_t *)params[i];
+	const unsigned char *data = (const unsigned char *)(uintptr_t)a[0];
+	uint64_t n = a[1], L = a[2], first = a[3], count = a[4];
+	unsigned char *out = (unsigned char *)(uintptr_t)a[5];
+	if (a[0] % 16 != 0 || L % 64 != 0 || L == 0) return MISALIGNED_ADDRESS;
+	pthread_mutex_lock(&mu);
+	launches++;
+	int ok = find_region((const char *)data, n, 0) >= 0;
+	pthread_mutex_unlock(&mu);
+	if (!ok) return ILLEGAL_ADDRESS;
+	uint64_t threads = (uint64_t)gx * bx;
+	for (uint64_t g = 0; g < threads && g < count; g++) {
+		uint64_t leaf = first + g, off = leaf * L;
+		if (off >= n) return ILLEGAL_ADDRESS;
+		uint64_t len = n - off < L ? n - off : L;
+		pthread_mutex_lock(&mu);
+		ok = find_region((const char *)out + 32 * leaf, 32, 0) >= 0;
+		pthread_mutex_unlock(&mu);
+		if (!ok) return ILLEGAL_ADDRESS;
+		sha256(data + off, len, out + 32 * leaf);
+		if (cfg_corrupt_kernel) out[32 * leaf] ^= 1;
+	}
+	return OK;
+}

@@ -154,6 +154,16 @@ func TestEveryAlertIsComplete(t *testing.T) {
 	if a := alertNamed(alerts, "VramsealSealVerificationFailed"); a.Labels["severity"] != "critical" || a.For != "" {
 		t.Errorf("VramsealSealVerificationFailed must be critical and fire on the first failure (no for:), got severity=%q for=%q", a.Labels["severity"], a.For)
 	}
+	// The user documentation lists every alert.
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "monitoring.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range seen {
+		if !bytes.Contains(doc, []byte("`"+name+"`")) {
+			t.Errorf("docs/monitoring.md does not list alert %s", name)
+		}
+	}
 	// No runbook without an alert.
 	files, _ := filepath.Glob(filepath.Join("..", "docs", "runbooks", "Vramseal*.md"))
 	for _, fn := range files {

@@ -280,3 +280,14 @@ func TestParseRefusesGarbage(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParse(f *testing.F) {
+	f.Add(Rules)
+	f.Add([]byte("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rf, err := Parse(data)
+		if err == nil && len(rf.Groups) == 0 {
+			t.Fatal("accepted a rule file without groups")
+		}
+	})
+}

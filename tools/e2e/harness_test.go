@@ -202,7 +202,11 @@ func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail f
 		t.Fatal(err)
 	}
 	for _, a := range alerts {
-		t.Errorf("alert active on healthy data: %s %v", a.State, a.Labels)
+		if a.State == "firing" {
+			t.Errorf("alert firing on healthy data: %v", a.Labels)
+		} else {
+			t.Logf("alert %s on healthy data (start-up): %v", a.State, a.Labels)
+		}
 	}
 
 	fail("shard-a")
@@ -223,8 +227,9 @@ func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail f
 	if err != nil {
 		t.Fatalf("%v\n%s", err, prom.Log())
 	}
-	// Two evaluation cycles, plus the 50ms polling granularity.
-	if d := firing.Sub(seen); d > 2*prom.Interval+100*time.Millisecond {
+	// Two evaluation cycles, plus the polling granularity (50ms) and the
+	// time the polling queries themselves take.
+	if d := firing.Sub(seen); d > 2*prom.Interval+250*time.Millisecond {
 		t.Errorf("alert firing %s after the failure was scraped, want within two evaluation cycles (%s)", d, 2*prom.Interval)
 	} else {
 		t.Logf("seal failure scraped → alert firing in %s (evaluation interval %s)", d.Round(time.Millisecond), prom.Interval)

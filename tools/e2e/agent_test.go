@@ -71,7 +71,7 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// 1. Corruption.
 	var corrupted time.Time
-	stillEmpty := checkAlertCycle(ctx, t, prom, func(shard string) {
+	stillEmpty, firing := checkAlertCycle(ctx, t, prom, func(shard string) {
 		if out, err := agent.CLI(ctx, "debug", "corrupt", shard, "--offset", "4096"); err != nil {
 			t.Fatalf("%v\n%s", err, agent.Log())
 		} else {
@@ -79,7 +79,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 		corrupted = time.Now()
 	}, emptyAfterCorruption)
-	t.Logf("debug corrupt → alert firing: %s (verify interval %s)", time.Since(corrupted).Round(time.Millisecond), cfg.VerifyEvery)
+	t.Logf("debug corrupt → alert firing: %s (verify interval %s, scrape and evaluation interval %s)", firing.Sub(corrupted).Round(time.Millisecond), cfg.VerifyEvery, interval)
 	if t.Failed() {
 		t.Fatalf("scenario 1 failed\n%s", agent.Log())
 	}

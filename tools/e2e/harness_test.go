@@ -178,7 +178,7 @@ func TestHarnessAgainstStaticTarget(t *testing.T) {
 		RuleFiles: []string{rulesPath(t)},
 		Interval:  interval,
 	})
-	empty := checkAlertCycle(ctx, t, prom, func(shard string) { target.setFailed(shard, true) }, nil)
+	empty, _ := checkAlertCycle(ctx, t, prom, func(shard string) { target.setFailed(shard, true) }, nil)
 	if len(empty) > 0 {
 		t.Errorf("panels without data: %v", empty)
 	}
@@ -187,8 +187,9 @@ func TestHarnessAgainstStaticTarget(t *testing.T) {
 // checkAlertCycle is the scenario both the static target and the agent
 // run: healthy and silent → shard-a fails → alert within two evaluation
 // cycles, and every dashboard panel has data, except those listed in
-// mayBeEmpty ("uid/title" → reason), which it returns when they were empty.
-func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail func(shard string), mayBeEmpty map[string]string) map[string]string {
+// mayBeEmpty ("uid/title" → reason), which it returns when they were empty,
+// with the time the alert was first seen firing.
+func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail func(shard string), mayBeEmpty map[string]string) (map[string]string, time.Time) {
 	t.Helper()
 	// Wait for enough samples for rate() over $__rate_interval.
 	if _, err := WaitFor(ctx, 60*time.Second, "target up and rates computable", func() (bool, error) {
@@ -243,7 +244,7 @@ func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail f
 		t.Errorf("summary does not name the shard: %q", alert.Annotations["summary"])
 	}
 
-	return checkDashboards(ctx, t, prom, map[string]string{"gpu": "0", "shard_id": "shard-a"}, mayBeEmpty)
+	return checkDashboards(ctx, t, prom, map[string]string{"gpu": "0", "shard_id": "shard-a"}, mayBeEmpty), firing
 }
 
 // checkDashboards runs every panel query twice (the preferred variable
@@ -262,6 +263,9 @@ func checkDashboards(ctx context.Context, t *testing.T, prom *Prometheus, prefer
 		}
 		for _, r := range results {
 			if r.Err == nil && r.Series == 0 {
+				if _, known := empty[r.Key()]; !known {
+					t.Logf("selection %+v: %s has no data, allowed: %s", sel, r.Key(), mayBeEmpty[r.Key()])
+				}
 				empty[r.Key()] = mayBeEmpty[r.Key()]
 			}
 		}

@@ -108,6 +108,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	agent2 := StartAgent(ctx, t, full)
 	prom2 := StartPrometheus(ctx, t, PrometheusConfig{Binary: promBin, Job: "vramseal",
 		Targets: []string{agent2.Addr}, RuleFiles: []string{rulesPath(t)}, Interval: interval})
+	waitForRates(ctx, t, prom2)
 	waitFiring(ctx, t, prom2, "VramsealAuditEventsLost", map[string]string{"reason": "disk_full"})
 	onSecondAgent := map[string]string{
 		"vramseal-fleet/Shards whose last verification failed": "nothing failed on the second agent; scenario 1 fills it",

@@ -191,13 +191,7 @@ func TestHarnessAgainstStaticTarget(t *testing.T) {
 // with the time the alert was first seen firing.
 func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail func(shard string), mayBeEmpty map[string]string) (map[string]string, time.Time) {
 	t.Helper()
-	// Wait for enough samples for rate() over $__rate_interval.
-	if _, err := WaitFor(ctx, 60*time.Second, "target up and rates computable", func() (bool, error) {
-		s, err := prom.Query(ctx, `rate(vramseal_verifications_total{job="vramseal"}[10s]) > 0`)
-		return len(s) > 0, err
-	}); err != nil {
-		t.Fatalf("%v\n%s", err, prom.Log())
-	}
+	waitForRates(ctx, t, prom)
 	alerts, err := prom.Alerts(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -245,6 +239,20 @@ func checkAlertCycle(ctx context.Context, t *testing.T, prom *Prometheus, fail f
 	}
 
 	return checkDashboards(ctx, t, prom, map[string]string{"gpu": "0", "shard_id": "shard-a"}, mayBeEmpty), firing
+}
+
+// waitForRates waits until the target is scraped often enough for rate()
+// over $__rate_interval (10 scrape intervals here) to have data.
+func waitForRates(ctx context.Context, t *testing.T, prom *Prometheus) {
+	t.Helper()
+	if _, err := WaitFor(ctx, 60*time.Second, "target up and rates computable", func() (bool, error) {
+		s, err := prom.Query(ctx, `rate(vramseal_verifications_total{job="vramseal"}[10s]) > 0`)
+		return len(s) > 0, err
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, prom.Log())
+	}
+	// A full rate window of samples (10 intervals) for every counter.
+	time.Sleep(10 * prom.Interval)
 }
 
 // checkDashboards runs every panel query twice (the preferred variable

@@ -57,6 +57,9 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzTreeDigest$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSeal$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseComputeCapability$$' -fuzztime $(or $(FUZZTIME),20s) ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),20s) ./alerts
+	$(GO) test -run '^$$' -fuzz '^FuzzParseModel$$' -fuzztime $(or $(FUZZTIME),20s) ./dashboards
+	cd tools/promqlcheck && $(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(or $(FUZZTIME),20s) .
 
 .PHONY: bench
 bench: build ## Benchmarks, each beside its baseline in the same run (see README, Performance).

@@ -484,3 +484,36 @@ func TestContainerfile(t *testing.T) {
 		}
 	}
 }
+
+// TestKustomizeBuild renders the kustomization with kubectl where it is
+// installed (kubectl is not a tool `make test` builds) and checks every
+// object comes out.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed: the manifests are checked by the YAML tests only")
+	}
+	out, err := exec.Command(kubectl, "kustomize", "kubernetes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	var kinds []string
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	for {
+		var o object
+		err := dec.Decode(&o)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, o.Kind+"/"+o.Metadata.Name)
+	}
+	slices.Sort(kinds)
+	want := []string{"ConfigMap/vramseal-agent-config", "ConfigMap/vramseal-dashboards", "DaemonSet/vramseal-agent",
+		"Namespace/vramseal", "PrometheusRule/vramseal", "Service/vramseal", "ServiceAccount/vramseal-agent", "ServiceMonitor/vramseal"}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("kustomize produced %v, want %v", kinds, want)
+	}
+}

@@ -740,6 +740,11 @@ func (s *Sealer) hashShard(ctx context.Context, sh *shard) ([]LeafHash, error) {
 	n, l := sh.seal.VRAMBytes, sh.seal.LeafSize
 	if s.cfg.VerifyMode == VerifyDevice {
 		if ld, ok := sh.dev.(LeafDigester); ok {
+			// The device hashes in place; only digests cross the bus. The
+			// budget is taken for the whole shard at once.
+			if err := pace(ctx, n); err != nil {
+				return nil, err
+			}
 			leaves, err := ld.LeafDigests(ctx, sh.alloc, n, l)
 			if err == nil && uint64(len(leaves)) != LeafCount(n, l) {
 				err = fmt.Errorf("device returned %d leaf digests, want %d", len(leaves), LeafCount(n, l))
@@ -751,7 +756,8 @@ func (s *Sealer) hashShard(ctx context.Context, sh *shard) ([]LeafHash, error) {
 }
 
 // ReadBackLeaves reads an allocation back to host memory in runs of leaves,
-// on workers goroutines each with its own buffer, and hashes each leaf.
+// on workers goroutines each with its own buffer, and hashes each leaf. A
+// Pacer in ctx (WithPacer) is asked before each run is read.
 func ReadBackLeaves(ctx context.Context, dev Device, a Allocation, n, leafSize uint64, workers int) ([]LeafHash, error) {
 	count := LeafCount(n, leafSize)
 	leaves := make([]LeafHash, count)
@@ -780,7 +786,11 @@ func ReadBackLeaves(ctx context.Context, dev Device, a Allocation, n, leafSize u
 		lo := uint64(r) * per * leafSize
 		hi := min(lo+per*leafSize, n)
 		buf := (*bp)[:hi-lo]
-		if err := dev.Read(ctx, a, lo, buf); err != nil {
+		err := pace(ctx, hi-lo)
+		if err == nil {
+			err = dev.Read(ctx, a, lo, buf)
+		}
+		if err != nil {
 			errMu.Lock()
 			firstErr = cmpErr(firstErr, err)
 			errMu.Unlock()

@@ -44,7 +44,7 @@ test: tools ## vet, gofmt, the race detector over every test, and the tests with
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
-	@for m in $(TOOL_MODULES); do echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+	@for m in $(TOOL_MODULES); do echo "== $$m"; (cd $$m && $(GO) mod tidy -diff > /dev/null || { echo "$$m: go.mod is stale (it follows the agent's module): run 'cd $$m && go mod tidy'"; exit 1; }; $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
 .PHONY: lint
 lint: ## gofmt and go vet.

@@ -26,11 +26,25 @@ help: ## List the targets.
 build: ## Build bin/vramseal-agent (needs Go and a C compiler for NVML; CGO_ENABLED=0 builds without NVML).
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/agent
 
+# The end-to-end test of dashboards and alerts against the running agent
+# (tools/e2e) needs the agent's /metrics collectors; AGENT_E2E=1 builds the
+# agent first and runs it. Set the default to 1 once the collectors land.
+AGENT_E2E ?= 1
+ifeq ($(AGENT_E2E),1)
+test: build
+export VRAMSEAL_AGENT_E2E := 1
+export VRAMSEAL_AGENT_BIN := $(abspath $(BIN))
+endif
+
+# Test-only modules under tools/ (kept out of the agent's go.mod).
+TOOL_MODULES := tools/promqlcheck
+
 .PHONY: test
 test: tools ## vet, gofmt, the race detector over every test, and the tests with real tools.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	@for m in $(TOOL_MODULES); do echo "== $$m"; (cd $$m && $(GO) mod tidy -diff > /dev/null || { echo "$$m: go.mod is stale (it follows the agent's module): run 'cd $$m && go mod tidy'"; exit 1; }; $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
 .PHONY: lint
 lint: ## gofmt and go vet.
@@ -46,6 +60,11 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/control
 	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/control
 	$(GO) test -run '^$$' -fuzz '^FuzzParseComputeCapability$$' -fuzztime $(or $(FUZZTIME),20s) ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
+	$(GO) test -run '^$$' -fuzz '^FuzzScanFrames$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),20s) ./alerts
+	$(GO) test -run '^$$' -fuzz '^FuzzParseModel$$' -fuzztime $(or $(FUZZTIME),20s) ./dashboards
+	cd tools/promqlcheck && $(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(or $(FUZZTIME),20s) .
 
 .PHONY: bench
 bench: build ## Benchmarks, each beside its baseline in the same run (see README, Performance).
@@ -56,8 +75,10 @@ run: build ## The demo on simulated GPUs.
 	./scripts/demo.sh
 
 .PHONY: generate
-generate: generate-ptx ## Regenerate committed generated files (docs/metrics.md, the GPU kernel's PTX).
+generate: generate-ptx ## Regenerate committed generated files (PTX, docs/metrics.md, dashboards JSON, PrometheusRule, Grafana dashboards ConfigMap).
 	$(GO) run ./collector/internal/metricsdoc -o docs/metrics.md
+	$(GO) run ./dashboards/cmd/render -out dashboards/json
+	$(GO) run ./deploy/cmd/render -dir deploy
 
 .PHONY: generate-ptx
 generate-ptx: ## Regenerate the GPU leaf kernel's PTX (sealer/cuda/sha256_leaves.ptx) from its Go generator.

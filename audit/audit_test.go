@@ -144,3 +144,16 @@ func TestLogEmitterCarriesTheTrace(t *testing.T) {
 		}
 	}
 }
+
+func TestTee(t *testing.T) {
+	primary, echo := &Recorder{}, &Recorder{}
+	primary.SetDurability(errors.New("primary's answer"))
+	ev := VRAMAllocated{Header: NewHeader(time.Now(), "w")}
+	r := Tee{Primary: primary, Also: []Emitter{echo}}.Emit(context.Background(), ev)
+	if err := r.Wait(context.Background()); err == nil || err.Error() != "primary's answer" {
+		t.Fatalf("receipt %v: want the primary's", err)
+	}
+	if len(primary.Events()) != 1 || len(echo.Events()) != 1 {
+		t.Fatal("an emitter missed the event")
+	}
+}

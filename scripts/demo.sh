@@ -85,7 +85,14 @@ shards:
 YAML
 sed 's/^/    /' "$DEMO/agent.yml"
 
+# Audit records go to the durable spool under $DEMO/audit and, when an OTel
+# Collector is given with OTEL_EXPORTER_OTLP_ENDPOINT, are shipped to it.
+if [[ -z ${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_LOGS_ENDPOINT:-} ]]; then
+	export OTEL_LOGS_EXPORTER=${OTEL_LOGS_EXPORTER:-none} OTEL_TRACES_EXPORTER=${OTEL_TRACES_EXPORTER:-none}
+fi
+
 bold "2. Start the agent; it seals the two declared shards"
+echo "    (audit records: durable spool in $DEMO/audit; OTLP export: ${OTEL_EXPORTER_OTLP_ENDPOINT:-off, set OTEL_EXPORTER_OTLP_ENDPOINT to ship them})"
 printf '  $ vramseal-agent run --config.file %s --control.socket %s --web.listen-address 127.0.0.1:0\n' "$DEMO/agent.yml" "$SOCK"
 "$BIN" run --config.file "$DEMO/agent.yml" --control.socket "$SOCK" --web.listen-address 127.0.0.1:0 >"$LOG" 2>&1 &
 AGENT_PID=$!
@@ -150,4 +157,8 @@ if [[ $rc != 0 ]]; then
 	exit 1
 fi
 echo "    agent exited with status 0"
+
+bold "12. The audit spool is a hash chain with HMAC checkpoints: check it offline"
+printf '\n  $ vramseal-agent audit verify --spool.dir %s --seal.secret-file %s\n' "$DEMO/audit" "$DEMO/seal.key"
+"$BIN" audit verify --spool.dir "$DEMO/audit" --seal.secret-file "$DEMO/seal.key" 2>&1 | sed 's/^/    /'
 bold "Done. Try the same commands on your own files: see README.md and docs/config.md."

@@ -30,9 +30,10 @@ type ScheduleConfig struct {
 	// 0 ≤ Jitter < 1, so shards sealed together are not verified together.
 	Jitter float64
 	// MaxBytesPerSecond is the verification budget across all shards of the
-	// agent (0: none). A verification of n bytes starts no earlier than
-	// n/MaxBytesPerSecond after the budget's previous use ends, so over any
-	// run the agent reads at most about that many bytes per second.
+	// agent (0: none). Scheduled verifications are paced (WithPacer): each
+	// chunk of n bytes is read no earlier than n/MaxBytesPerSecond after the
+	// budget's previous use ends, so the agent reads at most about that many
+	// bytes per second, as a steady stream.
 	MaxBytesPerSecond uint64
 	// Resync bounds how long the schedule goes without looking for new or
 	// released shards when nobody calls Notify (10s when 0).
@@ -71,7 +72,8 @@ type scheduled struct {
 	sealedAt time.Time // tells a shard re-sealed under the same id from the old one
 	due      time.Time
 	running  bool
-	overdue  bool // logged as overdue in the current episode
+	started  time.Time // when the verification in flight started
+	overdue  bool      // logged as overdue in the current episode
 }
 
 // NewSchedule returns a Schedule over src.
@@ -216,6 +218,7 @@ func (s *Schedule) next(gpu int, now time.Time) (string, time.Duration) {
 	if best != "" {
 		if d := bestAt.Sub(now); d <= 0 {
 			s.entries[best].running = true
+			s.entries[best].started = now
 			return best, 0
 		} else if d < wait {
 			wait = d
@@ -241,6 +244,15 @@ func (s *Schedule) reserveBudget(bytes uint64, now time.Time) time.Duration {
 	return start.Sub(now)
 }
 
+// pace is the Pacer of scheduled verifications: it books bytes of the
+// shared budget and sleeps until they may be read.
+func (s *Schedule) pace(ctx context.Context, bytes uint64) error {
+	if d := s.reserveBudget(bytes, s.clock.Now()); d > 0 && !sleep(ctx, s.clock, d, nil) {
+		return ctx.Err()
+	}
+	return nil
+}
+
 func (s *Schedule) runGPU(ctx context.Context, gpu int) {
 	wake := s.wake[gpu]
 	for ctx.Err() == nil {
@@ -250,14 +262,7 @@ func (s *Schedule) runGPU(ctx context.Context, gpu int) {
 			sleep(ctx, s.clock, wait, wake)
 			continue
 		}
-		s.mu.Lock()
-		bytes := s.entries[id].bytes
-		s.mu.Unlock()
-		if d := s.reserveBudget(bytes, s.clock.Now()); d > 0 && !sleep(ctx, s.clock, d, nil) {
-			s.finish(id, false)
-			return
-		}
-		res, err := s.src.Verify(ctx, id)
+		res, err := s.src.Verify(WithPacer(ctx, s.pace), id)
 		s.finish(id, ctx.Err() == nil)
 		entry := s.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: gpu, LogFieldResult: res.Result, LogFieldDuration: res.Duration.String()})
 		switch {
@@ -273,7 +278,6 @@ func (s *Schedule) runGPU(ctx context.Context, gpu int) {
 
 // finish marks a verification done and schedules the shard's next one.
 func (s *Schedule) finish(id string, reschedule bool) {
-	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[id]
@@ -283,6 +287,8 @@ func (s *Schedule) finish(id string, reschedule bool) {
 	e.running = false
 	e.overdue = false
 	if reschedule {
-		e.due = now.Add(s.jittered())
+		// The next one is due an interval after this one started, so a
+		// slow (paced) verification does not stretch the interval.
+		e.due = e.started.Add(s.jittered())
 	}
 }

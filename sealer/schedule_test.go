@@ -58,11 +58,24 @@ func (f *fakeSource) Verify(ctx context.Context, id string) (VerifyResult, error
 			size = s.Seal.VRAMBytes
 		}
 	}
-	f.bytes += size
 	ch := f.block[id]
 	f.mu.Unlock()
 	if ch != nil {
 		<-ch
+	}
+	// Read the shard in chunks, each paced, as ReadBackLeaves does.
+	const chunk = 4 << 20
+	for off := uint64(0); off < size; off += chunk {
+		n := min(chunk, size-off)
+		if err := pace(ctx, n); err != nil {
+			f.mu.Lock()
+			f.inflight[id]--
+			f.mu.Unlock()
+			return VerifyResult{ShardID: id, Result: ResultCancelled}, &Error{Op: "verify", ShardID: id, Kind: KindCancelled, Err: err}
+		}
+		f.mu.Lock()
+		f.bytes += n
+		f.mu.Unlock()
 	}
 	f.mu.Lock()
 	f.inflight[id]--

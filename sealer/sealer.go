@@ -234,6 +234,11 @@ func (s *Sealer) observeVerify(gpu int, result string, d time.Duration, bytes ui
 type SealRequest struct {
 	ID   string
 	Path string
+	// File, when set, is read instead of opening Path (which then only
+	// names it in messages): a caller that checked where an opened file
+	// lies hands over that very file, so nothing can swap it in between.
+	// Seal reads it from its current offset and does not close it.
+	File *os.File
 	GPU  int
 	// ExpectedSHA256, when set, is the plain SHA-256 (hex) the file must have.
 	ExpectedSHA256 string
@@ -274,11 +279,13 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	if !ok {
 		return fail(KindInvalid, fmt.Errorf("no GPU %d (have %v)", req.GPU, s.GPUs()))
 	}
-	f, size, err := openShardFile(req.Path)
+	f, size, err := openShardFile(req.Path, req.File)
 	if err != nil {
 		return fail(KindInvalid, err)
 	}
-	defer f.Close()
+	if req.File == nil {
+		defer f.Close()
+	}
 
 	if s.cfg.Admission != nil {
 		if err := s.cfg.Admission.Admit(ctx, req.GPU); err != nil {
@@ -369,27 +376,35 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	return seal, nil
 }
 
-// openShardFile opens a regular, non-empty file.
-func openShardFile(path string) (*os.File, uint64, error) {
-	if path == "" {
-		return nil, 0, errors.New("no file given")
+// openShardFile opens path, or takes the already opened f, and checks it is
+// a regular, non-empty file. It closes only what it opened, and only on error.
+func openShardFile(path string, f *os.File) (*os.File, uint64, error) {
+	opened := false
+	if f == nil {
+		if path == "" {
+			return nil, 0, errors.New("no file given")
+		}
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return nil, 0, err
+		}
+		opened = true
 	}
-	f, err := os.Open(path)
-	if err != nil {
+	fail := func(err error) (*os.File, uint64, error) {
+		if opened {
+			f.Close()
+		}
 		return nil, 0, err
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, 0, err
+		return fail(err)
 	}
 	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s is not a regular file", path)
+		return fail(fmt.Errorf("%s is not a regular file", path))
 	}
 	if st.Size() == 0 {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: %w", path, ErrEmpty)
+		return fail(fmt.Errorf("%s: %w", path, ErrEmpty))
 	}
 	return f, uint64(st.Size()), nil
 }
@@ -725,6 +740,11 @@ func (s *Sealer) hashShard(ctx context.Context, sh *shard) ([]LeafHash, error) {
 	n, l := sh.seal.VRAMBytes, sh.seal.LeafSize
 	if s.cfg.VerifyMode == VerifyDevice {
 		if ld, ok := sh.dev.(LeafDigester); ok {
+			// The device hashes in place; only digests cross the bus. The
+			// budget is taken for the whole shard at once.
+			if err := pace(ctx, n); err != nil {
+				return nil, err
+			}
 			leaves, err := ld.LeafDigests(ctx, sh.alloc, n, l)
 			if err == nil && uint64(len(leaves)) != LeafCount(n, l) {
 				err = fmt.Errorf("device returned %d leaf digests, want %d", len(leaves), LeafCount(n, l))
@@ -736,7 +756,8 @@ func (s *Sealer) hashShard(ctx context.Context, sh *shard) ([]LeafHash, error) {
 }
 
 // ReadBackLeaves reads an allocation back to host memory in runs of leaves,
-// on workers goroutines each with its own buffer, and hashes each leaf.
+// on workers goroutines each with its own buffer, and hashes each leaf. A
+// Pacer in ctx (WithPacer) is asked before each run is read.
 func ReadBackLeaves(ctx context.Context, dev Device, a Allocation, n, leafSize uint64, workers int) ([]LeafHash, error) {
 	count := LeafCount(n, leafSize)
 	leaves := make([]LeafHash, count)
@@ -765,7 +786,11 @@ func ReadBackLeaves(ctx context.Context, dev Device, a Allocation, n, leafSize u
 		lo := uint64(r) * per * leafSize
 		hi := min(lo+per*leafSize, n)
 		buf := (*bp)[:hi-lo]
-		if err := dev.Read(ctx, a, lo, buf); err != nil {
+		err := pace(ctx, hi-lo)
+		if err == nil {
+			err = dev.Read(ctx, a, lo, buf)
+		}
+		if err != nil {
 			errMu.Lock()
 			firstErr = cmpErr(firstErr, err)
 			errMu.Unlock()

@@ -654,3 +654,64 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Error("short signing key accepted")
 	}
 }
+
+// A caller may hand over the file it opened and checked; Seal reads that
+// file, not whatever the path names by then.
+func TestSealFromOpenedFile(t *testing.T) {
+	e := newEnv(t, 1, 16<<20, sealer.VerifyHost)
+	p := e.file(t, "f", data(2*leaf, 1))
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Rename(p, p+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(p, data(10, 9), 0o600) // the path now names other bytes
+	seal, err := e.s.Seal(context.Background(), sealer.SealRequest{ID: "s", Path: p, File: f, GPU: 0})
+	if err != nil || seal.VRAMBytes != 2*leaf {
+		t.Fatalf("seal = %+v, %v", seal, err)
+	}
+}
+
+// A paced verification asks its Pacer before every chunk it reads, so a
+// large shard streams within the budget instead of bursting.
+func TestVerifyPacedByChunk(t *testing.T) {
+	for _, mode := range []sealer.VerifyMode{sealer.VerifyHost, sealer.VerifyDevice} {
+		e := newEnv(t, 1, 64<<20, mode)
+		ctx := context.Background()
+		n := 10<<20 + 5
+		if _, err := e.s.Seal(ctx, sealer.SealRequest{ID: "big", Path: e.file(t, "f", data(n, 1)), GPU: 0}); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var calls []uint64
+		pacer := func(ctx context.Context, b uint64) error {
+			mu.Lock()
+			calls = append(calls, b)
+			mu.Unlock()
+			return nil
+		}
+		if res, err := e.s.Verify(sealer.WithPacer(ctx, pacer), "big"); err != nil || !res.Intact() {
+			t.Fatalf("%s: %+v %v", mode, res, err)
+		}
+		var sum uint64
+		for _, c := range calls {
+			sum += c
+		}
+		if sum != uint64(n) {
+			t.Fatalf("%s: paced %d bytes, shard has %d", mode, sum, n)
+		}
+		if mode == sealer.VerifyHost && len(calls) < 3 {
+			t.Fatalf("host verification paced in %d call(s): %v", len(calls), calls)
+		}
+		// A pacer that refuses stops the verification as cancelled, not failed.
+		stop := func(ctx context.Context, b uint64) error { return context.Canceled }
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := e.s.Verify(sealer.WithPacer(cctx, stop), "big"); sealer.KindOf(err) != sealer.KindCancelled {
+			t.Fatalf("%s: refused pacer: %v", mode, err)
+		}
+	}
+}

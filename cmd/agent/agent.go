@@ -73,18 +73,19 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	if a.audit, err = newAuditPipeline(cfg, log); err != nil {
+	built := a // the return value is nil on error; close what was opened
+	defer func() {
+		if err != nil {
+			_ = built.close()
+		}
+	}()
+	if a.audit, err = newAuditPipeline(ctx, cfg, sec, log); err != nil {
 		return nil, err
 	}
 	a.gpus, err = openDevices(ctx, cfg, openCUDA)
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	defer func() {
-		if err != nil {
-			_ = a.close()
-		}
-	}()
 	a.sims = a.gpus.sims
 	var indexes []int
 	for _, d := range a.gpus.devs {
@@ -102,7 +103,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		WorkerID: cfg.WorkerID, Devices: a.gpus.devs, Signer: signer, Emitter: a.audit.Emitter,
 		Admission: a.policy, AllocationChecker: a.policy,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,
-		Observer: a.observer,
+		Observer: a.observer, TracerProvider: a.audit.TracerProvider,
 	})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
@@ -146,6 +147,11 @@ func (a *agent) close() error {
 	}
 	if a.gpus != nil {
 		errs = append(errs, a.gpus.close())
+	}
+	if a.audit != nil { // a no-op after the bounded flush at shutdown
+		ctx, cancel := context.WithTimeout(context.Background(), auditFlushTimeout)
+		errs = append(errs, a.audit.Close(ctx))
+		cancel()
 	}
 	return errors.Join(errs...)
 }

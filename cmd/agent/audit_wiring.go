@@ -2,35 +2,67 @@ package main
 
 import (
 	"context"
+	"fmt"
 
+	"github.com/prometheus/common/version"
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vramseal/vramseal/audit"
+	auditotel "github.com/vramseal/vramseal/audit/otel"
+	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/secret"
 )
 
 // auditPipeline is where audit events go. It is built in exactly one place,
-// newAuditPipeline, so the durable pipeline (spool + OTLP, audit/otel) can
-// replace the log emitter there.
+// newAuditPipeline.
 type auditPipeline struct {
-	// Emitter receives every event.
+	// Emitter receives every event: the durable spool (whose receipts the
+	// sealer waits on for CRITICAL events), echoed to the operational log.
 	Emitter audit.Emitter
 	// Counters counts events and emit failures by name (for metrics).
 	Counters *audit.Counters
+	// Stats is the spool's state, for metrics.
+	Stats collector.AuditStats
+	// TracerProvider makes the spans around seal, verify and release, so
+	// audit records carry their trace and span ids.
+	TracerProvider trace.TracerProvider
 	// Close flushes what is pending to local disk, bounded by ctx.
 	Close func(ctx context.Context) error
 }
 
-// newAuditPipeline returns the audit pipeline. Until the durable spool is
-// wired in, events go to the operational log (audit.LogEmitter): nothing is
-// durable, so CRITICAL events report audit_durable=false.
-func newAuditPipeline(cfg *config.Config, log logrus.FieldLogger) (*auditPipeline, error) {
+// newAuditPipeline opens (and repairs) the durable audit spool under
+// audit.spool_dir and starts shipping it over OTLP as the OTEL_* variables
+// say (OTEL_LOGS_EXPORTER=none keeps the spool as the only copy). Each event
+// is also written to the operational log.
+func newAuditPipeline(ctx context.Context, cfg *config.Config, sec secret.Secret, log logrus.FieldLogger) (*auditPipeline, error) {
 	counters := audit.NewCounters()
-	log.WithField(logFieldComponent, "audit").
-		Info("audit events go to this log (no durable spool configured in this build)")
+	key, err := sec.Key(secret.LabelAuditCheckpoint)
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	alog := log.WithField(logFieldComponent, "audit")
+	p, err := auditotel.NewPipeline(ctx, auditotel.Config{
+		SpoolDir: cfg.Audit.SpoolDir, SegmentBytes: int64(cfg.Audit.SegmentBytes), Retention: cfg.Audit.Retention,
+		MinFreeBytes: cfg.Audit.MinFreeBytes, CheckpointKey: key, WorkerID: cfg.WorkerID,
+		ServiceVersion: version.Version, Logger: alog, Counters: counters,
+	})
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("%s: audit: %w", cfg.File, err))
+	}
+	stats := collector.AuditStatsFunc(func() collector.SpoolStats {
+		s := p.Stats()
+		return collector.SpoolStats{
+			PendingRecords: s.PendingRecords, Bytes: uint64(max(s.SpoolBytes, 0)), OldestPending: s.OldestPending,
+			QuarantinedFiles: s.QuarantinedFiles, Lost: s.Lost, ExportFailures: s.ExportFailures,
+		}
+	})
 	return &auditPipeline{
-		Emitter:  audit.NewLogEmitter(log.WithField(logFieldComponent, "audit"), counters),
-		Counters: counters,
-		Close:    func(context.Context) error { return nil },
+		Emitter:        audit.Tee{Primary: p, Also: []audit.Emitter{audit.NewLogEmitter(alog, nil)}},
+		Counters:       counters,
+		Stats:          stats,
+		TracerProvider: p.TracerProvider(),
+		Close:          p.Close,
 	}, nil
 }

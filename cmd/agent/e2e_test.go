@@ -148,6 +148,7 @@ func (e *env) writeConfigWith(device, extra string, shards ...string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "worker_id: e2e-node\ndevice: %s\n%s", device, extra)
 	fmt.Fprintf(&b, "seal_secret_file: %s\nmodel_dirs: [%s]\n", filepath.Join(e.dir, "seal.key"), e.models)
+	fmt.Fprintf(&b, "audit: {spool_dir: %s}\n", filepath.Join(e.dir, "spool"))
 	verify := e.verify
 	if verify == "" {
 		verify = "{interval: 1s, jitter: 0.1}"

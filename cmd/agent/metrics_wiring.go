@@ -49,11 +49,9 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 	opts := collector.Options{
 		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu, GPUInterval: gpuInterval,
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
-		AuditCounters: a.audit.Counters, Policy: a.policy,
+		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy,
 		Logger: a.log.WithField(logFieldComponent, "metrics"),
 	}
-	// The durable spool's statistics join here (Options.AuditStats) once
-	// the audit pipeline has them.
 	set, err := collector.Register(reg, opts)
 	if err != nil {
 		return nil, nil, errors.Join(errors.New("metrics"), err)

@@ -108,7 +108,7 @@ func TestWebEndpoints(t *testing.T) {
 	if err := os.WriteFile(key, bytes.Repeat([]byte{1}, 32), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(filepath.Join(dir, "a.yml"), fmt.Appendf(nil, "device: sim\nseal_secret_file: %s\nshards: [{id: a, path: /nonexistent/a}]\n", key), config.Env{})
+	cfg, err := config.Parse(filepath.Join(dir, "a.yml"), fmt.Appendf(nil, "device: sim\nseal_secret_file: %s\naudit: {spool_dir: %s}\nshards: [{id: a, path: /nonexistent/a}]\n", key, filepath.Join(dir, "spool")), config.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}

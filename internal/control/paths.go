@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // errOutsideModelDirs marks a path the API refuses to seal.
@@ -52,6 +53,39 @@ func ResolveModelFile(dirs []string, p string) (string, error) {
 		return refuse("%s resolves to %s, outside %s", p, real, strings.Join(dirs, ", "))
 	}
 	return refuse("%s is outside %s", p, strings.Join(dirs, ", "))
+}
+
+// OpenModelFile resolves p like ResolveModelFile, opens the result without
+// following a final symlink, and checks again, on the opened file itself
+// (its /proc/self/fd link and fstat), that it is a regular file under one of
+// dirs. The sealer then reads that very file: a path swapped for a symlink
+// between the check and the open is refused, never followed.
+func OpenModelFile(dirs []string, p string) (*os.File, string, error) {
+	real, err := ResolveModelFile(dirs, p)
+	if err != nil {
+		return nil, "", err
+	}
+	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %s: %v", errOutsideModelDirs, p, unwrapPathErr(err))
+	}
+	actual, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		actual = real // no /proc: the O_NOFOLLOW open above still holds
+	}
+	st, err := f.Stat()
+	inside := false
+	for _, d := range dirs {
+		if rd, err := filepath.EvalSymlinks(d); err == nil && within(rd, actual) {
+			inside = true
+			break
+		}
+	}
+	if err != nil || !st.Mode().IsRegular() || !inside {
+		f.Close()
+		return nil, "", fmt.Errorf("%w: %s changed while it was being opened (now %s)", errOutsideModelDirs, p, actual)
+	}
+	return f, actual, nil
 }
 
 func unwrapPathErr(err error) error {

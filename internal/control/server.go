@@ -305,12 +305,13 @@ func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, KindInvalid, err.Error())
 		return
 	}
-	path, err := ResolveModelFile(s.cfg.ModelDirs, req.Path)
+	file, path, err := OpenModelFile(s.cfg.ModelDirs, req.Path)
 	if err != nil {
 		writeError(w, http.StatusForbidden, KindForbidden, "seal "+req.ID+": "+err.Error())
 		return
 	}
-	sreq := sealer.SealRequest{ID: req.ID, Path: path, GPU: req.GPU, ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, LeafSize: req.LeafSize}
+	defer file.Close()
+	sreq := sealer.SealRequest{ID: req.ID, Path: path, File: file, GPU: req.GPU, ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, LeafSize: req.LeafSize}
 	if s.cfg.Progress != nil {
 		sreq.Progress = s.cfg.Progress(req.ID)
 	}

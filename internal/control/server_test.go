@@ -332,3 +332,25 @@ func TestClientUnreachable(t *testing.T) {
 		t.Fatalf("error %v, want ErrUnreachable", err)
 	}
 }
+
+func TestOpenModelFile(t *testing.T) {
+	models, outside := t.TempDir(), t.TempDir()
+	inside := filepath.Join(models, "a.bin")
+	if err := os.WriteFile(inside, []byte("weights"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(outside, "secret"), []byte("x"), 0o600)
+	_ = os.Symlink(filepath.Join(outside, "secret"), filepath.Join(models, "escape"))
+	f, path, err := OpenModelFile([]string{models}, inside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	real, _ := filepath.EvalSymlinks(inside)
+	if path != real {
+		t.Fatalf("path %s, want %s", path, real)
+	}
+	if _, _, err := OpenModelFile([]string{models}, filepath.Join(models, "escape")); err == nil {
+		t.Fatal("a symlink leaving model_dirs was opened")
+	}
+}

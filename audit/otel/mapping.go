@@ -1,0 +1,192 @@
+package otel
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/log"
+
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/audit/spool"
+)
+
+// Attribute keys every shipped record carries.
+const (
+	KeyRecordUID = "log.record.uid"
+	KeyWorkerID  = "vramseal.worker.id"
+	KeySeq       = "vramseal.audit.seq"
+	KeyPrevHash  = "vramseal.audit.prev_hash"
+)
+
+// AllEvents is the Event of a Mapping that every record carries.
+const AllEvents = "*"
+
+// Mapping is one row of the event → attribute mapping (docs/audit-events.md).
+type Mapping struct {
+	// Event is the event name without the "vramseal." prefix, or
+	// AllEvents.
+	Event string
+	// Field is the field's name in the specification.
+	Field string
+	// Attribute is the OTel attribute key it is sent as.
+	Attribute string
+	// Type is the attribute's type: string, int or bool.
+	Type string
+}
+
+// Mappings is the complete event → attribute mapping, the single source of
+// truth that docs/audit-events.md repeats (a test compares the two).
+var Mappings = []Mapping{
+	{AllEvents, "event_id", KeyRecordUID, "string"},
+	{AllEvents, "worker_id", KeyWorkerID, "string"},
+	{AllEvents, "seq", KeySeq, "int"},
+	{AllEvents, "prev_hash", KeyPrevHash, "string"},
+
+	{audit.NameVRAMSealed, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameVRAMSealed, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameVRAMSealed, "vram_bytes", "vramseal.vram.bytes", "int"},
+	{audit.NameVRAMSealed, "digest", "vramseal.seal.digest", "string"},
+	{audit.NameVRAMSealed, "content_sha256", "vramseal.seal.content_sha256", "string"},
+	{audit.NameVRAMSealed, "leaf_size", "vramseal.seal.leaf_size", "int"},
+	{audit.NameVRAMSealed, "model_ref", "vramseal.model.ref", "string"},
+	{audit.NameVRAMSealed, "seal", "vramseal.seal.record", "string"},
+	{audit.NameVRAMSealed, "seal_signature", "vramseal.seal.signature", "string"},
+
+	{audit.NameSealVerified, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameSealVerified, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameSealVerified, "digest", "vramseal.seal.digest", "string"},
+
+	{audit.NameSealVerificationFailed, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameSealVerificationFailed, "reason", "vramseal.verification.reason", "string"},
+	{audit.NameSealVerificationFailed, "expected_digest", "vramseal.verification.expected_digest", "string"},
+	{audit.NameSealVerificationFailed, "actual_digest", "vramseal.verification.actual_digest", "string"},
+	{audit.NameSealVerificationFailed, "severity", "vramseal.severity", "string"},
+	{audit.NameSealVerificationFailed, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameSealVerificationFailed, "first_bad_offset", "vramseal.verification.first_bad_offset", "int"},
+	{audit.NameSealVerificationFailed, "bad_chunks", "vramseal.verification.bad_chunks", "int"},
+
+	{audit.NameVRAMDeallocated, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameVRAMDeallocated, "freed_bytes", "vramseal.vram.freed_bytes", "int"},
+	{audit.NameVRAMDeallocated, "remaining_used", "vramseal.vram.remaining_used_bytes", "int"},
+	{audit.NameVRAMDeallocated, "gpu_device", "gpu.device.index", "int"},
+
+	{audit.NamePolicyViolation, "policy", "vramseal.policy.name", "string"},
+	{audit.NamePolicyViolation, "violation", "vramseal.policy.violation", "string"},
+	{audit.NamePolicyViolation, "details", "vramseal.policy.details", "string"},
+	{audit.NamePolicyViolation, "action_taken", "vramseal.policy.action_taken", "string"},
+	{audit.NamePolicyViolation, "gpu_device", "gpu.device.index", "int"},
+
+	{audit.NameVRAMAllocated, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameVRAMAllocated, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameVRAMAllocated, "requested_bytes", "vramseal.vram.requested_bytes", "int"},
+	{audit.NameVRAMAllocated, "used_after", "vramseal.vram.used_after_bytes", "int"},
+
+	{audit.NameVRAMAllocationFailed, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameVRAMAllocationFailed, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameVRAMAllocationFailed, "requested_bytes", "vramseal.vram.requested_bytes", "int"},
+	{audit.NameVRAMAllocationFailed, "available_bytes", "vramseal.vram.available_bytes", "int"},
+	{audit.NameVRAMAllocationFailed, "reason", "vramseal.allocation.reason", "string"},
+
+	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
+
+	{spool.NameLoss, "reason", "vramseal.audit.loss.reason", "string"},
+	{spool.NameLoss, "count", "vramseal.audit.loss.count", "int"},
+	{spool.NameLoss, "first_seq", "vramseal.audit.loss.first_seq", "int"},
+	{spool.NameLoss, "first_lost_at", "vramseal.audit.loss.first_lost_at", "string"},
+	{spool.NameLoss, "last_lost_at", "vramseal.audit.loss.last_lost_at", "string"},
+
+	{spool.NameRepair, "action", "vramseal.audit.repair.action", "string"},
+	{spool.NameRepair, "file", "vramseal.audit.repair.file", "string"},
+	{spool.NameRepair, "offset", "vramseal.audit.repair.offset", "int"},
+	{spool.NameRepair, "bytes", "vramseal.audit.repair.bytes", "int"},
+	{spool.NameRepair, "last_good_seq", "vramseal.audit.repair.last_good_seq", "int"},
+	{spool.NameRepair, "detail", "vramseal.audit.repair.detail", "string"},
+}
+
+// attrIndex maps event name → field → attribute key.
+var attrIndex = func() map[string]map[string]string {
+	m := map[string]map[string]string{}
+	for _, r := range Mappings {
+		if m[r.Event] == nil {
+			m[r.Event] = map[string]string{}
+		}
+		m[r.Event][r.Field] = r.Attribute
+	}
+	return m
+}()
+
+// AttributeKey returns the attribute key of an event's field, and whether
+// the mapping has one.
+func AttributeKey(event, field string) (string, bool) {
+	if k, ok := attrIndex[event][field]; ok {
+		return k, true
+	}
+	k, ok := attrIndex[AllEvents][field]
+	return k, ok
+}
+
+// value converts a field value to an attribute value.
+func value(v any) attribute.Value {
+	switch x := v.(type) {
+	case string:
+		return attribute.StringValue(x)
+	case int64:
+		return attribute.Int64Value(x)
+	case int:
+		return attribute.Int64Value(int64(x))
+	case uint64:
+		if x > math.MaxInt64 {
+			x = math.MaxInt64
+		}
+		return attribute.Int64Value(int64(x))
+	case bool:
+		return attribute.BoolValue(x)
+	}
+	return attribute.StringValue(fmt.Sprint(v))
+}
+
+// LogRecord maps a spool record to an OTel log record: event name
+// "vramseal.<name>", timestamp, severity number and text, a short body, and
+// every field as an attribute (Mappings). A field the mapping lacks is sent
+// as "vramseal.<field>" rather than dropped. The span context is not part of
+// the record: the logger takes it from the context Emit gets.
+func LogRecord(rec spool.Record) log.Record {
+	var r log.Record
+	r.SetEventName(audit.NamePrefix + rec.Name)
+	r.SetTimestamp(rec.Time)
+	r.SetSeverity(log.Severity(rec.Severity))
+	r.SetSeverityText(rec.Severity.String())
+	r.SetBody(attribute.StringValue(summary(rec)))
+	attrs := make([]attribute.KeyValue, 0, len(rec.Fields)+4)
+	attrs = append(attrs,
+		attribute.String(KeyRecordUID, rec.ID),
+		attribute.String(KeyWorkerID, rec.WorkerID),
+		attribute.Int64(KeySeq, int64(min(rec.Seq, math.MaxInt64))),
+		attribute.String(KeyPrevHash, hex.EncodeToString(rec.PrevHash[:])),
+	)
+	for _, f := range rec.Fields {
+		key, ok := AttributeKey(rec.Name, f.Key)
+		if !ok {
+			key = "vramseal." + f.Key
+		}
+		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key(key), Value: value(f.Value)})
+	}
+	r.AddAttributes(attrs...)
+	return r
+}
+
+// summary is the record's body: the event name and its main fields, for
+// people reading the collector's output.
+func summary(rec spool.Record) string {
+	var b strings.Builder
+	b.WriteString(audit.NamePrefix + rec.Name)
+	for _, k := range []string{"shard_id", "gpu_device", "reason", "violation", "action", "count"} {
+		if v := rec.Field(k); v != nil {
+			fmt.Fprintf(&b, " %s=%v", k, v)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,118 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Reader reads a spool's records in sequence order, from what the writer
+// has written so far; the shipper uses one. A Reader is not safe for
+// concurrent use.
+type Reader struct {
+	s    *Spool
+	next uint64 // the next sequence number wanted
+	name string // the segment being read ("" to look one up)
+	off  int64  // the offset of the next frame in it
+}
+
+// NewReader returns a Reader of the records after sequence number after.
+func (s *Spool) NewReader(after uint64) *Reader {
+	return &Reader{s: s, next: after + 1}
+}
+
+// Read returns up to max records that follow the last one returned (none
+// when nothing new was written). A segment that turns out to be corrupt
+// while read is skipped, with the error returned beside the records read.
+func (r *Reader) Read(max int) ([]Record, error) {
+	var out []Record
+	for len(out) < max {
+		r.s.mu.Lock()
+		segs := append([]segment(nil), r.s.segs...)
+		active := r.s.active
+		r.s.mu.Unlock()
+		idx := -1
+		if r.name != "" {
+			for i, sg := range segs {
+				if sg.name == r.name {
+					idx = i
+					break
+				}
+			}
+			if idx < 0 { // removed under us: look the next one up
+				r.name = ""
+			}
+		}
+		if r.name == "" {
+			for i, sg := range segs {
+				if sg.count > 0 && sg.last >= r.next {
+					idx = i
+					break
+				}
+			}
+			if idx < 0 {
+				return out, nil
+			}
+			r.name, r.off = segs[idx].name, 0
+		}
+		sg := segs[idx]
+		isActive := active && idx == len(segs)-1
+		if r.off < sg.size {
+			recs, err := r.readSegment(sg, max-len(out))
+			out = append(out, recs...)
+			if err != nil {
+				r.moveOn(segs, idx)
+				return out, err
+			}
+			if len(out) >= max {
+				return out, nil
+			}
+		}
+		if r.off >= sg.size {
+			if isActive || idx == len(segs)-1 {
+				return out, nil
+			}
+			r.moveOn(segs, idx)
+		}
+	}
+	return out, nil
+}
+
+func (r *Reader) moveOn(segs []segment, idx int) {
+	if idx+1 < len(segs) {
+		r.name, r.off = segs[idx+1].name, 0
+		if segs[idx+1].count > 0 && segs[idx+1].first > r.next {
+			r.next = segs[idx+1].first
+		}
+		return
+	}
+	r.name = ""
+}
+
+func (r *Reader) readSegment(sg segment, max int) ([]Record, error) {
+	f, err := os.Open(filepath.Join(r.s.cfg.Dir, sg.name))
+	if err != nil {
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	defer f.Close()
+	var out []Record
+	sr := io.NewSectionReader(f, r.off, sg.size-r.off)
+	_, err = scanFrames(sr, r.off, sg.size-r.off, func(rec Record, off, end int64) error {
+		if len(out) >= max {
+			return errStop
+		}
+		r.off = end
+		if rec.Seq < r.next {
+			return nil
+		}
+		r.next = rec.Seq + 1
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return out, fmt.Errorf("audit spool: reading %s: %w", sg.name, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,247 @@
+package promqlcheck
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vramseal/vramseal/alerts"
+	"github.com/vramseal/vramseal/dashboards"
+)
+
+// goldenMetrics is the agent's golden /metrics file (cmd/agent's end-to-end
+// test writes it).
+var goldenMetrics = filepath.Join("..", "..", "cmd", "agent", "testdata", "metrics.golden")
+
+// designMetrics are the names of DESIGN.md's metric table (histograms with
+// their series). They are used only while the golden file does not exist.
+var designMetrics = []string{
+	"vramseal_build_info",
+	"vramseal_agent_info",
+	"vramseal_gpu_info",
+	"vramseal_gpu_memory_total_bytes", "vramseal_gpu_memory_used_bytes", "vramseal_gpu_memory_free_bytes",
+	"vramseal_gpu_ecc_errors_total",
+	"vramseal_sealed_shards", "vramseal_sealed_bytes",
+	"vramseal_shard_info",
+	"vramseal_shard_verified",
+	"vramseal_shard_last_verified_timestamp_seconds",
+	"vramseal_verify_interval_seconds",
+	"vramseal_verification_overdue_shards",
+	"vramseal_seals_total",
+	"vramseal_verifications_total",
+	"vramseal_verification_duration_seconds",
+	"vramseal_verification_duration_seconds_bucket", "vramseal_verification_duration_seconds_sum", "vramseal_verification_duration_seconds_count",
+	"vramseal_verified_bytes_total",
+	"vramseal_allocations_total",
+	"vramseal_policy_compliant",
+	"vramseal_audit_events_total",
+	"vramseal_audit_emit_failures_total",
+	"vramseal_audit_spool_pending_records", "vramseal_audit_spool_bytes",
+	"vramseal_audit_spool_oldest_pending_timestamp_seconds", "vramseal_audit_spool_quarantined_files",
+	"vramseal_audit_events_lost_total",
+	"vramseal_audit_export_failures_total",
+	"vramseal_collector_success", "vramseal_collector_duration_seconds",
+}
+
+// collectorMetrics are exported by the collectors beyond the design's table
+// (docs/metrics.md); like designMetrics, used only without the golden file.
+var collectorMetrics = []string{"vramseal_gpu_up"}
+
+// prometheusMetrics are series Prometheus itself makes for every target.
+var prometheusMetrics = []string{"up"}
+
+// use is one query that names metrics, and where it comes from.
+type use struct {
+	where string
+	expr  string
+	isVar bool
+}
+
+func shippedQueries(t *testing.T) (uses []use, recorded []string) {
+	t.Helper()
+	models, err := dashboards.Models()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range models {
+		for _, p := range m.Panels {
+			for _, tg := range p.Targets {
+				uses = append(uses, use{where: m.UID + " / " + p.Title + " / " + tg.RefID, expr: tg.Expr})
+			}
+		}
+		for _, v := range m.Variables {
+			if v.Type == "query" {
+				uses = append(uses, use{where: m.UID + " / variable " + v.Name, expr: v.Query, isVar: true})
+			}
+		}
+	}
+	rf, err := alerts.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			name := r.Alert + r.Record
+			uses = append(uses, use{where: "rule " + g.Name + "/" + name, expr: r.Expr})
+			if r.Record != "" {
+				recorded = append(recorded, r.Record)
+			}
+		}
+	}
+	return uses, recorded
+}
+
+// TestEveryQueriedMetricIsExported is the check: every metric name in every
+// dashboard query, variable query and rule expression is exported by the
+// agent (per the golden /metrics file), made by Prometheus, or recorded by
+// one of our rules.
+func TestEveryQueriedMetricIsExported(t *testing.T) {
+	known, err := LoadKnown(goldenMetrics, append(append([]string{}, designMetrics...), collectorMetrics...), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uses, recorded := shippedQueries(t)
+	if len(uses) < 50 {
+		t.Fatalf("only %d queries found in the dashboards and rules", len(uses))
+	}
+	for _, n := range append(prometheusMetrics, recorded...) {
+		known[n] = true
+	}
+	used := map[string]bool{}
+	for _, u := range uses {
+		var names []string
+		var err error
+		if u.isVar {
+			names, err = VariableMetricNames(u.expr)
+		} else {
+			names, err = MetricNames(u.expr)
+		}
+		if err != nil {
+			t.Errorf("%s: %v", u.where, err)
+			continue
+		}
+		if len(names) == 0 && !strings.Contains(u.expr, "vector(") {
+			t.Errorf("%s: no metric in %q", u.where, u.expr)
+		}
+		for _, n := range names {
+			used[n] = true
+			if !known[n] {
+				t.Errorf("%s: metric %s is not exported by the agent (query %q)", u.where, n, u.expr)
+			}
+		}
+	}
+	t.Logf("%d queries use %d distinct metrics", len(uses), len(used))
+}
+
+func TestMetricNames(t *testing.T) {
+	cases := []struct {
+		expr string
+		want []string
+	}{
+		{`vramseal_shard_verified{job="vramseal"} == 0`, []string{"vramseal_shard_verified"}},
+		{`sum by (gpu) (rate(vramseal_verified_bytes_total{instance=~"$instance"}[$__rate_interval]))`, []string{"vramseal_verified_bytes_total"}},
+		{`{__name__="up", job="x"} or vector(0)`, []string{"up"}},
+		{`a * on (x) group_left (y) b offset 10m`, []string{"a", "b"}},
+		{`histogram_quantile(0.9, sum by (le) (rate(h_bucket[5m])))`, []string{"h_bucket"}},
+		{`vector(1)`, []string{}},
+	}
+	for _, c := range cases {
+		got, err := MetricNames(c.expr)
+		if err != nil {
+			t.Errorf("%s: %v", c.expr, err)
+			continue
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("MetricNames(%s) = %v, want %v", c.expr, got, c.want)
+		}
+	}
+	for _, bad := range []string{`sum(`, `{job="x"}`, `rate(x[])`, `x{job=~"$job"`} {
+		if _, err := MetricNames(bad); err == nil {
+			t.Errorf("MetricNames(%q): no error", bad)
+		}
+	}
+}
+
+func TestVariableMetricNames(t *testing.T) {
+	got, err := VariableMetricNames(`label_values(vramseal_gpu_info{job=~"$job", instance=~"$instance"}, gpu)`)
+	if err != nil || !slices.Equal(got, []string{"vramseal_gpu_info"}) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	if _, err := VariableMetricNames(`label_values(gpu)`); err == nil {
+		t.Fatal("label_values without a selector accepted")
+	}
+}
+
+// TestCheckCatchesAnUnknownMetric proves the check can fail: a renamed
+// metric is not in the known set.
+func TestCheckCatchesAnUnknownMetric(t *testing.T) {
+	known, err := LoadKnown(filepath.Join(t.TempDir(), "missing"), designMetrics, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := MetricNames(`vramseal_shard_verifed == 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if known[names[0]] {
+		t.Fatal("a misspelt metric was accepted")
+	}
+}
+
+func TestLoadKnownFromGolden(t *testing.T) {
+	dir := t.TempDir()
+	golden := filepath.Join(dir, "metrics.golden")
+	const exposition = `# HELP vramseal_verification_duration_seconds Time to verify one shard.
+# TYPE vramseal_verification_duration_seconds histogram
+vramseal_verification_duration_seconds_bucket{gpu="0",le="+Inf"} 1
+vramseal_verification_duration_seconds_sum{gpu="0"} 0.5
+vramseal_verification_duration_seconds_count{gpu="0"} 1
+# HELP vramseal_sealed_shards Sealed shards.
+# TYPE vramseal_sealed_shards gauge
+vramseal_sealed_shards{gpu="0"} 2
+`
+	if err := os.WriteFile(golden, []byte(exposition), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logged []string
+	known, err := LoadKnown(golden, designMetrics, func(f string, a ...any) { logged = append(logged, f) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logged) != 0 {
+		t.Errorf("fell back although the golden file exists: %v", logged)
+	}
+	for _, n := range []string{"vramseal_sealed_shards", "vramseal_verification_duration_seconds_bucket", "vramseal_verification_duration_seconds_count"} {
+		if !known[n] {
+			t.Errorf("%s missing", n)
+		}
+	}
+	if known["vramseal_agent_info"] {
+		t.Error("the design's names leaked into a golden-based set")
+	}
+	// A broken golden file is an error, not a fallback.
+	if err := os.WriteFile(golden, []byte("# TYPE x histogram\nx{ 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKnown(golden, designMetrics, t.Logf); err == nil {
+		t.Error("a broken golden file was accepted")
+	}
+}
+
+func FuzzMetricNames(f *testing.F) {
+	for _, s := range []string{`up == 0`, `sum(rate(x{a="b"}[5m]))`, `{__name__="x"}`, `label_values(x, y)`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, expr string) {
+		names, err := MetricNames(expr)
+		if err == nil {
+			for _, n := range names {
+				if n == "" {
+					t.Fatalf("empty metric name from %q", expr)
+				}
+			}
+		}
+	})
+}

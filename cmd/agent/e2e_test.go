@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -199,7 +200,7 @@ func (e *env) start(overrides ...string) {
 // cli runs a client subcommand and returns its exit status and output.
 func (e *env) cli(args ...string) (int, string, string) {
 	e.t.Helper()
-	if args[0] != "digest" {
+	if args[0] != "digest" && args[0] != "audit" { // offline commands
 		args = append(args, "--control.socket", e.socket)
 	}
 	cmd := exec.Command(e.bin, args...)
@@ -362,6 +363,12 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "digest_mismatch") || !strings.Contains(out, "offset 262144") {
 		t.Errorf("verify of the corrupted shard:\n%s", out)
 	}
+	// The CRITICAL record was durable in the spool before the answer came.
+	m := regexp.MustCompile(`audit event (\S+) \(durable: true\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("verify did not report a durable CRITICAL record:\n%s", out)
+	}
+	criticalID := m[1]
 	e.mustCLI(1, "verify", "--all")
 	e.mustCLI(2, "verify", "nope")
 	e.waitFor("the corrupted shard in the failed state", func() bool { return e.list()["a"].State == sealer.StateFailed })
@@ -432,6 +439,23 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("control socket left behind: %v", err)
 	}
 	e.mustCLI(4, "list")
+
+	// The spool holds the CRITICAL record and its chain verifies offline.
+	spoolDir := filepath.Join(e.dir, "spool")
+	segs, _ := filepath.Glob(filepath.Join(spoolDir, "*"))
+	found := false
+	for _, f := range segs {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte(criticalID)) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the durable CRITICAL record %s is not in the spool %s", criticalID, spoolDir)
+	}
+	out = e.mustCLI(0, "audit", "verify", "--spool.dir", spoolDir, "--seal.secret-file", filepath.Join(e.dir, "seal.key"))
+	if !strings.Contains(out, "intact") {
+		t.Errorf("audit verify:\n%s", out)
+	}
 }
 
 // regexpFound reports whether one log line holds both a and b.

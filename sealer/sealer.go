@@ -642,12 +642,16 @@ func (s *Sealer) verify(ctx context.Context, sh *shard, presented *Seal) (res Ve
 
 	var reason, actual string
 	var leaves []LeafHash
+	// badPresented: only the consumer's record is wrong; it says nothing
+	// about the shard, whose state is left as it is.
+	badPresented := false
 	switch {
 	case !s.cfg.Signer.Check(seal):
 		reason = audit.ReasonSignatureInvalid
 	case presented != nil && !(s.cfg.Signer.Check(*presented) && sameSeal(*presented, seal)):
 		reason = audit.ReasonSignatureInvalid
 		res.ExpectedDigest = presented.Digest
+		badPresented = true
 	default:
 		leaves, err = s.hashShard(vctx, sh)
 		switch {
@@ -689,12 +693,14 @@ func (s *Sealer) verify(ctx context.Context, sh *shard, presented *Seal) (res Ve
 		return res, nil
 	}
 
-	s.mu.Lock()
-	sh.lastChecked, sh.lastResult = now, reason
-	if reason != audit.ReasonReadError {
-		sh.failed = true // sticky: a shard once found altered stays failed
+	if !badPresented {
+		s.mu.Lock()
+		sh.lastChecked, sh.lastResult = now, reason
+		if reason != audit.ReasonReadError {
+			sh.failed = true // sticky: a shard once found altered stays failed
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	ev := audit.SealVerificationFailed{
 		Header: s.header(), ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Reason: reason,
 		ExpectedDigest: res.ExpectedDigest, ActualDigest: actual,

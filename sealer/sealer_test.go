@@ -285,6 +285,11 @@ func TestPresentedSeal(t *testing.T) {
 			if len(evs) != 1 || evs[0].(audit.SealVerificationFailed).Reason != audit.ReasonSignatureInvalid || evs[0].Severity() != audit.SeverityCritical {
 				t.Fatalf("events %v", names(e.rec.Events()))
 			}
+			// A bad record says nothing about the shard it names: the
+			// shard, still intact, is neither failed nor marked so.
+			if st, err := e.s.Shard("shard"); err != nil || st.State != sealer.StateSealed || st.LastResult != sealer.ResultOK {
+				t.Fatalf("a rejected presented record changed the held shard: %+v, %v", st, err)
+			}
 		})
 	}
 	// A genuine record of a released shard: its VRAM is gone.

@@ -191,6 +191,7 @@ type Spool struct {
 	buf            []byte
 	waiting        []func(error)
 	dirty          bool
+	writeErr       error // an fsync that failed during the current write
 	sinceCkpt      int
 	lastCkpt       time.Time
 	free           uint64
@@ -651,13 +652,19 @@ func (s *Spool) rotate() {
 			return
 		}
 	}
-	s.sync()
 	s.closeActive()
 }
 
+// closeActive fsyncs (when dirty) and closes the active segment. A failed
+// fsync settles the waiting receipts with the error and is kept in
+// writeErr for the records of a batch being written, whose receipts are
+// not waiting yet.
 func (s *Spool) closeActive() {
 	if s.f == nil {
 		return
+	}
+	if err := s.sync(); err != nil {
+		s.writeErr = err
 	}
 	if err := s.f.Close(); err != nil {
 		s.log.WithError(err).Error("audit spool: closing a segment")
@@ -673,10 +680,11 @@ func (s *Spool) closeActive() {
 	s.mu.Unlock()
 }
 
-// sync fsyncs the active segment and settles every waiting receipt.
-func (s *Spool) sync() {
+// sync fsyncs the active segment and settles every waiting receipt; it
+// returns the fsync's error.
+func (s *Spool) sync() error {
 	if !s.dirty && len(s.waiting) == 0 {
-		return
+		return nil
 	}
 	var err error
 	if s.f != nil && s.dirty {
@@ -691,6 +699,7 @@ func (s *Spool) sync() {
 	}
 	clear(s.waiting)
 	s.waiting = s.waiting[:0]
+	return err
 }
 
 // run is the writer goroutine.
@@ -824,7 +833,21 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	if len(ents) == 0 {
 		return false
 	}
+	s.writeErr = nil
 	n, err := s.write(ents)
+	// A segment closed during this write whose fsync failed holds records
+	// of this batch: their receipts report that, never nil.
+	werr := s.writeErr
+	s.writeErr = nil
+	if werr != nil {
+		nl := min(len(losses), n)
+		for i := range settles {
+			if nl+i < n {
+				settles[i](werr)
+				settles[i] = nil
+			}
+		}
+	}
 	if err != nil {
 		reason, rerr := LossWriteError, ErrWrite
 		if errors.Is(err, syscall.ENOSPC) {
@@ -838,7 +861,9 @@ func (s *Spool) process(batch []item, closing bool) bool {
 		}
 		for i := range settles {
 			if nl+i < n {
-				s.waiting = append(s.waiting, settles[i]) // written before the failure
+				if settles[i] != nil {
+					s.waiting = append(s.waiting, settles[i]) // written before the failure
+				}
 				continue
 			}
 			s.lose(ents[nl+i].Name, reason, 1)
@@ -852,7 +877,11 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	if len(losses) > 0 {
 		s.lastLossRecord = now
 	}
-	s.waiting = append(s.waiting, settles...)
+	for _, settle := range settles {
+		if settle != nil {
+			s.waiting = append(s.waiting, settle)
+		}
+	}
 	return critical
 }
 

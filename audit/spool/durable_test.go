@@ -1,0 +1,89 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vramseal/vramseal/audit"
+)
+
+// syncFaults is a segment file whose Write, Truncate and Sync can be made
+// to fail, each by its own switch.
+type syncFaults struct {
+	*os.File
+	failWrite, failTruncate, failSync *atomic.Bool
+}
+
+func (f syncFaults) Write(b []byte) (int, error) {
+	if f.failWrite.Load() {
+		return 0, errors.New("injected write failure")
+	}
+	return f.File.Write(b)
+}
+
+func (f syncFaults) Truncate(n int64) error {
+	if f.failTruncate.Load() {
+		return errors.New("injected truncate failure")
+	}
+	return f.File.Truncate(n)
+}
+
+func (f syncFaults) Sync() error {
+	if f.failSync.Load() {
+		return errors.New("injected fsync failure")
+	}
+	return f.File.Sync()
+}
+
+type faultSwitches struct{ write, truncate, sync atomic.Bool }
+
+func (sw *faultSwitches) open(p string) (File, error) {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return syncFaults{f, &sw.write, &sw.truncate, &sw.sync}, nil
+}
+
+// A CRITICAL record that fills its segment is fsynced as the segment is
+// closed; when that fsync fails, its receipt must say so, not settle nil.
+func TestCriticalReceiptReportsFailedFsyncAtRotation(t *testing.T) {
+	var sw faultSwitches
+	s := openT(t, Config{Dir: t.TempDir(), SegmentBytes: 1, OpenSegment: sw.open})
+	sw.sync.Store(true)
+	err := audit.WaitDurable(context.Background(), s.Append(entry(1, audit.SeverityCritical), true), 5*time.Second)
+	if !errors.Is(err, ErrWrite) {
+		t.Fatalf("receipt of a record whose fsync failed: %v, want ErrWrite", err)
+	}
+	sw.sync.Store(false)
+	if err := audit.WaitDurable(context.Background(), s.Append(entry(2, audit.SeverityCritical), true), 5*time.Second); err != nil {
+		t.Fatalf("after fsync recovers: %v", err)
+	}
+}
+
+// A segment closed after a write it could not cut back still holds records
+// waiting for their group commit: they are durable only if that segment
+// was fsynced, and their receipts must not settle nil otherwise.
+func TestWaitingReceiptsWhenSegmentClosedUnsynced(t *testing.T) {
+	var sw faultSwitches
+	s := openT(t, Config{Dir: t.TempDir(), CommitWindow: time.Minute, OpenSegment: sw.open})
+	waiting := s.Append(entry(1, audit.SeverityInfo), false)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().LastSeq < 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	sw.write.Store(true)
+	sw.truncate.Store(true)
+	sw.sync.Store(true)
+	if err := audit.WaitDurable(context.Background(), s.Append(entry(2, audit.SeverityCritical), true), 5*time.Second); !errors.Is(err, ErrWrite) {
+		t.Fatalf("critical record whose write failed: %v", err)
+	}
+	// The writer's next tick settles what waits.
+	if err := audit.WaitDurable(context.Background(), waiting, 5*time.Second); !errors.Is(err, ErrWrite) {
+		t.Fatalf("receipt of a record never fsynced: %v, want ErrWrite", err)
+	}
+}

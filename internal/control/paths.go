@@ -65,7 +65,10 @@ func OpenModelFile(dirs []string, p string) (*os.File, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	// O_NONBLOCK: a FIFO swapped in after the check opens at once (and is
+	// refused below) instead of blocking until a writer comes; it changes
+	// nothing for reading a regular file. O_NOCTTY: never take a terminal.
+	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s: %v", errOutsideModelDirs, p, unwrapPathErr(err))
 	}

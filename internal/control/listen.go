@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxSocketPath is the longest path a Unix socket address holds on Linux.
@@ -67,17 +69,49 @@ func Listen(path string, group *uint32) (*net.UnixListener, error) {
 		return fail("cannot listen: %w", err)
 	}
 	ln.SetUnlinkOnClose(true)
+	if err := setSocketAccess(path, group); err != nil {
+		ln.Close()
+		return fail("%w", err)
+	}
+	return ln, nil
+}
+
+// setSocketAccess gives the socket at path mode 0600, or group and mode
+// 0660. It works on the file opened without following a symlink (O_PATH,
+// then through its /proc/self/fd link), so a symlink put in the socket's
+// place after it was bound is refused, never followed: the agent never
+// changes the mode or group of a file someone else points it at.
+func setSocketAccess(path string, group *uint32) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("cannot open it to set its mode: %w", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("cannot stat it: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return errors.New("was replaced by something that is not a socket while it was being created")
+	}
+	self := fmt.Sprintf("/proc/self/fd/%d", fd)
 	mode := os.FileMode(0o600)
 	if group != nil {
-		if err := os.Chown(path, -1, int(*group)); err != nil {
-			ln.Close()
-			return fail("cannot give it to group %d: %w", *group, err)
+		if err := unix.Fchownat(fd, "", -1, int(*group), unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("cannot give it to group %d: %w", *group, err)
 		}
 		mode = 0o660
 	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return fail("cannot set mode %04o: %w", mode, err)
+	err = os.Chmod(self, mode)
+	if errors.Is(err, fs.ErrNotExist) {
+		// No /proc: by path, after checking again that a socket is there.
+		if lst, lerr := os.Lstat(path); lerr != nil || lst.Mode().Type() != fs.ModeSocket {
+			return errors.New("was replaced by something that is not a socket while it was being created")
+		}
+		err = os.Chmod(path, mode)
 	}
-	return ln, nil
+	if err != nil {
+		return fmt.Errorf("cannot set mode %04o: %w", mode, err)
+	}
+	return nil
 }

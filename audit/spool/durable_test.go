@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,4 +87,50 @@ func TestWaitingReceiptsWhenSegmentClosedUnsynced(t *testing.T) {
 	if err := audit.WaitDurable(context.Background(), waiting, 5*time.Second); !errors.Is(err, ErrWrite) {
 		t.Fatalf("receipt of a record never fsynced: %v, want ErrWrite", err)
 	}
+}
+
+// A crash can leave a segment's size ahead of its data: the file ends in
+// zeros, often more than one frame header's worth (a whole block). That
+// is a torn tail to cut off, not corruption: the segment, with the good
+// records before the zeros, must stay in the spool and be shipped.
+func TestZeroFilledTailTruncatedNotQuarantined(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Config{Dir: dir})
+	for i := 0; i < 20; i++ {
+		s.Append(entry(i, audit.SeverityInfo), false)
+	}
+	closeT(t, s)
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	last := segs[len(segs)-1]
+	f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s2 := openT(t, Config{Dir: dir})
+	recs := readAll(t, s2)
+	st := s2.Stats()
+	closeT(t, s2)
+	if st.QuarantinedFiles != 0 {
+		t.Fatalf("a segment with a zero-filled tail was quarantined (%d files)", st.QuarantinedFiles)
+	}
+	var events, repairs int
+	for _, r := range recs {
+		switch r.Name {
+		case audit.NameVRAMAllocated:
+			events++
+		case NameRepair:
+			repairs++
+			if r.Field("action") != RepairTruncated {
+				t.Fatalf("repair %v, want %s", r.Field("action"), RepairTruncated)
+			}
+		}
+	}
+	if events != 20 || repairs != 1 {
+		t.Fatalf("after the repair the spool ships %d events and %d repair records, want 20 and 1", events, repairs)
+	}
+	verifyOK(t, dir)
 }

@@ -129,7 +129,9 @@ func scanFrames(r io.Reader, base, size int64, fn func(rec Record, off, end int6
 		length := int64(binary.BigEndian.Uint32(hdr[0:4]))
 		sum := binary.BigEndian.Uint32(hdr[4:8])
 		if length < bodyFixed || length > maxRecordBytes {
-			if length == 0 && sum == 0 && off+frameHeader >= end {
+			// A crash can leave the file's size ahead of its data: zeros
+			// from here to the end are a torn tail, however long.
+			if length == 0 && sum == 0 && zerosTo(br, end-off-frameHeader) {
 				return off, &FrameError{Offset: off, Torn: true, Short: true, Reason: "zero-filled tail"}
 			}
 			return off, &FrameError{Offset: off, Reason: fmt.Sprintf("bad length %d", length)}
@@ -161,6 +163,24 @@ func scanFrames(r io.Reader, base, size int64, fn func(rec Record, off, end int6
 		off = frameEnd
 	}
 	return off, nil
+}
+
+// zerosTo reports whether the next n bytes of r are all zero.
+func zerosTo(r io.Reader, n int64) bool {
+	var buf [4096]byte
+	for n > 0 {
+		m, err := io.ReadFull(r, buf[:min(n, int64(len(buf)))])
+		for _, b := range buf[:m] {
+			if b != 0 {
+				return false
+			}
+		}
+		if err != nil {
+			return false
+		}
+		n -= int64(m)
+	}
+	return true
 }
 
 // segSummary is what a scan of one segment file found.

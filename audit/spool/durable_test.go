@@ -134,3 +134,46 @@ func TestZeroFilledTailTruncatedNotQuarantined(t *testing.T) {
 	}
 	verifyOK(t, dir)
 }
+
+// An event that cannot be recorded (larger than a record may be) is lost
+// on its own: the events queued beside it, a CRITICAL one included, are
+// written and made durable.
+func TestUnencodableEventLosesOnlyItself(t *testing.T) {
+	dir := t.TempDir()
+	gate := make(chan struct{})
+	var failures atomic.Int64
+	s := openT(t, Config{Dir: dir, OnFailure: func(string) { failures.Add(1) },
+		OpenSegment: func(p string) (File, error) {
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+			return blockingFile{f, gate}, err
+		}})
+	// The writer takes the first event and blocks writing it, so the next
+	// three are written as one batch.
+	first := s.Append(entry(0, audit.SeverityInfo), false)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.queued.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	before := s.Append(entry(1, audit.SeverityCritical), true)
+	huge := entry(2, audit.SeverityInfo)
+	huge.Fields = append(huge.Fields, audit.Field{Key: "blob", Value: string(make([]byte, maxRecordBytes))})
+	bad := s.Append(huge, false)
+	after := s.Append(entry(3, audit.SeverityCritical), true)
+	close(gate)
+	ctx := context.Background()
+	for name, r := range map[string]audit.Receipt{"first": first, "before": before, "after": after} {
+		if err := audit.WaitDurable(ctx, r, 5*time.Second); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := audit.WaitDurable(ctx, bad, 5*time.Second); !errors.Is(err, ErrWrite) {
+		t.Errorf("oversized event: %v, want ErrWrite", err)
+	}
+	if got := s.Stats().Lost[LossWriteError]; got != 1 || failures.Load() != 1 {
+		t.Errorf("lost write_error = %d, failures %d; want 1 and 1", got, failures.Load())
+	}
+	closeT(t, s)
+	if rep := verifyOK(t, dir); rep.Losses != 1 {
+		t.Errorf("loss records account for %d events, want 1", rep.Losses)
+	}
+}

@@ -191,7 +191,8 @@ type Spool struct {
 	buf            []byte
 	waiting        []func(error)
 	dirty          bool
-	writeErr       error // an fsync that failed during the current write
+	writeErr       error            // an fsync that failed during the current write
+	unencodable    map[*Entry]error // entries write skipped: they cannot be recorded
 	sinceCkpt      int
 	lastCkpt       time.Time
 	free           uint64
@@ -244,6 +245,8 @@ func Open(cfg Config) (*Spool, error) {
 		pendLoss: map[string]*lossAcc{},
 		lossLog:  map[string]time.Time{},
 		nextSeq:  1,
+
+		unencodable: map[*Entry]error{},
 	}
 	if err := s.recover(); err != nil {
 		return nil, err
@@ -549,7 +552,9 @@ func (s *Spool) write(ents []*Entry) (int, error) {
 }
 
 // writeChunk writes the entries that fit the active segment (at least
-// one) and returns how many it wrote.
+// one) and returns how many it took from the front. An entry that cannot
+// be encoded is skipped, with its error in s.unencodable, so it is lost on
+// its own and never takes the others down with it.
 func (s *Spool) writeChunk(ents []*Entry) (int, error) {
 	if err := s.ensureActive(); err != nil {
 		return 0, err
@@ -559,7 +564,7 @@ func (s *Spool) writeChunk(ents []*Entry) (int, error) {
 	s.mu.Unlock()
 	s.buf = s.buf[:0]
 	seq, head := s.nextSeq, s.head
-	n := 0
+	n, taken := 0, 0
 	for _, e := range ents {
 		if n > 0 && size+int64(len(s.buf)) >= s.cfg.SegmentBytes {
 			break
@@ -570,11 +575,16 @@ func (s *Spool) writeChunk(ents []*Entry) (int, error) {
 		var err error
 		var h [32]byte
 		s.buf, h, err = appendFrame(s.buf, seq, head, e)
+		taken++
 		if err != nil {
-			return 0, fmt.Errorf("%w: encoding %s: %w", ErrWrite, e.Name, err)
+			s.unencodable[e] = fmt.Errorf("%w: encoding %s: %w", ErrWrite, e.Name, err)
+			continue
 		}
 		seq, head = seq+1, h
 		n++
+	}
+	if n == 0 {
+		return taken, nil
 	}
 	if _, err := s.f.Write(s.buf); err != nil {
 		if terr := s.f.Truncate(size); terr != nil {
@@ -600,7 +610,7 @@ func (s *Spool) writeChunk(ents []*Entry) (int, error) {
 	s.writtenSince += uint64(len(s.buf))
 	s.sinceCkpt += n
 	s.dirty = true
-	if n == 1 && ents[0].Name == NameCheckpoint {
+	if n == 1 && taken == 1 && ents[0].Name == NameCheckpoint {
 		s.sinceCkpt = 0
 		s.lastCkpt = s.cfg.Now()
 	}
@@ -611,7 +621,7 @@ func (s *Spool) writeChunk(ents []*Entry) (int, error) {
 	if size >= s.cfg.SegmentBytes {
 		s.rotate()
 	}
-	return n, nil
+	return taken, nil
 }
 
 func (s *Spool) ensureActive() error {
@@ -834,7 +844,17 @@ func (s *Spool) process(batch []item, closing bool) bool {
 		return false
 	}
 	s.writeErr = nil
+	clear(s.unencodable)
 	n, err := s.write(ents)
+	defer clear(s.unencodable)
+	for i := range settles {
+		if uerr, bad := s.unencodable[ents[len(losses)+i]]; bad {
+			s.log.WithError(uerr).Error("audit spool: an event cannot be recorded")
+			s.lose(ents[len(losses)+i].Name, LossWriteError, 1)
+			settles[i](uerr)
+			settles[i] = nil
+		}
+	}
 	// A segment closed during this write whose fsync failed holds records
 	// of this batch: their receipts report that, never nil.
 	werr := s.writeErr
@@ -842,7 +862,7 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	if werr != nil {
 		nl := min(len(losses), n)
 		for i := range settles {
-			if nl+i < n {
+			if nl+i < n && settles[i] != nil {
 				settles[i](werr)
 				settles[i] = nil
 			}
@@ -865,6 +885,9 @@ func (s *Spool) process(batch []item, closing bool) bool {
 					s.waiting = append(s.waiting, settles[i]) // written before the failure
 				}
 				continue
+			}
+			if settles[i] == nil {
+				continue // already lost on its own
 			}
 			s.lose(ents[nl+i].Name, reason, 1)
 			settles[i](fmt.Errorf("%w: %w", rerr, err))

@@ -3,6 +3,7 @@ package sealer
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxShardIDLen is the longest shard id.
@@ -28,6 +29,24 @@ func CheckShardID(id string) error {
 	}
 	if strings.Contains(id, "..") {
 		return fmt.Errorf("shard id %q contains '..'", truncate(id))
+	}
+	return nil
+}
+
+// MaxModelRefLen is the longest model_ref a seal records.
+const MaxModelRefLen = 1024
+
+// CheckModelRef reports whether ref can be recorded in a seal: at most
+// MaxModelRefLen bytes of valid UTF-8. A longer one would make the
+// vram.sealed event too large to record and a huge metric label; invalid
+// UTF-8 would not survive the seal record's JSON, so the printed record
+// would no longer verify.
+func CheckModelRef(ref string) error {
+	if len(ref) > MaxModelRefLen {
+		return fmt.Errorf("model_ref is %d bytes long, at most %d allowed", len(ref), MaxModelRefLen)
+	}
+	if !utf8.ValidString(ref) {
+		return fmt.Errorf("model_ref is not valid UTF-8")
 	}
 	return nil
 }

@@ -269,6 +269,9 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	if err := CheckLeafSize(leafSize); err != nil {
 		return fail(KindInvalid, err)
 	}
+	if err := CheckModelRef(req.ModelRef); err != nil {
+		return fail(KindInvalid, err)
+	}
 	expected := ""
 	if req.ExpectedSHA256 != "" {
 		if expected, err = ParseSHA256Hex(req.ExpectedSHA256); err != nil {

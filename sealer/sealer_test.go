@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -718,5 +719,34 @@ func TestVerifyPacedByChunk(t *testing.T) {
 		if _, err := e.s.Verify(sealer.WithPacer(cctx, stop), "big"); sealer.KindOf(err) != sealer.KindCancelled {
 			t.Fatalf("%s: refused pacer: %v", mode, err)
 		}
+	}
+}
+
+// A model_ref the seal record could not carry faithfully is refused before
+// anything is allocated: too long (its vram.sealed event would exceed what
+// the audit spool records, and it would become a huge metric label), or
+// not UTF-8 (JSON would alter it, so the printed record would not verify).
+func TestSealRefusesBadModelRef(t *testing.T) {
+	e := newEnv(t, 1, 16<<20, sealer.VerifyHost)
+	ctx := context.Background()
+	path := e.file(t, "f", data(leaf, 1))
+	for name, ref := range map[string]string{
+		"too long":  strings.Repeat("m", sealer.MaxModelRefLen+1),
+		"not utf-8": "model\xff@1",
+	} {
+		_, err := e.s.Seal(ctx, sealer.SealRequest{ID: "s", Path: path, GPU: 0, ModelRef: ref})
+		if sealer.KindOf(err) != sealer.KindInvalid {
+			t.Errorf("%s: %v, want an invalid-input error", name, err)
+		}
+	}
+	if n := e.devs[0].LiveAllocations(); n != 0 || len(e.rec.Events()) != 0 {
+		t.Fatalf("a refused seal left %d allocations and events %v", n, names(e.rec.Events()))
+	}
+	seal, err := e.s.Seal(ctx, sealer.SealRequest{ID: "s", Path: path, GPU: 0, ModelRef: strings.Repeat("m", sealer.MaxModelRefLen)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := sealer.ParseSeal([]byte(seal.JSON())); err != nil || p != seal {
+		t.Fatalf("round trip: %v", err)
 	}
 }

@@ -217,11 +217,10 @@ func TestDeclaredShardReleasedThroughTheAPIIsSealedAgain(t *testing.T) {
 		t.Fatal("ready while a declared shard is released")
 	}
 	d.Notify()
-	waitFor(t, "a sealed again", func() bool {
-		st, err := s.Shard("a")
-		return err == nil && st.Seal.Signature != first.Seal.Signature || err == nil && d.Ready()
-	})
-	if !d.Ready() {
-		t.Error("not ready after sealing again")
+	// The sealer holds the shard a moment before the reconciler records
+	// it: wait for readiness, which needs both.
+	waitFor(t, "a sealed again and the agent ready", d.Ready)
+	if st, err := s.Shard("a"); err != nil || st.Seal.Signature == first.Seal.Signature {
+		t.Errorf("not sealed again: %+v, %v", st, err)
 	}
 }

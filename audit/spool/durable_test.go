@@ -177,3 +177,32 @@ func TestUnencodableEventLosesOnlyItself(t *testing.T) {
 		t.Errorf("loss records account for %d events, want 1", rep.Losses)
 	}
 }
+
+// The shipper must never take a record before it is durable: a record
+// shipped (and acknowledged) and then lost in a crash leaves the cursor
+// past the end of the local chain, so the restarted spool numbers on from
+// the cursor with a gap that `audit verify` reports for good, and the
+// collector holds records the node no longer has.
+func TestReaderShipsOnlyDurableRecords(t *testing.T) {
+	s := openT(t, Config{Dir: t.TempDir(), CommitWindow: time.Minute})
+	r := s.Append(entry(1, audit.SeverityInfo), false)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().LastSeq < 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	rd := s.NewReader(0)
+	recs, err := rd.Read(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if werr := r.Wait(quickly()); len(recs) > 0 && werr != nil {
+		t.Fatalf("the reader returned %d record(s) not yet durable (receipt: %v)", len(recs), werr)
+	}
+	if err := audit.WaitDurable(context.Background(), r, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	recs, err = rd.Read(10)
+	if err != nil || len(recs) != 1 || recs[0].ID != "id-000001" {
+		t.Fatalf("after the fsync: %d records, %v", len(recs), err)
+	}
+}

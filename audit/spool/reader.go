@@ -9,7 +9,8 @@ import (
 )
 
 // Reader reads a spool's records in sequence order, from what the writer
-// has written so far; the shipper uses one. A Reader is not safe for
+// has written and fsynced so far (a record is never shipped before it is
+// durable); the shipper uses one. A Reader is not safe for
 // concurrent use.
 type Reader struct {
 	s    *Spool
@@ -59,6 +60,9 @@ func (r *Reader) Read(max int) ([]Record, error) {
 		}
 		sg := segs[idx]
 		isActive := active && idx == len(segs)-1
+		// Only what is fsynced is read: a record shipped and then lost in
+		// a crash would leave the cursor past the end of the local chain.
+		sg.size = sg.synced
 		if r.off < sg.size {
 			recs, err := r.readSegment(sg, max-len(out))
 			out = append(out, recs...)

@@ -159,7 +159,7 @@ func statfsFree(dir string) (uint64, error) {
 // Spool is the durable local audit log: an append-only hash chain of
 // records in segment files, written by one goroutine from a bounded queue.
 // Append is safe for concurrent use and never blocks; readers (the shipper)
-// read what has been written; Ack moves the shipped cursor.
+// read what has been written and fsynced; Ack moves the shipped cursor.
 type Spool struct {
 	cfg Config
 	log logrus.FieldLogger
@@ -209,6 +209,7 @@ type segment struct {
 	last    uint64
 	count   int
 	size    int64
+	synced  int64 // bytes fsynced: what readers may ship
 	created time.Time
 }
 
@@ -262,8 +263,8 @@ func Open(cfg Config) (*Spool, error) {
 		if _, err := s.write(ents); err != nil {
 			return nil, fmt.Errorf("audit spool: recording the start-up repair: %w", err)
 		}
-		if err := s.f.Sync(); err != nil {
-			return nil, fmt.Errorf("audit spool: %w", err)
+		if err := s.sync(); err != nil {
+			return nil, fmt.Errorf("audit spool: recording the start-up repair: %w", err)
 		}
 		s.startEntries = nil
 	}
@@ -302,7 +303,7 @@ func (s *Spool) recover() error {
 				}
 				continue
 			}
-			s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sf.size, created: s.cfg.Now()})
+			s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sf.size, synced: sf.size, created: s.cfg.Now()})
 			lastGood, lastHash = sum.last, sum.lastHash
 			continue
 		}
@@ -316,7 +317,7 @@ func (s *Spool) recover() error {
 			s.log.WithFields(logrus.Fields{"file": sf.name, "offset": fe.Offset, "bytes": sf.size - sum.goodEnd}).Warn("audit spool: torn last record truncated")
 			s.startEntries = append(s.startEntries, s.repairEntry(RepairTruncated, sf.name, fe.Offset, sf.size-sum.goodEnd, sum.last, fe.Error()))
 			if sum.count > 0 {
-				s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sum.goodEnd, created: s.cfg.Now()})
+				s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sum.goodEnd, synced: sum.goodEnd, created: s.cfg.Now()})
 				lastGood, lastHash = sum.last, sum.lastHash
 			} else if err := os.Remove(path); err != nil {
 				return fmt.Errorf("audit spool: %w", err)
@@ -682,6 +683,11 @@ func (s *Spool) closeActive() {
 	s.f = nil
 	s.mu.Lock()
 	s.active = false
+	if n := len(s.segs); n > 0 {
+		// Closed: nothing more will be written or fsynced here; readers
+		// take it whole (a failed fsync was reported to the receipts).
+		s.segs[n-1].synced = s.segs[n-1].size
+	}
 	if n := len(s.segs); n > 0 && s.segs[n-1].count == 0 {
 		// Never written: nothing to keep.
 		_ = os.Remove(filepath.Join(s.cfg.Dir, s.segs[n-1].name))
@@ -701,6 +707,16 @@ func (s *Spool) sync() error {
 		if err = s.f.Sync(); err != nil {
 			s.log.WithError(err).Error("audit spool: fsync failed")
 			err = fmt.Errorf("%w: fsync: %w", ErrWrite, err)
+		} else {
+			s.mu.Lock()
+			if n := len(s.segs); n > 0 && s.active {
+				s.segs[n-1].synced = s.segs[n-1].size
+			}
+			s.mu.Unlock()
+			select { // readers ship only what is durable: now there is more
+			case s.notify <- struct{}{}:
+			default:
+			}
 		}
 	}
 	s.dirty = false

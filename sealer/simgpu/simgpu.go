@@ -113,6 +113,9 @@ type Device struct {
 type allocation struct {
 	dev  *Device
 	data []byte
+	// rw orders reads of data (Read, LeafDigests) against writes (Write,
+	// FlipBit), so a debug bit flip never races a verification.
+	rw sync.RWMutex
 }
 
 func (a *allocation) Size() uint64     { return uint64(len(a.data)) }
@@ -201,7 +204,9 @@ func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p [
 	if err != nil {
 		return err
 	}
+	al.rw.Lock()
 	copy(al.data[off:], p)
+	al.rw.Unlock()
 	return nil
 }
 
@@ -214,7 +219,9 @@ func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []
 	if err := d.readFault(); err != nil {
 		return err
 	}
+	al.rw.RLock()
 	copy(p, al.data[off:])
+	al.rw.RUnlock()
 	return nil
 }
 
@@ -240,6 +247,8 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 	if err := sealer.CheckLeafSize(leafSize); err != nil {
 		return nil, err
 	}
+	al.rw.RLock()
+	defer al.rw.RUnlock()
 	count := sealer.LeafCount(n, leafSize)
 	leaves := make([]sealer.LeafHash, count)
 	workers := runtime.GOMAXPROCS(0)
@@ -297,9 +306,9 @@ func (d *Device) FlipBit(ctx context.Context, a sealer.Allocation, offset uint64
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
+	al.rw.Lock()
 	al.data[offset] ^= 1 << bit
-	d.mu.Unlock()
+	al.rw.Unlock()
 	return nil
 }
 

@@ -367,15 +367,17 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		SealedAt:      s.cfg.Now().UTC().Truncate(time.Microsecond),
 		WorkerID:      s.cfg.WorkerID,
 	})
-	s.mu.Lock()
-	sh.seal, sh.alloc, sh.leaves, sh.sealing = seal, alloc, d.Leaves, false
-	s.mu.Unlock()
-	s.observeSeal(req.GPU, ResultOK)
+	// The event goes out before the shard can be seen (and released), so
+	// the audit trail never has vram.deallocated before vram.sealed.
 	s.emit(ctx, audit.VRAMSealed{
 		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
 		Digest: seal.Digest, ContentSHA256: seal.ContentSHA256, LeafSize: leafSize,
 		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature,
 	})
+	s.mu.Lock()
+	sh.seal, sh.alloc, sh.leaves, sh.sealing = seal, alloc, d.Leaves, false
+	s.mu.Unlock()
+	s.observeSeal(req.GPU, ResultOK)
 	return seal, nil
 }
 

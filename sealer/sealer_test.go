@@ -750,3 +750,49 @@ func TestSealRefusesBadModelRef(t *testing.T) {
 		t.Fatalf("round trip: %v", err)
 	}
 }
+
+// releasingEmitter releases the shard named in a vram.sealed event the
+// moment that event is emitted: a release arriving as a seal completes.
+type releasingEmitter struct {
+	audit.Recorder
+	s *sealer.Sealer
+}
+
+func (e *releasingEmitter) Emit(ctx context.Context, ev audit.Event) audit.Receipt {
+	if sealed, ok := ev.(audit.VRAMSealed); ok {
+		_, _ = e.s.Release(ctx, sealed.ShardID)
+	}
+	return e.Recorder.Emit(ctx, ev)
+}
+
+// The audit trail of a shard released as its seal completes reads in the
+// order things happened: vram.sealed, then vram.deallocated; never a
+// shard deallocated before it was sealed (which reads as still sealed).
+func TestReleaseAsSealCompletesKeepsEventOrder(t *testing.T) {
+	devs, _ := simgpu.New(simgpu.Config{GPUs: 1, MemoryBytes: 16 << 20})
+	signer, _ := sealer.NewSigner(bytes.Repeat([]byte{1}, 32))
+	em := &releasingEmitter{}
+	s, err := sealer.New(sealer.Config{WorkerID: "w", Devices: simgpu.Devices(devs), Signer: signer, Emitter: em, LeafSize: leaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	em.s = s
+	p := filepath.Join(t.TempDir(), "f")
+	_ = os.WriteFile(p, data(2*leaf, 1), 0o600)
+	if _, err := s.Seal(context.Background(), sealer.SealRequest{ID: "s", Path: p, GPU: 0}); err != nil {
+		t.Fatal(err)
+	}
+	got := names(em.Events())
+	sealedAt, deallocAt := -1, -1
+	for i, n := range got {
+		switch n {
+		case audit.NameVRAMSealed:
+			sealedAt = i
+		case audit.NameVRAMDeallocated:
+			deallocAt = i
+		}
+	}
+	if sealedAt < 0 || deallocAt >= 0 && deallocAt < sealedAt {
+		t.Fatalf("events %v: vram.deallocated before vram.sealed", got)
+	}
+}

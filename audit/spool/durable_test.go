@@ -206,3 +206,27 @@ func TestReaderShipsOnlyDurableRecords(t *testing.T) {
 		t.Fatalf("after the fsync: %d records, %v", len(recs), err)
 	}
 }
+
+// Two spools must never run on one folder: the second one's start-up
+// repair would cut the first one's segment being written, and both would
+// write records with the same sequence numbers. The agent opens its spool
+// before it finds out, at the control socket, that another one is
+// running, so the spool itself must refuse.
+func TestSecondOpenOfAFolderRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Config{Dir: dir})
+	if err := audit.WaitDurable(context.Background(), s.Append(entry(1, audit.SeverityCritical), true), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := quietLogger()
+	if s2, err := Open(Config{Dir: dir, Logger: log}); !errors.Is(err, ErrInUse) {
+		if err == nil {
+			_ = s2.Close(context.Background())
+		}
+		t.Fatalf("second Open of a folder in use: %v, want ErrInUse", err)
+	}
+	closeT(t, s)
+	s3 := openT(t, Config{Dir: dir})
+	closeT(t, s3)
+	verifyOK(t, dir)
+}

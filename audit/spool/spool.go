@@ -39,6 +39,8 @@ var (
 	ErrQueueFull = errors.New("audit spool: queue full, event lost")
 	ErrDiskFull  = errors.New("audit spool: free disk space below the minimum, event lost")
 	ErrWrite     = errors.New("audit spool: write failed, event lost")
+	// ErrInUse: another spool (another agent) has the folder open.
+	ErrInUse = errors.New("audit spool: the folder is in use by another process")
 )
 
 // File is what the spool writes a segment through. *os.File implements it;
@@ -161,8 +163,9 @@ func statfsFree(dir string) (uint64, error) {
 // Append is safe for concurrent use and never blocks; readers (the shipper)
 // read what has been written and fsynced; Ack moves the shipped cursor.
 type Spool struct {
-	cfg Config
-	log logrus.FieldLogger
+	cfg  Config
+	log  logrus.FieldLogger
+	lock *os.File // holds the folder's lock while the writer runs
 
 	closeMu sync.RWMutex // held for reading by Append, for writing by Close
 	closed  bool
@@ -236,6 +239,16 @@ func Open(cfg Config) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit spool: %w", err)
 	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	s := &Spool{
 		cfg:      cfg,
 		log:      cfg.Logger.WithField("component", "audit-spool"),
@@ -248,6 +261,7 @@ func Open(cfg Config) (*Spool, error) {
 		nextSeq:  1,
 
 		unencodable: map[*Entry]error{},
+		lock:        lock,
 	}
 	if err := s.recover(); err != nil {
 		return nil, err
@@ -268,8 +282,30 @@ func Open(cfg Config) (*Spool, error) {
 		}
 		s.startEntries = nil
 	}
+	ok = true
 	go s.run()
 	return s, nil
+}
+
+// lockName is the file a Spool holds an exclusive flock on while open.
+const lockName = "lock"
+
+// lockDir takes the folder's lock, so that no two spools (two agents with
+// the same spool_dir) repair and write one folder at once. The kernel
+// drops the lock when the process ends, however it ends.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (is another agent running with the same audit.spool_dir?)", ErrInUse, dir)
+		}
+		return nil, fmt.Errorf("audit spool: locking %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // recover scans the folder, repairs it, and sets the chain head.
@@ -731,6 +767,7 @@ func (s *Spool) sync() error {
 // run is the writer goroutine.
 func (s *Spool) run() {
 	defer close(s.done)
+	defer s.lock.Close() // before done: an Open after Close finds the folder free
 	commit := time.NewTimer(time.Hour)
 	commit.Stop()
 	armed := false

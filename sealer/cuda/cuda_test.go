@@ -225,27 +225,24 @@ func TestWriteReadFree(t *testing.T) {
 	}
 	data := randomBytes(t, size)
 	// Concurrent writes of disjoint ranges, then concurrent reads.
-	var wg sync.WaitGroup
 	errs := make(chan error, 16)
-	const parts = 8
-	step := size / parts
-	for i := range parts {
-		lo, hi := i*step, (i+1)*step
-		if i == parts-1 {
-			hi = size
+	// inParts runs op on 8 disjoint ranges covering the allocation at once.
+	inParts := func(op func(lo, hi int) error) {
+		var wg sync.WaitGroup
+		const parts = 8
+		step := size / parts
+		for i := range parts {
+			lo, hi := i*step, (i+1)*step
+			if i == parts-1 {
+				hi = size
+			}
+			wg.Go(func() { errs <- op(lo, hi) })
 		}
-		wg.Go(func() { errs <- d.Write(ctx, a, uint64(lo), data[lo:hi]) })
+		wg.Wait()
 	}
-	wg.Wait()
+	inParts(func(lo, hi int) error { return d.Write(ctx, a, uint64(lo), data[lo:hi]) })
 	got := make([]byte, size)
-	for i := range parts {
-		lo, hi := i*step, (i+1)*step
-		if i == parts-1 {
-			hi = size
-		}
-		wg.Go(func() { errs <- d.Read(ctx, a, uint64(lo), got[lo:hi]) })
-	}
-	wg.Wait()
+	inParts(func(lo, hi int) error { return d.Read(ctx, a, uint64(lo), got[lo:hi]) })
 	close(errs)
 	for err := range errs {
 		if err != nil {

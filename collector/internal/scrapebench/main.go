@@ -30,6 +30,7 @@ import (
 
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/collector/internal/simnode"
+	"github.com/vramseal/vramseal/collector/metricstest"
 )
 
 type config struct {
@@ -108,7 +109,7 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 			r.samples = append(r.samples, d)
 			if r.bytes == 0 {
 				r.bytes = len(body)
-				r.series = countSeries(body)
+				r.series = metricstest.Samples(body)
 			}
 		}
 	}
@@ -147,17 +148,6 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// countSeries counts the sample lines of a text exposition.
-func countSeries(body string) int {
-	n := 0
-	for _, l := range strings.Split(body, "\n") {
-		if l != "" && !strings.HasPrefix(l, "#") {
-			n++
-		}
-	}
-	return n
-}
 
 // agentRegistry is the registry the agent serves, on simulated GPUs with
 // shards sealed and verified.

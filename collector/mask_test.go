@@ -24,17 +24,8 @@ func TestMaskedScrapesOfTwoRunsAreEqual(t *testing.T) {
 	if string(m1) != string(m2) {
 		t.Fatalf("masked scrapes differ:\n%s\n----\n%s", m1, m2)
 	}
-	count := func(s string) int {
-		n := 0
-		for _, l := range strings.Split(s, "\n") {
-			if l != "" && !strings.HasPrefix(l, "#") {
-				n++
-			}
-		}
-		return n
-	}
-	if count(string(m1)) != count(s1) {
-		t.Errorf("masking changed the number of series: %d -> %d", count(s1), count(string(m1)))
+	if metricstest.Samples(string(m1)) != metricstest.Samples(s1) {
+		t.Errorf("masking changed the number of series: %d -> %d", metricstest.Samples(s1), metricstest.Samples(string(m1)))
 	}
 }
 

@@ -12,11 +12,7 @@ import (
 // SimGPUs adapts simulated GPUs: their configured properties, their memory
 // and their ManagedMemory switch (allocations then report as managed).
 func SimGPUs(ds []*simgpu.Device) []GPU {
-	out := make([]GPU, len(ds))
-	for i, d := range ds {
-		out[i] = simGPU{d}
-	}
-	return out
+	return adapt(ds, func(d *simgpu.Device) GPU { return simGPU{d} })
 }
 
 type simGPU struct{ d *simgpu.Device }
@@ -52,9 +48,14 @@ func (g simGPU) AllocationMemory(ctx context.Context, a sealer.Allocation) (Allo
 // allocations. MIG is enabled for a MIG compute instance and unknown
 // otherwise (give the Policy a MIGSource, NVML, to know it).
 func CUDAGPUs(ds []*cuda.Device) []GPU {
+	return adapt(ds, func(d *cuda.Device) GPU { return cudaGPU{d} })
+}
+
+// adapt wraps each device as a GPU, in order.
+func adapt[D any](ds []D, wrap func(D) GPU) []GPU {
 	out := make([]GPU, len(ds))
 	for i, d := range ds {
-		out[i] = cudaGPU{d}
+		out[i] = wrap(d)
 	}
 	return out
 }

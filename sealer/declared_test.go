@@ -59,6 +59,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// runDeclared runs d until the test ends.
+func runDeclared(t *testing.T, d *sealer.Declared) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	dir := t.TempDir()
 	a, b, c := filepath.Join(dir, "a.bin"), filepath.Join(dir, "b.bin"), filepath.Join(dir, "c.bin")
@@ -72,10 +80,7 @@ func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	if len(added) != 2 {
 		t.Fatalf("added %v", added)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runDeclared(t, d)
 
 	// "a" seals, "b" (missing file) is reported and retried with backoff.
 	clock.BlockUntil(t, 1)
@@ -160,10 +165,7 @@ func TestDeclaredShardLargerThanGPUIsRetriedNotFatal(t *testing.T) {
 	clock := sealer.NewFakeClock()
 	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log})
 	d.Set([]sealer.DeclaredShard{{ID: "big", Path: big}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runDeclared(t, d)
 	clock.BlockUntil(t, 1)
 	if d.Ready() {
 		t.Fatal("ready with a shard that cannot fit")
@@ -182,10 +184,7 @@ func TestDeclaredShardThatIsADirectoryIsReported(t *testing.T) {
 	clock := sealer.NewFakeClock()
 	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log})
 	d.Set([]sealer.DeclaredShard{{ID: "d", Path: dir}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runDeclared(t, d)
 	clock.BlockUntil(t, 1)
 	err := d.LastError("d")
 	if d.Ready() || sealer.KindOf(err) != sealer.KindInvalid || !strings.Contains(err.Error(), "is not a regular file") {
@@ -201,10 +200,7 @@ func TestDeclaredShardReleasedThroughTheAPIIsSealedAgain(t *testing.T) {
 	clock := sealer.NewFakeClock()
 	d := sealer.NewDeclared(s, sealer.DeclaredConfig{Clock: clock, Logger: log})
 	d.Set([]sealer.DeclaredShard{{ID: "a", Path: a}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = d.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runDeclared(t, d)
 	clock.BlockUntil(t, 1)
 	first, err := s.Shard("a")
 	if err != nil || !d.Ready() {

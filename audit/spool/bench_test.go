@@ -100,6 +100,16 @@ func BenchmarkEmit(b *testing.B) {
 // BenchmarkRawAppend is the baseline of BenchmarkEmit: one write(2) per
 // record of the same size, no framing, no hashing, one fsync at the end.
 func BenchmarkRawAppend(b *testing.B) {
+	lat, elapsed := rawAppend(b, false)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(p99(lat).Nanoseconds())/1e3, "p99-emit-µs")
+}
+
+// rawAppend writes b.N records of a spool record's size to a file opened
+// with O_APPEND, one write(2) each, followed by an fsync after each record
+// (fsyncEach) or once at the end. It returns each record's latency and the
+// time it all took.
+func rawAppend(b *testing.B, fsyncEach bool) ([]time.Duration, time.Duration) {
 	f, err := os.OpenFile(filepath.Join(benchDir(b), "raw"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		b.Fatal(err)
@@ -114,14 +124,19 @@ func BenchmarkRawAppend(b *testing.B) {
 		if _, err := f.Write(rec); err != nil {
 			b.Fatal(err)
 		}
+		if fsyncEach {
+			if err := f.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		lat[i] = time.Since(t0)
 	}
-	if err := f.Sync(); err != nil {
-		b.Fatal(err)
+	if !fsyncEach {
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
 	}
-	elapsed := time.Since(start)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-	b.ReportMetric(float64(p99(lat).Nanoseconds())/1e3, "p99-emit-µs")
+	return lat, time.Since(start)
 }
 
 // BenchmarkCriticalDurable: one CRITICAL event at a time, timed from Append
@@ -151,24 +166,7 @@ func BenchmarkCriticalDurable(b *testing.B) {
 // BenchmarkRawAppendFsync is the baseline of BenchmarkCriticalDurable: a
 // write(2) of the same size and an fsync.
 func BenchmarkRawAppendFsync(b *testing.B) {
-	f, err := os.OpenFile(filepath.Join(benchDir(b), "raw"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	rec := make([]byte, frameSize())
-	lat := make([]time.Duration, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		if _, err := f.Write(rec); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		lat[i] = time.Since(t0)
-	}
+	lat, _ := rawAppend(b, true)
 	b.ReportMetric(float64(p50(lat).Nanoseconds())/1e3, "p50-µs")
 	b.ReportMetric(float64(p99(lat).Nanoseconds())/1e3, "p99-µs")
 }

@@ -1,19 +1,14 @@
 package spool
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/audit/internal/killtest"
 )
 
 const killChildEnv = "VRAMSEAL_SPOOL_KILL_CHILD"
@@ -23,34 +18,21 @@ const killChildEnv = "VRAMSEAL_SPOOL_KILL_CHILD"
 // CRITICAL, and prints "durable <id>" for each CRITICAL record the spool
 // confirmed, as an operation would report it.
 func TestKillChild(t *testing.T) {
-	dir := os.Getenv(killChildEnv)
-	if dir == "" {
-		t.Skip("child process of TestSIGKILLDuringBurst")
-	}
+	dir := killtest.ChildDir(t, killChildEnv, "TestSIGKILLDuringBurst")
 	l, _ := quietLogger()
 	s, err := Open(Config{Dir: dir, CheckpointKey: testKey, SegmentBytes: 16 << 10, Logger: l})
 	if err != nil {
 		fmt.Println("open failed:", err)
 		os.Exit(3)
 	}
-	var mu sync.Mutex
-	out := bufio.NewWriter(os.Stdout)
-	fmt.Fprintln(out, "ready")
-	out.Flush()
+	var rep killtest.Reporter
+	rep.Ready()
 	for i := 0; ; i++ {
 		e := entry(i, audit.SeverityInfo)
 		e.ID = fmt.Sprintf("%d-%d", os.Getpid(), i)
 		if i%5 == 0 {
 			e.Severity = audit.SeverityCritical
-			r := s.Append(e, true)
-			go func(id string) {
-				if audit.WaitDurable(context.Background(), r, 2*time.Second) == nil {
-					mu.Lock()
-					fmt.Fprintln(out, "durable", id)
-					out.Flush()
-					mu.Unlock()
-				}
-			}(e.ID)
+			rep.Durable(s.Append(e, true), e.ID)
 		} else {
 			s.Append(e, false)
 		}
@@ -64,43 +46,15 @@ func TestKillChild(t *testing.T) {
 // 20 times over the same folder: every CRITICAL record the process was told
 // was durable is in the spool afterwards, and the chain verifies.
 func TestSIGKILLDuringBurst(t *testing.T) {
-	if os.Getenv(killChildEnv) != "" {
-		t.Skip("in the child")
-	}
+	killtest.SkipInChild(t, killChildEnv)
 	dir := t.TempDir()
 	durable := map[string]bool{}
+	child := killtest.Child{Test: "TestKillChild", Env: killChildEnv, Dir: dir, MaxDelay: 120 * time.Millisecond}
 	for round := 0; round < 20; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1<<16)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		if first := <-lines; first != "ready" {
-			t.Fatalf("round %d: child said %q", round, first)
-		}
-		time.Sleep(time.Duration(5+rand.IntN(120)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
 		n := 0
-		for l := range lines {
-			if id, ok := strings.CutPrefix(l, "durable "); ok {
-				durable[id] = true
-				n++
-			}
+		for _, id := range child.KillRound(t, round) {
+			durable[id] = true
+			n++
 		}
 		if round == 0 && n == 0 {
 			t.Log("first round confirmed nothing before the kill")

@@ -106,33 +106,17 @@ func (c *Config) defaults() error {
 	if c.Dir == "" {
 		return errors.New("audit spool: no directory")
 	}
-	if c.SegmentBytes <= 0 {
-		c.SegmentBytes = DefaultSegmentBytes
-	}
-	if c.SegmentAge <= 0 {
-		c.SegmentAge = DefaultSegmentAge
-	}
-	if c.Retention <= 0 {
-		c.Retention = DefaultRetention
-	}
-	if c.QueueSize <= 0 {
-		c.QueueSize = DefaultQueueSize
-	}
-	if c.CriticalReserve <= 0 {
-		c.CriticalReserve = DefaultCriticalReserve
-	}
+	positiveOr(&c.SegmentBytes, DefaultSegmentBytes)
+	positiveOr(&c.SegmentAge, DefaultSegmentAge)
+	positiveOr(&c.Retention, DefaultRetention)
+	positiveOr(&c.QueueSize, DefaultQueueSize)
+	positiveOr(&c.CriticalReserve, DefaultCriticalReserve)
 	if c.CriticalReserve >= c.QueueSize {
 		return fmt.Errorf("audit spool: critical reserve %d must be smaller than the queue size %d", c.CriticalReserve, c.QueueSize)
 	}
-	if c.CommitWindow <= 0 {
-		c.CommitWindow = DefaultCommitWindow
-	}
-	if c.CheckpointEvery <= 0 {
-		c.CheckpointEvery = DefaultCheckpointEvery
-	}
-	if c.CheckpointInterval <= 0 {
-		c.CheckpointInterval = DefaultCheckpointInterval
-	}
+	positiveOr(&c.CommitWindow, DefaultCommitWindow)
+	positiveOr(&c.CheckpointEvery, DefaultCheckpointEvery)
+	positiveOr(&c.CheckpointInterval, DefaultCheckpointInterval)
 	if c.Logger == nil {
 		c.Logger = logrus.StandardLogger()
 	}
@@ -148,6 +132,13 @@ func (c *Config) defaults() error {
 		c.FreeBytes = statfsFree
 	}
 	return nil
+}
+
+// positiveOr sets *v to def unless it is positive.
+func positiveOr[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 func statfsFree(dir string) (uint64, error) {

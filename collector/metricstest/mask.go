@@ -123,3 +123,15 @@ func labelKey(m *dto.Metric) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Samples counts the sample lines of a text exposition: the lines that are
+// neither empty nor comments (# HELP, # TYPE).
+func Samples(text string) int {
+	n := 0
+	for _, l := range strings.Split(text, "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			n++
+		}
+	}
+	return n
+}

@@ -64,14 +64,11 @@ func mask(t *testing.T, s string) string {
 	return string(b)
 }
 
-func samples(s string) int {
-	n := 0
-	for _, l := range strings.Split(s, "\n") {
-		if l != "" && !strings.HasPrefix(l, "#") {
-			n++
-		}
+func TestSamples(t *testing.T) {
+	text := "# HELP a A.\n# TYPE a gauge\na 1\n\na{x=\"#\"} 2\nb 3"
+	if got := metricstest.Samples(text); got != 3 {
+		t.Errorf("Samples = %d, want 3", got)
 	}
-	return n
 }
 
 func TestMaskIsStableAcrossRuns(t *testing.T) {
@@ -79,7 +76,7 @@ func TestMaskIsStableAcrossRuns(t *testing.T) {
 	if a != b {
 		t.Fatalf("masked runs differ:\n--- run1\n%s--- run2\n%s", a, b)
 	}
-	if got, want := samples(a), samples(run1); got != want {
+	if got, want := metricstest.Samples(a), metricstest.Samples(run1); got != want {
 		t.Errorf("masked output has %d samples, input %d:\n%s", got, want, a)
 	}
 	for _, keep := range []string{

@@ -45,6 +45,36 @@ func randomBytes(t testing.TB, n int) []byte {
 	return b
 }
 
+// checkLeafDigests writes n random bytes at the start of a new allocation of
+// size bytes on d and fails t unless the device's digests of its leaves
+// equal the CPU's. It returns the allocation (the caller frees it), the
+// data and the CPU's digests.
+func checkLeafDigests(ctx context.Context, t *testing.T, d *Device, n, size, leaf uint64) (sealer.Allocation, []byte, []sealer.LeafHash) {
+	t.Helper()
+	data := randomBytes(t, int(n))
+	a, err := d.Alloc(ctx, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx, a, 0, data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.LeafDigests(ctx, a, n, leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sealer.HashLeaves(data, leaf, 1)
+	if len(got) != len(want) {
+		t.Fatalf("n=%d L=%d: %d digests, want %d", n, leaf, len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("n=%d L=%d: device leaf %d differs from the CPU", n, leaf, i)
+		}
+	}
+	return a, data, want
+}
+
 func TestOpenMissingLibrary(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "libcuda.so.1")
 	devs, err := Open(context.Background(), Options{LibraryPath: path})
@@ -195,27 +225,24 @@ func TestWriteReadFree(t *testing.T) {
 	}
 	data := randomBytes(t, size)
 	// Concurrent writes of disjoint ranges, then concurrent reads.
-	var wg sync.WaitGroup
 	errs := make(chan error, 16)
-	const parts = 8
-	step := size / parts
-	for i := range parts {
-		lo, hi := i*step, (i+1)*step
-		if i == parts-1 {
-			hi = size
+	// inParts runs op on 8 disjoint ranges covering the allocation at once.
+	inParts := func(op func(lo, hi int) error) {
+		var wg sync.WaitGroup
+		const parts = 8
+		step := size / parts
+		for i := range parts {
+			lo, hi := i*step, (i+1)*step
+			if i == parts-1 {
+				hi = size
+			}
+			wg.Go(func() { errs <- op(lo, hi) })
 		}
-		wg.Go(func() { errs <- d.Write(ctx, a, uint64(lo), data[lo:hi]) })
+		wg.Wait()
 	}
-	wg.Wait()
+	inParts(func(lo, hi int) error { return d.Write(ctx, a, uint64(lo), data[lo:hi]) })
 	got := make([]byte, size)
-	for i := range parts {
-		lo, hi := i*step, (i+1)*step
-		if i == parts-1 {
-			hi = size
-		}
-		wg.Go(func() { errs <- d.Read(ctx, a, uint64(lo), got[lo:hi]) })
-	}
-	wg.Wait()
+	inParts(func(lo, hi int) error { return d.Read(ctx, a, uint64(lo), got[lo:hi]) })
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -356,27 +383,7 @@ func TestLeafDigests(t *testing.T) {
 		{1, 4096}, {55, 4096}, {56, 4096}, {64, 4096}, {4095, 4096}, {4096, 4096}, {4097, 4096},
 		{10*4096 + 1000, 4096}, {100000, 8192}, {1 << 20, 1 << 16},
 	} {
-		data := randomBytes(t, int(c.n))
-		a, err := d.Alloc(ctx, c.n+100) // the allocation may be larger than the shard
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Write(ctx, a, 0, data); err != nil {
-			t.Fatal(err)
-		}
-		got, err := d.LeafDigests(ctx, a, c.n, c.leaf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := sealer.HashLeaves(data, c.leaf, 1)
-		if len(got) != len(want) {
-			t.Fatalf("n=%d L=%d: %d digests, want %d", c.n, c.leaf, len(got), len(want))
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("n=%d L=%d: leaf %d differs", c.n, c.leaf, i)
-			}
-		}
+		a, _, _ := checkLeafDigests(ctx, t, d, c.n, c.n+100, c.leaf) // the allocation may be larger than the shard
 		d.Free(ctx, a)
 	}
 	if !strings.Contains(d.KernelInfo(), "bytes of PTX") {

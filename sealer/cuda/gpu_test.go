@@ -78,32 +78,12 @@ func TestGPULeafDigestsMatchCPU(t *testing.T) {
 		{4095, 4096}, {4096, 4096}, {4097, 4096}, {7*4096 + 5, 4096}, {1<<20 + 3, 16 << 10},
 		{64<<20 + 777, 16 << 10}, {64 << 20, 256 << 10}, {40<<20 + 1, 16 << 20},
 	} {
-		data := randomBytes(t, int(c.n))
-		a, err := d.Alloc(ctx, c.n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Write(ctx, a, 0, data); err != nil {
-			t.Fatal(err)
-		}
-		got, err := d.LeafDigests(ctx, a, c.n, c.leaf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := sealer.HashLeaves(data, c.leaf, 0)
-		if len(got) != len(want) {
-			t.Fatalf("n=%d L=%d: %d digests, want %d", c.n, c.leaf, len(got), len(want))
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("n=%d L=%d: GPU leaf %d differs from the CPU", c.n, c.leaf, i)
-			}
-		}
+		a, data, want := checkLeafDigests(ctx, t, d, c.n, c.n, c.leaf)
 		off := c.n / 2
 		if err := d.Write(ctx, a, off, []byte{data[off] ^ 0x10}); err != nil {
 			t.Fatal(err)
 		}
-		got, err = d.LeafDigests(ctx, a, c.n, c.leaf)
+		got, err := d.LeafDigests(ctx, a, c.n, c.leaf)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -56,10 +56,10 @@ type AgentConfig struct {
 
 // Agent is a running vramseal-agent on simulated GPUs.
 type Agent struct {
-	Addr    string // host:port of /metrics
-	Socket  string // control socket
-	bin     string
-	logPath string
+	Addr   string // host:port of /metrics
+	Socket string // control socket
+	bin    string
+	proc   process
 }
 
 // StartAgent writes the model files, the seal secret (0600, 32 bytes) and a
@@ -113,11 +113,8 @@ verify: {interval: %s}
 	if err := os.Mkdir(sockDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Addr: freeLoopbackAddr(t), Socket: filepath.Join(sockDir, "agent.sock"), bin: cfg.Binary, logPath: filepath.Join(dir, "agent.log")}
-	logFile, err := os.Create(a.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := &Agent{Addr: freeLoopbackAddr(t), Socket: filepath.Join(sockDir, "agent.sock"), bin: cfg.Binary,
+		proc: process{name: "agent", logPath: filepath.Join(dir, "agent.log"), logTail: 6000, logTitle: "vramseal-agent"}}
 	otlp := cfg.OTLPEndpoint
 	if otlp == "" {
 		otlp = "http://" + freeLoopbackAddr(t) // nothing listens: exports fail, records wait in the spool
@@ -128,58 +125,13 @@ verify: {interval: %s}
 		"--control.socket="+a.Socket,
 		"--log.level=debug")
 	cmd.Env = append(os.Environ(), "OTEL_EXPORTER_OTLP_ENDPOINT="+otlp, "OTEL_SERVICE_NAME=vramseal-agent-e2e")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", cfg.Binary, err)
-	}
-	// exited is closed when the process has ended; waitErr is then set.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-			if waitErr != nil {
-				t.Logf("agent exit: %v", waitErr)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("agent did not stop within 30s of SIGINT\n%s", a.Log())
-		}
-		logFile.Close()
-	})
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("agent exited at start-up: %v\n%s", waitErr, a.Log())
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.Addr+"/readyz", nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return a
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent not ready (GET /readyz) after 60s\n%s", a.Log())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	a.proc.start(t, cmd, stopPolicy{grace: 30 * time.Second, strict: true})
+	a.proc.waitReady(ctx, t, &http.Client{Timeout: 2 * time.Second}, "http://"+a.Addr+"/readyz")
+	return a
 }
 
 // Log returns the end of the agent's log, for failure messages.
-func (a *Agent) Log() string {
-	b, _ := os.ReadFile(a.logPath)
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return "--- vramseal-agent log (end) ---\n" + string(b)
-}
+func (a *Agent) Log() string { return a.proc.Log() }
 
 // CLI runs a client subcommand against this agent (adds --control.socket).
 func (a *Agent) CLI(ctx context.Context, args ...string) (string, error) {

@@ -23,8 +23,8 @@ import (
 type Prometheus struct {
 	URL      string
 	Interval time.Duration // scrape and evaluation interval
-	logPath  string
 	client   *http.Client
+	proc     process
 }
 
 // PrometheusConfig says what a test Prometheus scrapes.
@@ -65,65 +65,21 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := freeLoopbackAddr(t)
-	logPath := filepath.Join(dir, "prometheus.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(cfg.Binary,
 		"--config.file="+confPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr,
 		"--log.level=warn",
 	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start prometheus %s: %v", cfg.Binary, err)
-	}
-	// exited is closed when the process has ended; waitErr is then set.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		logFile.Close()
-	})
-	p := &Prometheus{URL: "http://" + addr, Interval: cfg.Interval, logPath: logPath, client: &http.Client{Timeout: 10 * time.Second}}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("prometheus exited at start-up: %v\n%s", waitErr, p.Log())
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/-/ready", nil)
-		if resp, err := p.client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready after 60s\n%s", p.Log())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	p := &Prometheus{URL: "http://" + addr, Interval: cfg.Interval, client: &http.Client{Timeout: 10 * time.Second},
+		proc: process{name: "prometheus", logPath: filepath.Join(dir, "prometheus.log"), logTail: 4000, logTitle: "prometheus"}}
+	p.proc.start(t, cmd, stopPolicy{grace: 10 * time.Second})
+	p.proc.waitReady(ctx, t, p.client, p.URL+"/-/ready")
+	return p
 }
 
 // Log returns the end of Prometheus's log, for failure messages.
-func (p *Prometheus) Log() string {
-	b, _ := os.ReadFile(p.logPath)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return "--- prometheus log (end) ---\n" + string(b)
-}
+func (p *Prometheus) Log() string { return p.proc.Log() }
 
 func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()

@@ -9,21 +9,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/sirupsen/logrus"
 
-	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
-	"github.com/vramseal/vramseal/sealer"
-	"github.com/vramseal/vramseal/sealer/simgpu"
+	"github.com/vramseal/vramseal/collector/internal/simnode"
 )
 
 func main() {
@@ -77,49 +72,25 @@ func (compliance) Compliant() map[int]bool { return map[int]bool{0: true} }
 // showcase builds the registry: one simulated GPU with one sealed and
 // verified shard, and every optional source set.
 func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
-	dir, err := os.MkdirTemp("", "vramseal-metricsdoc-")
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	fail := func(err error) (*collector.Set, *prometheus.Registry, func(), error) {
-		cleanup()
-		return nil, nil, nil, err
-	}
-	devs, err := simgpu.New(simgpu.Config{GPUs: 1, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties})
-	if err != nil {
-		return fail(err)
-	}
-	signer, err := sealer.NewSigner(bytes.Repeat([]byte{1}, 32))
-	if err != nil {
-		return fail(err)
-	}
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	obs := collector.NewObserver([]int{0})
-	counters := audit.NewCounters()
-	s, err := sealer.New(sealer.Config{WorkerID: "node-a", Devices: simgpu.Devices(devs), Signer: signer,
-		Emitter: audit.NewLogEmitter(quiet, counters), Observer: obs, Logger: quiet})
-	if err != nil {
-		return fail(err)
-	}
-	p := filepath.Join(dir, "shard")
-	if err := os.WriteFile(p, []byte("weights"), 0o600); err != nil {
-		return fail(err)
-	}
 	ctx := context.Background()
-	if _, err := s.Seal(ctx, sealer.SealRequest{ID: "shard", Path: p, GPU: 0}); err != nil {
-		return fail(err)
+	node, err := simnode.New(ctx, simnode.Config{Name: "metricsdoc", WorkerID: "node-a", GPUs: 1,
+		Shards: []simnode.Shard{{ID: "shard", GPU: 0, Data: []byte("weights")}}})
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	if _, err := s.Verify(ctx, "shard"); err != nil {
+	fail := func(err error) (*collector.Set, *prometheus.Registry, func(), error) {
+		node.Close()
+		return nil, nil, nil, err
+	}
+	if _, err := node.Sealer.Verify(ctx, "shard"); err != nil {
 		return fail(err)
 	}
 	reg := prometheus.NewRegistry()
 	set, err := collector.Register(reg, collector.Options{
-		WorkerID: "node-a", Device: "sim", GPU: fullGPU{}, Sealer: s, Observer: obs,
-		Schedule: overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: counters,
+		WorkerID: "node-a", Device: "sim", GPU: fullGPU{}, Sealer: node.Sealer, Observer: node.Observer,
+		Schedule: overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
 		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats { return collector.SpoolStats{} }),
-		Policy:     compliance{}, Logger: quiet,
+		Policy:     compliance{}, Logger: node.Logger,
 	})
 	if err != nil {
 		return fail(err)
@@ -127,7 +98,7 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 	if err := set.Refresh(ctx); err != nil {
 		return fail(err)
 	}
-	return set, reg, cleanup, nil
+	return set, reg, node.Close, nil
 }
 
 const header = `# Metrics

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -29,12 +27,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/sirupsen/logrus"
 
-	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
-	"github.com/vramseal/vramseal/sealer"
-	"github.com/vramseal/vramseal/sealer/simgpu"
+	"github.com/vramseal/vramseal/collector/internal/simnode"
+	"github.com/vramseal/vramseal/collector/metricstest"
 )
 
 type config struct {
@@ -113,7 +109,7 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 			r.samples = append(r.samples, d)
 			if r.bytes == 0 {
 				r.bytes = len(body)
-				r.series = countSeries(body)
+				r.series = metricstest.Samples(body)
 			}
 		}
 	}
@@ -153,67 +149,29 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// countSeries counts the sample lines of a text exposition.
-func countSeries(body string) int {
-	n := 0
-	for _, l := range strings.Split(body, "\n") {
-		if l != "" && !strings.HasPrefix(l, "#") {
-			n++
-		}
-	}
-	return n
-}
-
 // agentRegistry is the registry the agent serves, on simulated GPUs with
 // shards sealed and verified.
 func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry, func(), error) {
-	dir, err := os.MkdirTemp("", "vramseal-scrapebench-")
-	if err != nil {
-		return nil, nil, err
-	}
-	cleanup := func() { os.RemoveAll(dir) }
-	fail := func(err error) (*prometheus.Registry, func(), error) { cleanup(); return nil, nil, err }
-	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties})
-	if err != nil {
-		return fail(err)
-	}
-	signer, err := sealer.NewSigner(bytes.Repeat([]byte{1}, 32))
-	if err != nil {
-		return fail(err)
-	}
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	idx := make([]int, gpus)
-	for i := range idx {
-		idx[i] = i
-	}
-	obs := collector.NewObserver(idx)
-	counters := audit.NewCounters()
-	s, err := sealer.New(sealer.Config{WorkerID: "bench", Devices: simgpu.Devices(devs), Signer: signer,
-		Emitter: audit.NewLogEmitter(quiet, counters), Observer: obs, Logger: quiet, LeafSize: 4096})
-	if err != nil {
-		return fail(err)
-	}
+	var sealed []simnode.Shard
 	for g := 0; g < gpus; g++ {
 		for i := 0; i < shards; i++ {
 			id := fmt.Sprintf("model-%02d-shard-%05d-of-%05d.safetensors", g, i, shards)
-			p := filepath.Join(dir, id)
-			if err := os.WriteFile(p, []byte(id), 0o600); err != nil {
-				return fail(err)
-			}
-			if _, err := s.Seal(ctx, sealer.SealRequest{ID: id, Path: p, GPU: g, ModelRef: "org/model@rev"}); err != nil {
-				return fail(err)
-			}
+			sealed = append(sealed, simnode.Shard{ID: id, GPU: g, Data: []byte(id), ModelRef: "org/model@rev"})
 		}
 	}
-	if _, err := s.VerifyAll(ctx); err != nil {
+	node, err := simnode.New(ctx, simnode.Config{Name: "scrapebench", WorkerID: "bench", GPUs: gpus, LeafSize: 4096, Shards: sealed})
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*prometheus.Registry, func(), error) { node.Close(); return nil, nil, err }
+	if _, err := node.Sealer.VerifyAll(ctx); err != nil {
 		return fail(err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	set, err := collector.Register(reg, collector.Options{
-		WorkerID: "bench", Device: "sim", GPU: collector.NewSimSource(devs), Sealer: s, Observer: obs,
-		VerifyInterval: 5 * time.Minute, AuditCounters: counters, Logger: quiet,
+		WorkerID: "bench", Device: "sim", GPU: collector.NewSimSource(node.Devices), Sealer: node.Sealer, Observer: node.Observer,
+		VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters, Logger: node.Logger,
 		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats { return collector.SpoolStats{} }),
 	})
 	if err != nil {
@@ -222,7 +180,7 @@ func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry,
 	if err := set.Refresh(ctx); err != nil {
 		return fail(err)
 	}
-	return reg, cleanup, nil
+	return reg, node.Close, nil
 }
 
 // loadAverage describes the machine's load, for reading the numbers.

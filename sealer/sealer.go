@@ -88,6 +88,12 @@ type Sealer struct {
 	shards   map[string]*shard
 	reserved map[int]uint64 // bytes promised to seals not yet allocated
 	used     map[int]uint64 // bytes held by this agent's allocations
+	closing  bool           // Shutdown began: no new seals
+
+	// seals counts the seals in flight; stopSeals cancels them (Shutdown).
+	seals     sync.WaitGroup
+	sealsCtx  context.Context
+	stopSeals context.CancelFunc
 }
 
 // shard is one sealed (or being sealed) shard.
@@ -160,6 +166,7 @@ func New(cfg Config) (*Sealer, error) {
 		reserved: map[int]uint64{},
 		used:     map[int]uint64{},
 	}
+	s.sealsCtx, s.stopSeals = context.WithCancel(context.Background())
 	for _, d := range cfg.Devices {
 		if _, dup := s.devices[d.Index()]; dup {
 			return nil, fmt.Errorf("sealer: two devices with index %d", d.Index())
@@ -259,6 +266,19 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	defer func() { endSpan(span, err) }()
 
 	fail := func(k Kind, err error) (Seal, error) { return Seal{}, opErr("seal", req.ID, k, err) }
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return fail(KindCancelled, errors.New("the agent is shutting down"))
+	}
+	s.seals.Add(1)
+	s.mu.Unlock()
+	defer s.seals.Done()
+	// Shutdown cancels seals in flight; each then frees what it took.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.sealsCtx, cancel)()
+
 	if err := CheckShardID(req.ID); err != nil {
 		return fail(KindInvalid, err)
 	}
@@ -969,6 +989,25 @@ func (s *Sealer) DebugCorrupt(ctx context.Context, id string, offset uint64, bit
 		return opErr("corrupt", id, KindInvalid, fmt.Errorf("offset %d bit %d is outside the shard (%d bytes)", offset, bit, sh.seal.VRAMBytes))
 	}
 	return bf.FlipBit(ctx, sh.alloc, offset, bit)
+}
+
+// Shutdown stops the Sealer for a graceful exit: new seals are refused,
+// seals in flight are cancelled (each frees its allocation, with its
+// vram.deallocated event) and waited for, then every shard is released.
+// ctx bounds the wait for seals in flight.
+func (s *Sealer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.stopSeals()
+	done := make(chan struct{})
+	go func() { s.seals.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return errors.Join(fmt.Errorf("seals still in flight at shutdown: %w", ctx.Err()), s.ReleaseAll(ctx))
+	}
+	return s.ReleaseAll(ctx)
 }
 
 // ReleaseAll releases every shard (graceful shutdown), returning the errors

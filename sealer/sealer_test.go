@@ -796,3 +796,62 @@ func TestReleaseAsSealCompletesKeepsEventOrder(t *testing.T) {
 		t.Fatalf("events %v: vram.deallocated before vram.sealed", got)
 	}
 }
+
+// slowWriteDevice holds writes until their context ends, like a copy into
+// a GPU that is still running when the agent is told to stop.
+type slowWriteDevice struct {
+	*simgpu.Device
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (d *slowWriteDevice) Write(ctx context.Context, a sealer.Allocation, off uint64, p []byte) error {
+	d.once.Do(func() { close(d.entered) })
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Shutdown cancels a seal in flight, waits for it to free what it took,
+// refuses new seals and releases the sealed shards, each with its event.
+func TestShutdownCancelsSealsInFlight(t *testing.T) {
+	devs, _ := simgpu.New(simgpu.Config{GPUs: 2, MemoryBytes: 16 << 20})
+	slow := &slowWriteDevice{Device: devs[1], entered: make(chan struct{})}
+	signer, _ := sealer.NewSigner(bytes.Repeat([]byte{1}, 32))
+	rec := &audit.Recorder{}
+	s, err := sealer.New(sealer.Config{WorkerID: "w", Devices: []sealer.Device{devs[0], slow}, Signer: signer, Emitter: rec, LeafSize: leaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	_ = os.WriteFile(p, data(4*leaf, 1), 0o600)
+	ctx := context.Background()
+	if _, err := s.Seal(ctx, sealer.SealRequest{ID: "held", Path: p, GPU: 0}); err != nil {
+		t.Fatal(err)
+	}
+	sealErr := make(chan error)
+	go func() {
+		_, err := s.Seal(ctx, sealer.SealRequest{ID: "inflight", Path: p, GPU: 1})
+		sealErr <- err
+	}()
+	<-slow.entered
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sealErr; sealer.KindOf(err) != sealer.KindCancelled {
+		t.Fatalf("seal in flight: %v, want cancelled", err)
+	}
+	if devs[0].LiveAllocations() != 0 || devs[1].LiveAllocations() != 0 || len(s.List()) != 0 {
+		t.Fatal("memory or shards left after Shutdown")
+	}
+	freed := map[string]bool{}
+	for _, ev := range rec.Named(audit.NameVRAMDeallocated) {
+		freed[ev.(audit.VRAMDeallocated).ShardID] = true
+	}
+	if !freed["held"] || !freed["inflight"] {
+		t.Fatalf("deallocations %v, want both shards", freed)
+	}
+	if _, err := s.Seal(ctx, sealer.SealRequest{ID: "late", Path: p, GPU: 0}); sealer.KindOf(err) != sealer.KindCancelled {
+		t.Fatalf("seal after Shutdown: %v", err)
+	}
+}

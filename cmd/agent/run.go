@@ -166,7 +166,7 @@ func (a *agent) shutdown(stop context.CancelFunc, wg *sync.WaitGroup, srv *http.
 	rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	n := len(a.sealer.List())
-	if err := a.sealer.ReleaseAll(rctx); err != nil {
+	if err := a.sealer.Shutdown(rctx); err != nil {
 		a.log.WithError(err).Error("releasing shards at shutdown failed")
 		code = exitFailed
 	} else {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // errOutsideModelDirs marks a path the API refuses to seal.
@@ -68,7 +70,7 @@ func OpenModelFile(dirs []string, p string) (*os.File, string, error) {
 	// O_NONBLOCK: a FIFO swapped in after the check opens at once (and is
 	// refused below) instead of blocking until a writer comes; it changes
 	// nothing for reading a regular file. O_NOCTTY: never take a terminal.
-	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	f, err := openNoSymlinks(real)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %s: %v", errOutsideModelDirs, p, unwrapPathErr(err))
 	}
@@ -89,6 +91,24 @@ func OpenModelFile(dirs []string, p string) (*os.File, string, error) {
 		return nil, "", fmt.Errorf("%w: %s changed while it was being opened (now %s)", errOutsideModelDirs, p, actual)
 	}
 	return f, actual, nil
+}
+
+// openNoSymlinks opens real (a path already resolved, so it holds no
+// symlink) for reading, refusing a symlink anywhere on it: one that appears
+// now was swapped in after the check. It uses openat2(RESOLVE_NO_SYMLINKS)
+// and, on kernels without it (before 5.6), O_NOFOLLOW on the last component,
+// which the check on the opened file then completes.
+func openNoSymlinks(real string) (*os.File, error) {
+	flags := os.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK | syscall.O_NOCTTY | syscall.O_CLOEXEC
+	fd, err := unix.Openat2(unix.AT_FDCWD, real, &unix.OpenHow{Flags: uint64(flags), Resolve: unix.RESOLVE_NO_SYMLINKS})
+	switch {
+	case err == nil:
+		return os.NewFile(uintptr(fd), real), nil
+	case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM): // no openat2, or a seccomp filter refusing it
+		return os.OpenFile(real, flags, 0)
+	default:
+		return nil, &os.PathError{Op: "open", Path: real, Err: err}
+	}
 }
 
 func unwrapPathErr(err error) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sys/unix"
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/sealer"
@@ -352,5 +353,36 @@ func TestOpenModelFile(t *testing.T) {
 	}
 	if _, _, err := OpenModelFile([]string{models}, filepath.Join(models, "escape")); err == nil {
 		t.Fatal("a symlink leaving model_dirs was opened")
+	}
+}
+
+// A folder on the resolved path swapped for a symlink after the check is
+// refused by the open itself (openat2 RESOLVE_NO_SYMLINKS), never followed.
+func TestOpenNoSymlinksRefusesASwappedFolder(t *testing.T) {
+	root := t.TempDir()
+	models, elsewhere := filepath.Join(root, "models"), filepath.Join(root, "elsewhere")
+	_ = os.MkdirAll(filepath.Join(models, "llama"), 0o755)
+	_ = os.MkdirAll(elsewhere, 0o755)
+	_ = os.WriteFile(filepath.Join(models, "llama", "a.bin"), []byte("w"), 0o600)
+	_ = os.WriteFile(filepath.Join(elsewhere, "a.bin"), []byte("x"), 0o600)
+	if fd, err := unix.Openat2(unix.AT_FDCWD, root, &unix.OpenHow{Flags: unix.O_RDONLY}); err != nil {
+		t.Skipf("this kernel has no openat2 (%v): only the last component is protected here", err)
+	} else {
+		unix.Close(fd)
+	}
+	real := filepath.Join(models, "llama", "a.bin")
+	f, err := openNoSymlinks(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// The swap: llama becomes a symlink to a folder outside model_dirs.
+	_ = os.RemoveAll(filepath.Join(models, "llama"))
+	if err := os.Symlink(elsewhere, filepath.Join(models, "llama")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := openNoSymlinks(real); err == nil {
+		f.Close()
+		t.Fatal("a path through a swapped-in symlink was opened")
 	}
 }

@@ -119,7 +119,7 @@ func DigestReader(r io.Reader, leafSize uint64) (Digests, error) {
 	if err != nil {
 		return Digests{}, err
 	}
-	defer th.abort()
+	defer th.stop() // a no-op once finish ran
 	for {
 		buf := th.buffer()
 		n, err := io.ReadFull(r, buf)
@@ -162,7 +162,6 @@ type job struct {
 	off  uint64
 	data []byte
 	done *sync.WaitGroup // released when both hashers are through with data
-	buf  []byte          // the pooled buffer to give back
 }
 
 // streamBuffer is the size of one read buffer when streaming a shard; it is
@@ -265,9 +264,6 @@ func (th *treeHasher) finish() (Digests, error) {
 		Leaves:        th.leaves,
 	}, nil
 }
-
-// abort stops the workers if finish was not reached.
-func (th *treeHasher) abort() { th.stop() }
 
 func (th *treeHasher) stop() {
 	if th.closed {

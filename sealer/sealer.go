@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -532,7 +531,7 @@ func copyAndHash(ctx context.Context, f io.Reader, dev Device, a Allocation, siz
 	if err != nil {
 		return Digests{}, err
 	}
-	defer th.abort()
+	defer th.stop() // a no-op once finish ran
 	var off uint64
 	for off < size {
 		if err := ctx.Err(); err != nil {
@@ -1028,10 +1027,4 @@ func endSpan(span trace.Span, err error) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
-}
-
-// contentSHA256Hex is a helper for tests and tools.
-func contentSHA256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }

@@ -8,46 +8,18 @@ import (
 	"github.com/vramseal/vramseal/audit"
 )
 
-// Reasons an audit record can be lost (vramseal_audit_events_lost_total).
-const (
-	LossQueueFull  = "queue_full"
-	LossDiskFull   = "disk_full"
-	LossWriteError = "write_error"
-)
-
-// LossReasons lists the loss reasons; each has a series from the start.
-var LossReasons = []string{LossQueueFull, LossDiskFull, LossWriteError}
-
-// SpoolStats is the durable audit spool's state at one moment.
-type SpoolStats struct {
-	// PendingRecords and PendingBytes are the records written locally and
-	// not yet acknowledged by the collector.
-	PendingRecords uint64
-	// Bytes is the size of the spool's files on local disk.
-	Bytes uint64
-	// OldestPending is when the oldest pending record was written (zero
-	// when nothing is pending).
-	OldestPending time.Time
-	// QuarantinedFiles are spool files set aside at start-up as damaged.
-	QuarantinedFiles int
-	// Lost counts records lost, by reason (LossReasons).
-	Lost map[string]uint64
-	// ExportFailures counts failed exports to the OTel Collector.
-	ExportFailures uint64
-}
-
 // AuditStats reports the spool's state; it must be safe for concurrent use
-// and cheap (it is called at each scrape).
+// and cheap (it is called at each scrape). The audit pipeline
+// (audit/otel.Pipeline) implements it.
 type AuditStats interface {
-	SpoolStats() SpoolStats
+	Stats() audit.SpoolStats
 }
 
-// AuditStatsFunc adapts a function to AuditStats, e.g. a few lines that
-// copy the spool's own Stats() into a SpoolStats.
-type AuditStatsFunc func() SpoolStats
+// AuditStatsFunc adapts a function to AuditStats.
+type AuditStatsFunc func() audit.SpoolStats
 
-// SpoolStats implements AuditStats.
-func (f AuditStatsFunc) SpoolStats() SpoolStats { return f() }
+// Stats implements AuditStats.
+func (f AuditStatsFunc) Stats() audit.SpoolStats { return f() }
 
 // auditCollector exports the emitter's counters and the spool's state.
 type auditCollector struct {
@@ -96,7 +68,7 @@ func (c *auditCollector) update(ch chan<- prometheus.Metric) error {
 	if c.stats == nil {
 		return nil
 	}
-	st := c.stats.SpoolStats()
+	st := c.stats.Stats()
 	oldest := st.OldestPending
 	if st.PendingRecords == 0 || oldest.IsZero() {
 		oldest = c.now()
@@ -105,10 +77,10 @@ func (c *auditCollector) update(ch chan<- prometheus.Metric) error {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
 	}
 	gauge(c.pending, float64(st.PendingRecords))
-	gauge(c.bytes, float64(st.Bytes))
+	gauge(c.bytes, float64(max(st.Bytes, 0)))
 	gauge(c.oldest, unixSeconds(oldest))
 	gauge(c.quarantine, float64(st.QuarantinedFiles))
-	for _, r := range LossReasons {
+	for _, r := range audit.LossReasons() {
 		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(st.Lost[r]), r)
 	}
 	for r, n := range st.Lost {
@@ -121,7 +93,7 @@ func (c *auditCollector) update(ch chan<- prometheus.Metric) error {
 }
 
 func isLossReason(r string) bool {
-	for _, l := range LossReasons {
+	for _, l := range audit.LossReasons() {
 		if l == r {
 			return true
 		}

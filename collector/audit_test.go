@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
 func TestAuditCounters(t *testing.T) {
@@ -50,12 +52,12 @@ vramseal_audit_emit_failures_total{event="vram.sealed"} 0
 }
 
 func TestAuditSpoolStats(t *testing.T) {
-	stats := collector.SpoolStats{
+	stats := audit.SpoolStats{
 		PendingRecords: 12, Bytes: 4096, OldestPending: t0.Add(-90 * time.Second), QuarantinedFiles: 1,
-		Lost: map[string]uint64{collector.LossDiskFull: 3}, ExportFailures: 7,
+		Lost: map[string]uint64{audit.LossDiskFull: 3}, ExportFailures: 7,
 	}
 	e := newEnv(t, envOpts{mutate: func(o *collector.Options) {
-		o.AuditStats = collector.AuditStatsFunc(func() collector.SpoolStats { return stats })
+		o.AuditStats = collector.AuditStatsFunc(func() audit.SpoolStats { return stats })
 	}})
 	want := fmt.Sprintf(`
 # HELP vramseal_audit_spool_pending_records Audit records in the local spool not yet acknowledged by the OTel Collector.
@@ -85,7 +87,7 @@ vramseal_audit_export_failures_total 7
 		t.Fatal(err)
 	}
 	// Nothing pending: the oldest pending timestamp is the scrape time (age 0).
-	stats = collector.SpoolStats{}
+	stats = audit.SpoolStats{}
 	if got := lines(scrape(t, e.reg), "vramseal_audit_spool_oldest_pending_timestamp_seconds "); len(got) != 1 || got[0] != fmt.Sprintf("vramseal_audit_spool_oldest_pending_timestamp_seconds %g", float64(t0.Unix())) {
 		t.Errorf("nothing pending: %q", got)
 	}
@@ -136,14 +138,14 @@ func fullEnv(t testing.TB) *env {
 	e := newEnv(t, envOpts{mutate: func(o *collector.Options) {
 		o.Schedule = overdue{0: 1}
 		o.Policy = compliance{0: true, 1: true}
-		o.AuditStats = collector.AuditStatsFunc(func() collector.SpoolStats {
-			return collector.SpoolStats{PendingRecords: 1, Bytes: 512, OldestPending: t0}
+		o.AuditStats = collector.AuditStatsFunc(func() audit.SpoolStats {
+			return audit.SpoolStats{PendingRecords: 1, Bytes: 512, OldestPending: t0}
 		})
 	}})
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.seal(t, "ok-shard", 0, 9000)
 	e.seal(t, "bad-shard", 1, 9000)
-	if err := e.sealer.DebugCorrupt(context.Background(), "bad-shard", 1, 0); err != nil {
+	if err := simgpu.Corrupt(context.Background(), e.sealer, "bad-shard", 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = e.sealer.VerifyAll(context.Background())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/audit/spool"
 )
 
 // BenchmarkPipelineEmit: Pipeline.Emit of non-CRITICAL events inside a
@@ -27,9 +28,9 @@ func BenchmarkPipelineEmit(b *testing.B) {
 	}
 	log, _ := testLogger()
 	const queue = 1 << 16
-	p, err := NewPipeline(context.Background(), Config{SpoolDir: dir, WorkerID: "node-a", Logger: log,
-		Counters: audit.NewCounters(), QueueSize: queue, CheckpointKey: make([]byte, 32),
-		Getenv: envWith(map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"})})
+	p, err := NewPipeline(context.Background(), Config{Spool: spool.Config{Dir: dir, QueueSize: queue, CheckpointKey: make([]byte, 32)}, WorkerID: "node-a", Logger: log,
+		Counters: audit.NewCounters(),
+		Getenv:   envWith(map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"})})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,7 +22,7 @@ const pipelineChildEnv = "VRAMSEAL_PIPELINE_KILL_CHILD"
 func TestPipelineKillChild(t *testing.T) {
 	dir := killtest.ChildDir(t, pipelineChildEnv, "TestSIGKILLThenShip")
 	log, _ := testLogger()
-	p, err := NewPipeline(context.Background(), Config{SpoolDir: dir, WorkerID: "node-a", Logger: log, CheckpointKey: make([]byte, 32)})
+	p, err := NewPipeline(context.Background(), Config{Spool: spool.Config{Dir: dir, CheckpointKey: make([]byte, 32)}, WorkerID: "node-a", Logger: log})
 	if err != nil {
 		fmt.Println("pipeline:", err)
 		os.Exit(3)
@@ -73,7 +73,7 @@ func TestSIGKILLThenShip(t *testing.T) {
 		}
 	}
 	c.start(t)
-	p := newTestPipeline(t, Config{SpoolDir: dir})
+	p := newTestPipeline(t, Config{Spool: spool.Config{Dir: dir}})
 	c.waitFor(t, durable, 40*time.Second)
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)

@@ -23,21 +23,11 @@ import (
 // ScopeName is the instrumentation scope of the audit log records.
 const ScopeName = "github.com/vramseal/vramseal/audit"
 
-// Config configures a Pipeline. SpoolDir is required.
+// Config configures a Pipeline. Spool.Dir is required.
 type Config struct {
-	// SpoolDir, SegmentBytes, Retention and MinFreeBytes are the config
-	// file's audit.spool_dir, audit.segment_bytes, audit.retention and
-	// audit.min_free_bytes (spool defaults when zero; MinFreeBytes 0 turns
-	// the free-space check off).
-	SpoolDir     string
-	SegmentBytes int64
-	Retention    time.Duration
-	MinFreeBytes uint64
-	// SegmentAge closes a segment after this long (1h when zero).
-	SegmentAge time.Duration
-	// CheckpointKey keys the checkpoint HMACs: the seal secret's key for
-	// secret.LabelAuditCheckpoint. Without it checkpoints carry no MAC.
-	CheckpointKey []byte
+	// Spool configures the durable spool (its defaults where zero). The
+	// Pipeline sets its OnFailure, and its WorkerID and Logger when unset.
+	Spool spool.Config
 	// WorkerID and ServiceVersion go into the OTel resource.
 	WorkerID       string
 	ServiceVersion string
@@ -45,11 +35,6 @@ type Config struct {
 	Logger logrus.FieldLogger
 	// Counters counts emitted events and failures (may be nil).
 	Counters *audit.Counters
-	// QueueSize, CriticalReserve and CommitWindow tune the spool (its
-	// defaults when zero).
-	QueueSize       int
-	CriticalReserve int
-	CommitWindow    time.Duration
 	// ShipBatch is the most records one export carries (512 when zero).
 	ShipBatch int
 	// RetryMin and RetryMax bound the shipper's backoff after a failed
@@ -59,10 +44,6 @@ type Config struct {
 	// The OTLP exporters read their endpoint, headers, timeout and TLS
 	// variables from the process environment themselves.
 	Getenv func(string) string
-	// OpenSegment and FreeBytes reach the file system (tests inject
-	// failures); see spool.Config.
-	OpenSegment func(path string) (spool.File, error)
-	FreeBytes   func(dir string) (uint64, error)
 }
 
 // Pipeline is the audit Emitter of the agent: every event goes into the
@@ -120,13 +101,15 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit pipeline: %w", err)
 	}
-	sp, err := spool.Open(spool.Config{
-		Dir: cfg.SpoolDir, SegmentBytes: cfg.SegmentBytes, SegmentAge: cfg.SegmentAge,
-		Retention: cfg.Retention, MinFreeBytes: cfg.MinFreeBytes, CheckpointKey: cfg.CheckpointKey,
-		QueueSize: cfg.QueueSize, CriticalReserve: cfg.CriticalReserve, CommitWindow: cfg.CommitWindow,
-		WorkerID: cfg.WorkerID, Logger: cfg.Logger, OnFailure: p.failed,
-		OpenSegment: cfg.OpenSegment, FreeBytes: cfg.FreeBytes,
-	})
+	scfg := cfg.Spool
+	scfg.OnFailure = p.failed
+	if scfg.WorkerID == "" {
+		scfg.WorkerID = cfg.WorkerID
+	}
+	if scfg.Logger == nil {
+		scfg.Logger = cfg.Logger
+	}
+	sp, err := spool.Open(scfg)
 	if err != nil {
 		if exp != nil {
 			_ = exp.Shutdown(ctx)
@@ -149,7 +132,7 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	go p.ship(sctx)
-	p.log.WithFields(logrus.Fields{"spool_dir": cfg.SpoolDir, "protocol": proto, "export": exp != nil}).Info("audit pipeline started")
+	p.log.WithFields(logrus.Fields{"spool_dir": cfg.Spool.Dir, "protocol": proto, "export": exp != nil}).Info("audit pipeline started")
 	return p, nil
 }
 
@@ -184,33 +167,12 @@ func (p *Pipeline) TracerProvider() trace.TracerProvider {
 	return p.tp
 }
 
-// Stats is the audit pipeline's state, for the metrics collector.
-type Stats struct {
-	// PendingRecords are written to the spool and not yet accepted by the
-	// collector; SpoolBytes is the size of the segment files.
-	PendingRecords uint64
-	SpoolBytes     int64
-	// OldestPending is the time of the oldest record not yet shipped
-	// (zero when none is pending).
-	OldestPending time.Time
-	// QuarantinedFiles counts the spool's quarantined segment files.
-	QuarantinedFiles int
-	// Lost counts lost events by reason: queue_full, disk_full,
-	// write_error (every key present).
-	Lost map[string]uint64
-	// ExportFailures counts failed OTLP log exports.
-	ExportFailures uint64
-}
-
-// Stats returns the pipeline's state.
-func (p *Pipeline) Stats() Stats {
-	s := p.spool.Stats()
-	st := Stats{
-		PendingRecords: s.PendingRecords, SpoolBytes: s.Bytes,
-		QuarantinedFiles: s.QuarantinedFiles, Lost: s.Lost,
-		ExportFailures: p.exportFailures.Load(),
-	}
-	if ns := p.oldestPending.Load(); ns != 0 && s.PendingRecords > 0 {
+// Stats returns the spool's state with the shipper's: the oldest record
+// read and not yet shipped, and the failed exports.
+func (p *Pipeline) Stats() audit.SpoolStats {
+	st := p.spool.Stats()
+	st.ExportFailures = p.exportFailures.Load()
+	if ns := p.oldestPending.Load(); ns != 0 && st.PendingRecords > 0 {
 		st.OldestPending = time.Unix(0, ns)
 	}
 	return st

@@ -47,8 +47,8 @@ func envWith(vars map[string]string) func(string) string {
 
 func newTestPipeline(t *testing.T, cfg Config) *Pipeline {
 	t.Helper()
-	if cfg.SpoolDir == "" {
-		cfg.SpoolDir = t.TempDir()
+	if cfg.Spool.Dir == "" {
+		cfg.Spool.Dir = t.TempDir()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger, _ = testLogger()
@@ -56,7 +56,7 @@ func newTestPipeline(t *testing.T, cfg Config) *Pipeline {
 	if cfg.WorkerID == "" {
 		cfg.WorkerID = "node-a"
 	}
-	cfg.CheckpointKey = make([]byte, 32)
+	cfg.Spool.CheckpointKey = make([]byte, 32)
 	cfg.RetryMin, cfg.RetryMax = 100*time.Millisecond, 500*time.Millisecond
 	p, err := NewPipeline(context.Background(), cfg)
 	if err != nil {
@@ -203,7 +203,7 @@ func collectorDownThenUp(t *testing.T, proto string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st := p.Stats()
-	if st.OldestPending.IsZero() || st.Lost[spool.LossQueueFull] != 0 {
+	if st.OldestPending.IsZero() || st.Lost[audit.LossQueueFull] != 0 {
 		t.Fatalf("stats: %+v", st)
 	}
 	warns := 0
@@ -232,7 +232,7 @@ func collectorDownThenUp(t *testing.T, proto string) {
 func TestPipelineWithoutCollector(t *testing.T) {
 	dir := t.TempDir()
 	counters := audit.NewCounters()
-	p := newTestPipeline(t, Config{SpoolDir: dir, Counters: counters,
+	p := newTestPipeline(t, Config{Spool: spool.Config{Dir: dir}, Counters: counters,
 		Getenv: envWith(map[string]string{"OTEL_LOGS_EXPORTER": "none", "OTEL_TRACES_EXPORTER": "none"})})
 	ctx, span := p.TracerProvider().Tracer("t").Start(context.Background(), "op")
 	if !span.SpanContext().IsValid() {
@@ -252,7 +252,7 @@ func TestPipelineWithoutCollector(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	st := p.Stats()
-	if st.SpoolBytes == 0 || len(st.Lost) != 3 || st.ExportFailures != 0 {
+	if st.Bytes == 0 || len(st.Lost) != 3 || st.ExportFailures != 0 {
 		t.Fatalf("stats: %+v", st)
 	}
 	if err := p.Close(context.Background()); err != nil {
@@ -289,7 +289,7 @@ func TestPipelineWithoutCollector(t *testing.T) {
 		{"OTEL_LOGS_EXPORTER": "console"},
 		{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
 	} {
-		_, err := NewPipeline(context.Background(), Config{SpoolDir: t.TempDir(), Getenv: envWith(bad)})
+		_, err := NewPipeline(context.Background(), Config{Spool: spool.Config{Dir: t.TempDir()}, Getenv: envWith(bad)})
 		if err == nil {
 			t.Fatalf("%v accepted", bad)
 		}

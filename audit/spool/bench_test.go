@@ -90,7 +90,7 @@ func BenchmarkEmit(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	lost := s.Stats().Lost[LossQueueFull]
+	lost := s.Stats().Lost[audit.LossQueueFull]
 	_ = s.Close(context.Background())
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(p99(lat).Nanoseconds())/1e3, "p99-emit-µs")

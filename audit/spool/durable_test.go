@@ -169,7 +169,7 @@ func TestUnencodableEventLosesOnlyItself(t *testing.T) {
 	if err := audit.WaitDurable(ctx, bad, 5*time.Second); !errors.Is(err, ErrWrite) {
 		t.Errorf("oversized event: %v, want ErrWrite", err)
 	}
-	if got := s.Stats().Lost[LossWriteError]; got != 1 || failures.Load() != 1 {
+	if got := s.Stats().Lost[audit.LossWriteError]; got != 1 || failures.Load() != 1 {
 		t.Errorf("lost write_error = %d, failures %d; want 1 and 1", got, failures.Load())
 	}
 	closeT(t, s)

@@ -20,16 +20,6 @@ const (
 	NameRepair     = "audit.repair"
 )
 
-// Loss reasons.
-const (
-	LossQueueFull  = "queue_full"
-	LossDiskFull   = "disk_full"
-	LossWriteError = "write_error"
-)
-
-// LossReasons lists every loss reason.
-var LossReasons = []string{LossQueueFull, LossDiskFull, LossWriteError}
-
 // Repair actions taken at start-up.
 const (
 	RepairTruncated   = "truncated"

@@ -166,7 +166,7 @@ type Spool struct {
 	done    chan struct{}
 	notify  chan struct{}
 
-	lost     [3]atomic.Uint64 // by LossReasons index
+	lost     [3]atomic.Uint64 // by audit.LossReasons() index
 	lossMu   sync.Mutex
 	pendLoss map[string]*lossAcc
 	lossLog  map[string]time.Time
@@ -447,7 +447,7 @@ func (s *Spool) Append(e Entry, critical bool) audit.Receipt {
 	}
 	if s.queued.Add(1) > limit {
 		s.queued.Add(-1)
-		s.lose(e.Name, LossQueueFull, 1)
+		s.lose(e.Name, audit.LossQueueFull, 1)
 		return audit.Settled(ErrQueueFull)
 	}
 	r, settle := audit.NewReceipt()
@@ -489,9 +489,9 @@ func (s *Spool) lose(name, reason string, n uint64) {
 
 func reasonIndex(reason string) int {
 	switch reason {
-	case LossQueueFull:
+	case audit.LossQueueFull:
 		return 0
-	case LossDiskFull:
+	case audit.LossDiskFull:
 		return 1
 	}
 	return 2
@@ -505,7 +505,7 @@ func (s *Spool) takeLossEntries() []Entry {
 		return nil
 	}
 	var out []Entry
-	for _, reason := range LossReasons {
+	for _, reason := range audit.LossReasons() {
 		acc := s.pendLoss[reason]
 		if acc == nil {
 			continue
@@ -876,7 +876,7 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	for i := range batch {
 		it := &batch[i]
 		if s.low && !it.critical {
-			s.lose(it.e.Name, LossDiskFull, 1) // counted before the receipt says so
+			s.lose(it.e.Name, audit.LossDiskFull, 1) // counted before the receipt says so
 			it.settle(ErrDiskFull)
 			continue
 		}
@@ -894,7 +894,7 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	for i := range settles {
 		if uerr, bad := s.unencodable[ents[len(losses)+i]]; bad {
 			s.log.WithError(uerr).Error("audit spool: an event cannot be recorded")
-			s.lose(ents[len(losses)+i].Name, LossWriteError, 1)
+			s.lose(ents[len(losses)+i].Name, audit.LossWriteError, 1)
 			settles[i](uerr)
 			settles[i] = nil
 		}
@@ -913,9 +913,9 @@ func (s *Spool) process(batch []item, closing bool) bool {
 		}
 	}
 	if err != nil {
-		reason, rerr := LossWriteError, ErrWrite
+		reason, rerr := audit.LossWriteError, ErrWrite
 		if errors.Is(err, syscall.ENOSPC) {
-			reason, rerr = LossDiskFull, ErrDiskFull
+			reason, rerr = audit.LossDiskFull, ErrDiskFull
 			s.low = s.cfg.MinFreeBytes > 0
 			s.freeAt = time.Time{}
 		}
@@ -1032,24 +1032,11 @@ func (s *Spool) Close(ctx context.Context) error {
 // Notify returns a channel that receives after new records were written.
 func (s *Spool) Notify() <-chan struct{} { return s.notify }
 
-// Stats is the spool's state for metrics.
-type Stats struct {
-	// PendingRecords is the number of records written and not yet shipped.
-	PendingRecords uint64
-	// Bytes is the size of the segment files.
-	Bytes int64
-	// QuarantinedFiles counts the quarantined segment files.
-	QuarantinedFiles int
-	// Lost counts lost events by reason (every LossReasons key present).
-	Lost map[string]uint64
-	// LastSeq is the last sequence number written, ShippedSeq the cursor.
-	LastSeq, ShippedSeq uint64
-}
-
-// Stats returns the spool's state.
-func (s *Spool) Stats() Stats {
-	st := Stats{Lost: map[string]uint64{}}
-	for i, r := range LossReasons {
+// Stats returns the spool's state (OldestPending and ExportFailures are
+// the shipper's, and zero here).
+func (s *Spool) Stats() audit.SpoolStats {
+	st := audit.SpoolStats{Lost: map[string]uint64{}}
+	for i, r := range audit.LossReasons() {
 		st.Lost[r] = s.lost[i].Load()
 	}
 	s.mu.Lock()

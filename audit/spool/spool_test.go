@@ -319,7 +319,7 @@ func TestDiskFullInjected(t *testing.T) {
 			t.Fatalf("event %d during disk full: %v", i, err)
 		}
 	}
-	if got := s.Stats().Lost[LossDiskFull]; got != 10 {
+	if got := s.Stats().Lost[audit.LossDiskFull]; got != 10 {
 		t.Fatalf("lost disk_full = %d, want 10", got)
 	}
 	if failures.Load() != 10 {
@@ -337,7 +337,7 @@ func TestDiskFullInjected(t *testing.T) {
 		names = append(names, r.Name+"/"+r.ID)
 	}
 	// event 0, the loss record (10 disk_full), event 11.
-	if len(recs) != 3 || recs[1].Name != NameLoss || recs[1].Field("count") != uint64(10) || recs[1].Field("reason") != LossDiskFull || recs[2].ID != "id-000011" {
+	if len(recs) != 3 || recs[1].Name != NameLoss || recs[1].Field("count") != uint64(10) || recs[1].Field("reason") != audit.LossDiskFull || recs[2].ID != "id-000011" {
 		t.Fatalf("records: %v", names)
 	}
 }
@@ -368,7 +368,7 @@ func TestMinFreeBytes(t *testing.T) {
 	if err := audit.WaitDurable(ctx, s.Append(entry(3, audit.SeverityInfo), false), 5*time.Second); err != nil {
 		t.Fatalf("after space returned: %v", err)
 	}
-	if got := s.Stats().Lost[LossDiskFull]; got != 1 {
+	if got := s.Stats().Lost[audit.LossDiskFull]; got != 1 {
 		t.Fatalf("lost %d", got)
 	}
 	closeT(t, s)
@@ -441,7 +441,7 @@ func TestQueueFullKeepsRoomForCritical(t *testing.T) {
 	if rep.Losses != uint64(lost+1) {
 		t.Fatalf("loss records account for %d events, want %d", rep.Losses, lost+1)
 	}
-	if st := s.Stats(); st.Lost[LossQueueFull] != uint64(lost+1) {
+	if st := s.Stats(); st.Lost[audit.LossQueueFull] != uint64(lost+1) {
 		t.Fatalf("stats: %+v", st)
 	}
 }

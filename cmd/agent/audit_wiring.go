@@ -10,6 +10,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	auditotel "github.com/vramseal/vramseal/audit/otel"
+	"github.com/vramseal/vramseal/audit/spool"
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/secret"
@@ -44,24 +45,19 @@ func newAuditPipeline(ctx context.Context, cfg *config.Config, sec secret.Secret
 	}
 	alog := log.WithField(logFieldComponent, "audit")
 	p, err := auditotel.NewPipeline(ctx, auditotel.Config{
-		SpoolDir: cfg.Audit.SpoolDir, SegmentBytes: int64(cfg.Audit.SegmentBytes), Retention: cfg.Audit.Retention,
-		MinFreeBytes: cfg.Audit.MinFreeBytes, CheckpointKey: key, WorkerID: cfg.WorkerID,
-		ServiceVersion: version.Version, Logger: alog, Counters: counters,
+		Spool: spool.Config{
+			Dir: cfg.Audit.SpoolDir, SegmentBytes: int64(cfg.Audit.SegmentBytes), Retention: cfg.Audit.Retention,
+			MinFreeBytes: cfg.Audit.MinFreeBytes, CheckpointKey: key,
+		},
+		WorkerID: cfg.WorkerID, ServiceVersion: version.Version, Logger: alog, Counters: counters,
 	})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: audit: %w", cfg.File, err))
 	}
-	stats := collector.AuditStatsFunc(func() collector.SpoolStats {
-		s := p.Stats()
-		return collector.SpoolStats{
-			PendingRecords: s.PendingRecords, Bytes: uint64(max(s.SpoolBytes, 0)), OldestPending: s.OldestPending,
-			QuarantinedFiles: s.QuarantinedFiles, Lost: s.Lost, ExportFailures: s.ExportFailures,
-		}
-	})
 	return &auditPipeline{
 		Emitter:        audit.Tee{Primary: p, Also: []audit.Emitter{audit.NewLogEmitter(alog, nil)}},
 		Counters:       counters,
-		Stats:          stats,
+		Stats:          p,
 		TracerProvider: p.TracerProvider(),
 		Close:          p.Close,
 	}, nil

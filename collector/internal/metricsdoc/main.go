@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/collector/internal/simnode"
 )
@@ -89,7 +90,7 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 	set, err := collector.Register(reg, collector.Options{
 		WorkerID: "node-a", Device: "sim", GPU: fullGPU{}, Sealer: node.Sealer, Observer: node.Observer,
 		Schedule: overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
-		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats { return collector.SpoolStats{} }),
+		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
 		Policy:     compliance{}, Logger: node.Logger,
 	})
 	if err != nil {

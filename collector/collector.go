@@ -25,7 +25,7 @@ type Options struct {
 	Device   string
 
 	// GPU is where GPU telemetry comes from (NewNVMLSource or
-	// NewSimSource). It is read in the background by Run, every
+	// collector/simsource for simulated GPUs). It is read in the background by Run, every
 	// GPUInterval (15s when 0), each read bounded by GPUTimeout (5s when 0).
 	GPU         GPUSource
 	GPUInterval time.Duration

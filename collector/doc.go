@@ -26,7 +26,7 @@
 //
 //	obs := collector.NewObserver(gpuIndexes)              // e.g. []int{0, 1}
 //	s, err := sealer.New(sealer.Config{..., Observer: obs})
-//	gpu := collector.NewSimSource(simDevices)             // device: sim
+//	gpu := simsource.New(simDevices)                      // device: sim (collector/simsource)
 //	// or: gpu := collector.NewNVMLSource(nvml.System(), log); defer gpu.Close()
 //	reg := prometheus.NewRegistry()
 //	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -37,12 +37,7 @@
 //		Schedule: schedule,                               // *sealer.Schedule (OverdueShards); nil until wired
 //		VerifyInterval: cfg.Verify.Interval,
 //		AuditCounters: counters,                          // the *audit.Counters the emitter counts into
-//		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats {
-//			st := pipeline.Stats()                        // audit/otel; nil AuditStats until wired
-//			return collector.SpoolStats{PendingRecords: st.PendingRecords, Bytes: uint64(max(st.SpoolBytes, 0)),
-//				OldestPending: st.OldestPending, QuarantinedFiles: st.QuarantinedFiles,
-//				Lost: st.Lost, ExportFailures: st.ExportFailures}
-//		}),
+//		AuditStats: pipeline,                             // the *audit/otel.Pipeline (its Stats)
 //		Policy: pol,                                      // *policy.Policy (Compliant); nil until wired
 //		Logger: log,
 //	})

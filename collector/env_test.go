@@ -18,6 +18,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/collector/simsource"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
@@ -65,7 +66,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.gpus == 0 {
 		o.gpus = 2
 	}
-	devs, err := simgpu.New(simgpu.Config{GPUs: o.gpus, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties})
+	devs, err := simgpu.New(simgpu.Config{GPUs: o.gpus, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	opts := collector.Options{
 		WorkerID: "node-a", Device: "sim",
-		GPU: collector.NewSimSource(devs), GPUInterval: time.Hour, GPUTimeout: 2 * time.Second,
+		GPU: simsource.New(devs), GPUInterval: time.Hour, GPUTimeout: 2 * time.Second,
 		Sealer: e.sealer, Observer: e.obs, VerifyInterval: 5 * time.Minute,
 		AuditCounters: e.counters, Logger: quietLogger(), Now: func() time.Time { return t0 },
 	}

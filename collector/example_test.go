@@ -16,6 +16,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/collector/simsource"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
@@ -25,7 +26,7 @@ import (
 func Example() {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	devs, _ := simgpu.New(simgpu.Config{GPUs: 1, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties})
+	devs, _ := simgpu.New(simgpu.Config{GPUs: 1, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties()})
 	signer, _ := sealer.NewSigner(bytes.Repeat([]byte{9}, 32))
 	counters := audit.NewCounters()
 
@@ -36,7 +37,7 @@ func Example() {
 
 	reg := prometheus.NewRegistry()
 	metrics, err := collector.Register(reg, collector.Options{
-		WorkerID: "node-a", Device: "sim", GPU: collector.NewSimSource(devs),
+		WorkerID: "node-a", Device: "sim", GPU: simsource.New(devs),
 		Sealer: s, Observer: obs, VerifyInterval: 5 * time.Minute, AuditCounters: counters, Logger: log,
 	})
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/internal/nvml"
-	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
 // GPUSource reads the telemetry of every GPU. Telemetry may block (a hung
@@ -132,33 +131,7 @@ func (s *NVMLSource) Close() error {
 	}
 }
 
-// SimSource is the GPU source of simulated GPUs: their memory reflects the
-// shards sealed in them and their ECC counts the faults injected.
-type SimSource struct {
-	devs []*simgpu.Device
-}
-
-// NewSimSource returns a source reading the simulated devices.
-func NewSimSource(devs []*simgpu.Device) *SimSource { return &SimSource{devs: devs} }
-
-// Telemetry implements GPUSource.
-func (s *SimSource) Telemetry(ctx context.Context) ([]GPUTelemetry, error) {
-	out := make([]GPUTelemetry, len(s.devs))
-	for i, d := range s.devs {
-		t := d.Telemetry()
-		out[i] = GPUTelemetry{
-			Index: t.Index, UUID: t.UUID, Name: t.Name, DriverVersion: t.DriverVersion, Up: !t.Lost,
-			TotalBytes: t.TotalBytes, UsedBytes: t.UsedBytes, FreeBytes: t.FreeBytes,
-			HasECC: true, ECCCorrected: t.ECCCorrected, ECCUncorrected: t.ECCUncorrected,
-		}
-	}
-	return out, nil
-}
-
-var (
-	_ GPUSource = (*NVMLSource)(nil)
-	_ GPUSource = (*SimSource)(nil)
-)
+var _ GPUSource = (*NVMLSource)(nil)
 
 // gpuCollector serves the last telemetry read in the background.
 type gpuCollector struct {

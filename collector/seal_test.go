@@ -11,6 +11,7 @@ import (
 
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/sealer"
+	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
 func TestSealLifecycleSeries(t *testing.T) {
@@ -59,7 +60,7 @@ vramseal_seals_total{gpu="1",result="ok"} 1
 
 	// Corrupt shard-a: the next verification flips it to 0 and counts a
 	// digest mismatch; shard-b stays intact.
-	if err := e.sealer.DebugCorrupt(context.Background(), "shard-a", 4097, 3); err != nil {
+	if err := simgpu.Corrupt(context.Background(), e.sealer, "shard-a", 4097, 3); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.sealer.Verify(context.Background(), "shard-a"); sealer.KindOf(err) != sealer.KindIntegrity {

@@ -51,7 +51,7 @@ func TestCUDAGPUs(t *testing.T) {
 		}
 	}()
 	rec := &audit.Recorder{}
-	p, err := New(strict, Deps{GPUs: CUDAGPUs(devs), Emitter: rec, WorkerID: "node-a", Logger: quiet()})
+	p, err := New(strict, Deps{GPUs: GPUsOf(devs), Emitter: rec, WorkerID: "node-a", Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestCUDAGPUs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer devs2[0].Close()
-	p2, _ := New(strict, Deps{GPUs: CUDAGPUs(devs2), Emitter: rec2, Logger: quiet()})
+	p2, _ := New(strict, Deps{GPUs: GPUsOf(devs2), Emitter: rec2, Logger: quiet()})
 	p2.CheckStartup(ctx, nil)
 	var got []string
 	for _, ev := range violations(rec2) {

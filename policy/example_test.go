@@ -10,6 +10,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/policy"
+	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
@@ -18,13 +19,13 @@ import (
 // AllocationChecker (sealer.Config) and export Compliant as a metric.
 func Example() {
 	gpus, _ := simgpu.New(simgpu.Config{GPUs: 2, MemoryBytes: 8 << 30,
-		Properties: simgpu.DefaultProperties,
-		PerGPU:     map[int]simgpu.Properties{1: {Integrated: true, ComputeMajor: 8, ComputeMinor: 7}}})
+		Properties: simgpu.DefaultProperties(),
+		PerGPU:     map[int]sealer.GPUProperties{1: {Integrated: true, Compute: sealer.ComputeCapability{Major: 8, Minor: 7}, MIG: sealer.MIGDisabled}}})
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	rec := &audit.Recorder{}
 	p, err := policy.New(policy.Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
-		policy.Deps{GPUs: policy.SimGPUs(gpus), Emitter: rec, WorkerID: "node-a", Logger: log})
+		policy.Deps{GPUs: policy.GPUsOf(gpus), Emitter: rec, WorkerID: "node-a", Logger: log})
 	if err != nil {
 		panic(err)
 	}

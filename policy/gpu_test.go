@@ -27,7 +27,7 @@ func TestGPUPolicy(t *testing.T) {
 		}
 	}()
 	rec := &audit.Recorder{}
-	p, err := New(Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0"}, Deps{GPUs: CUDAGPUs(devs), Emitter: rec, Logger: quiet()})
+	p, err := New(Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0"}, Deps{GPUs: GPUsOf(devs), Emitter: rec, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestGPUPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range devs {
-		t.Logf("GPU %d: %+v, compliant: %v", d.Index(), d.Properties(), p.Compliant()[d.Index()])
+		t.Logf("GPU %d: %+v, compliant: %v", d.Index(), d.StaticProperties(), p.Compliant()[d.Index()])
 	}
 	for _, v := range p.Violations() {
 		t.Logf("violation: %v", v)

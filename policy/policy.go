@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,80 +35,29 @@ type Config struct {
 	ExitOnViolation bool `yaml:"exit_on_violation"`
 }
 
-// ParseComputeCapability parses "MAJOR.MINOR" (e.g. "8.6"); "" is 0.0.
-func ParseComputeCapability(s string) (major, minor int, err error) {
-	if s == "" {
-		return 0, 0, nil
+// Check reports what is wrong with the configuration (a bad
+// MinComputeCapability), for the config loader to name the key.
+func (c Config) Check() error {
+	_, err := c.minCompute()
+	return err
+}
+
+// minCompute parses MinComputeCapability; "" is no minimum (0.0).
+func (c Config) minCompute() (sealer.ComputeCapability, error) {
+	if c.MinComputeCapability == "" {
+		return sealer.ComputeCapability{}, nil
 	}
-	a, b, ok := strings.Cut(s, ".")
-	if !ok {
-		return 0, 0, fmt.Errorf("compute capability %q: want MAJOR.MINOR, e.g. 6.0", s)
-	}
-	major, err1 := strconv.Atoi(a)
-	minor, err2 := strconv.Atoi(b)
-	if err1 != nil || err2 != nil || major < 0 || minor < 0 || major > 99 || minor > 9 ||
-		strings.HasPrefix(a, "+") || strings.HasPrefix(b, "+") || len(a) > 2 || len(b) != 1 {
-		return 0, 0, fmt.Errorf("compute capability %q: want MAJOR.MINOR with a one-digit minor, e.g. 6.0", s)
-	}
-	return major, minor, nil
+	return sealer.ParseComputeCapability(c.MinComputeCapability)
 }
 
-// MIGMode is whether a GPU is in MIG mode, as far as is known.
-type MIGMode int
-
-// MIG modes.
-const (
-	MIGUnknown MIGMode = iota
-	MIGDisabled
-	MIGEnabled
-)
-
-func (m MIGMode) String() string {
-	switch m {
-	case MIGDisabled:
-		return "disabled"
-	case MIGEnabled:
-		return "enabled"
-	}
-	return "unknown"
-}
-
-// Properties are what the policy asks of a GPU.
-type Properties struct {
-	Name string
-	UUID string
-	// Integrated is true for a GPU that shares memory with the host.
-	Integrated                 bool
-	ComputeMajor, ComputeMinor int
-	TotalMemory                uint64
-	ECCEnabled                 bool
-	MIG                        MIGMode
-}
-
-// AllocationMemory is what the driver says backs an allocation.
-type AllocationMemory struct {
-	// Type is "device", "host", "unified" or "array".
-	Type string
-	// Managed is true for managed (unified) memory.
-	Managed bool
-}
-
-// GPU is one device as the policy sees it. Implementations must be safe for
-// concurrent use.
-type GPU interface {
-	// Index is the device index the sealer uses.
-	Index() int
-	// Properties reports the device's properties; an error means the
-	// device does not answer (lost, reset).
-	Properties(ctx context.Context) (Properties, error)
-	// AllocationMemory asks the driver what memory backs a.
-	AllocationMemory(ctx context.Context, a sealer.Allocation) (AllocationMemory, error)
-}
+// GPU is one device as the policy sees it: both backends implement it.
+// Implementations must be safe for concurrent use.
+type GPU = sealer.GPUDescriber
 
 // MIGSource reports MIG mode by device UUID (NVML). When given, it
 // overrides the GPU's own report.
 type MIGSource interface {
-	MIGMode(ctx context.Context, uuid string) (MIGMode, error)
+	MIGMode(ctx context.Context, uuid string) (sealer.MIGMode, error)
 }
 
 // Deps are what a Policy is built with.
@@ -174,10 +122,10 @@ func (e *ExitError) ExitCode() int { return ExitCode }
 // Policy enforces the VRAM-only policy. It implements sealer.Admission and
 // sealer.AllocationChecker; all methods are safe for concurrent use.
 type Policy struct {
-	cfg          Config
-	major, minor int
-	deps         Deps
-	gpus         map[int]GPU
+	cfg     Config
+	minimum sealer.ComputeCapability
+	deps    Deps
+	gpus    map[int]GPU
 
 	checkMu  sync.Mutex // serialises device checks
 	mu       sync.Mutex
@@ -196,7 +144,7 @@ var (
 // New returns a Policy over the GPUs present. A bad MinComputeCapability or
 // a missing Emitter is an error.
 func New(cfg Config, deps Deps) (*Policy, error) {
-	major, minor, err := ParseComputeCapability(cfg.MinComputeCapability)
+	minimum, err := cfg.minCompute()
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -210,7 +158,7 @@ func New(cfg Config, deps Deps) (*Policy, error) {
 		deps.Now = time.Now
 	}
 	p := &Policy{
-		cfg: cfg, major: major, minor: minor, deps: deps, gpus: map[int]GPU{},
+		cfg: cfg, minimum: minimum, deps: deps, gpus: map[int]GPU{},
 		checked: map[int]bool{}, blocked: map[int][]Violation{}, exit: make(chan struct{}),
 	}
 	for _, g := range deps.GPUs {
@@ -310,9 +258,9 @@ func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
 	if props.Integrated {
 		out = append(out, v(audit.ViolationIntegratedGPU, "%s is an integrated GPU sharing host memory", props.Name))
 	}
-	if props.ComputeMajor < p.major || props.ComputeMajor == p.major && props.ComputeMinor < p.minor {
-		out = append(out, v(audit.ViolationComputeCapabilityTooLow, "compute capability %d.%d is below the required %d.%d",
-			props.ComputeMajor, props.ComputeMinor, p.major, p.minor))
+	if props.Compute.Less(p.minimum) {
+		out = append(out, v(audit.ViolationComputeCapabilityTooLow, "compute capability %s is below the required %s",
+			props.Compute, p.minimum))
 	}
 	if props.TotalMemory < p.cfg.MinMemoryBytes {
 		out = append(out, v(audit.ViolationInsufficientMemory, "%d bytes of device memory, below the required %d",
@@ -321,7 +269,7 @@ func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
 	if p.cfg.RequireECC && !props.ECCEnabled {
 		out = append(out, v(audit.ViolationECCDisabled, "ECC is disabled and require_ecc is set"))
 	}
-	if !p.cfg.AllowMIG && props.MIG == MIGEnabled {
+	if !p.cfg.AllowMIG && props.MIG == sealer.MIGEnabled {
 		out = append(out, v(audit.ViolationMIGEnabled, "MIG mode is enabled and allow_mig is false"))
 	}
 	return out
@@ -392,7 +340,7 @@ func (p *Policy) CheckAllocation(ctx context.Context, dev sealer.Device, a seale
 	if err != nil {
 		return fmt.Errorf("policy: asking GPU %d about the sealed allocation: %w", dev.Index(), err)
 	}
-	if mem.Type == "device" && !mem.Managed {
+	if mem.Type == sealer.MemoryDevice && !mem.Managed {
 		return nil
 	}
 	v := Violation{GPU: dev.Index(), Violation: audit.ViolationNonDeviceMemory,
@@ -452,4 +400,13 @@ func (p *Policy) Ready() error {
 		parts[i] = v.String()
 	}
 	return errors.New("vram_only policy: " + strings.Join(parts, "; "))
+}
+
+// GPUsOf returns one backend's devices as the policy's GPUs, in order.
+func GPUsOf[D GPU](ds []D) []GPU {
+	out := make([]GPU, len(ds))
+	for i, d := range ds {
+		out[i] = d
+	}
+	return out
 }

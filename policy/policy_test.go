@@ -20,7 +20,7 @@ import (
 
 var testNow = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 
-func simGPUs(t *testing.T, n int, props simgpu.Properties, per map[int]simgpu.Properties) []*simgpu.Device {
+func simGPUs(t *testing.T, n int, props sealer.GPUProperties, per map[int]sealer.GPUProperties) []*simgpu.Device {
 	t.Helper()
 	ds, err := simgpu.New(simgpu.Config{GPUs: n, MemoryBytes: 8 << 30, Properties: props, PerGPU: per})
 	if err != nil {
@@ -34,7 +34,7 @@ var strict = Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "7.0", Requir
 func newPolicy(t *testing.T, cfg Config, ds []*simgpu.Device) (*Policy, *audit.Recorder) {
 	t.Helper()
 	rec := &audit.Recorder{}
-	p, err := New(cfg, Deps{GPUs: SimGPUs(ds), Emitter: rec, WorkerID: "node-a", Now: func() time.Time { return testNow }, Logger: quiet()})
+	p, err := New(cfg, Deps{GPUs: GPUsOf(ds), Emitter: rec, WorkerID: "node-a", Now: func() time.Time { return testNow }, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,26 +53,26 @@ func violations(rec *audit.Recorder) []audit.PolicyViolation {
 // 0 stays compliant), with the event's fields, the blocked GPU, the
 // compliance map and readiness.
 func TestStartupViolations(t *testing.T) {
-	good := simgpu.DefaultProperties
+	good := simgpu.DefaultProperties()
 	for _, c := range []struct {
 		name      string
 		cfg       Config
-		props     simgpu.Properties
+		props     sealer.GPUProperties
 		memory    uint64
 		lose      bool
 		use       []int
 		violation string
 		details   string
 	}{
-		{name: "integrated", cfg: strict, props: with(good, func(p *simgpu.Properties) { p.Integrated = true }),
+		{name: "integrated", cfg: strict, props: with(good, func(p *sealer.GPUProperties) { p.Integrated = true }),
 			violation: audit.ViolationIntegratedGPU, details: "integrated GPU"},
-		{name: "compute capability", cfg: strict, props: with(good, func(p *simgpu.Properties) { p.ComputeMajor, p.ComputeMinor = 6, 1 }),
+		{name: "compute capability", cfg: strict, props: with(good, func(p *sealer.GPUProperties) { p.Compute = sealer.ComputeCapability{Major: 6, Minor: 1} }),
 			violation: audit.ViolationComputeCapabilityTooLow, details: "6.1 is below the required 7.0"},
-		{name: "compute capability minor", cfg: Config{MinComputeCapability: "8.6"}, props: with(good, func(p *simgpu.Properties) { p.ComputeMajor, p.ComputeMinor = 8, 0 }),
+		{name: "compute capability minor", cfg: Config{MinComputeCapability: "8.6"}, props: with(good, func(p *sealer.GPUProperties) { p.Compute = sealer.ComputeCapability{Major: 8} }),
 			violation: audit.ViolationComputeCapabilityTooLow, details: "8.0 is below the required 8.6"},
-		{name: "ecc", cfg: strict, props: with(good, func(p *simgpu.Properties) { p.ECCEnabled = false }),
+		{name: "ecc", cfg: strict, props: with(good, func(p *sealer.GPUProperties) { p.ECCEnabled = false }),
 			violation: audit.ViolationECCDisabled, details: "ECC is disabled"},
-		{name: "mig", cfg: strict, props: with(good, func(p *simgpu.Properties) { p.MIGEnabled = true }),
+		{name: "mig", cfg: strict, props: with(good, func(p *sealer.GPUProperties) { p.MIG = sealer.MIGEnabled }),
 			violation: audit.ViolationMIGEnabled, details: "MIG mode is enabled"},
 		{name: "device lost", cfg: strict, props: good, lose: true,
 			violation: audit.ViolationDeviceMissing, details: "does not answer"},
@@ -80,7 +80,7 @@ func TestStartupViolations(t *testing.T) {
 			violation: audit.ViolationDeviceMissing, details: "GPU 7 is not present (present: [0 1])"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ds := simGPUs(t, 2, good, map[int]simgpu.Properties{1: c.props})
+			ds := simGPUs(t, 2, good, map[int]sealer.GPUProperties{1: c.props})
 			if c.lose {
 				ds[1].SetLost(true)
 			}
@@ -139,7 +139,7 @@ func quiet() *logrus.Logger {
 
 // TestInsufficientMemory: a GPU with less memory than min_memory_bytes.
 func TestInsufficientMemory(t *testing.T) {
-	ds := simGPUs(t, 1, simgpu.DefaultProperties, nil)
+	ds := simGPUs(t, 1, simgpu.DefaultProperties(), nil)
 	p, rec := newPolicy(t, Config{MinMemoryBytes: 16 << 30}, ds)
 	p.CheckStartup(context.Background(), nil)
 	evs := violations(rec)
@@ -152,13 +152,13 @@ func TestInsufficientMemory(t *testing.T) {
 	}
 }
 
-func with(p simgpu.Properties, f func(*simgpu.Properties)) simgpu.Properties {
+func with(p sealer.GPUProperties, f func(*sealer.GPUProperties)) sealer.GPUProperties {
 	f(&p)
 	return p
 }
 
 func TestCompliantGPUs(t *testing.T) {
-	ds := simGPUs(t, 3, simgpu.DefaultProperties, nil)
+	ds := simGPUs(t, 3, simgpu.DefaultProperties(), nil)
 	p, rec := newPolicy(t, strict, ds)
 	if err := p.CheckStartup(context.Background(), nil); err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func TestCompliantGPUs(t *testing.T) {
 
 // TestSeveralViolations: every broken rule of one GPU is its own event.
 func TestSeveralViolations(t *testing.T) {
-	bad := simgpu.Properties{Integrated: true, ComputeMajor: 5, ComputeMinor: 2, MIGEnabled: true}
+	bad := sealer.GPUProperties{Integrated: true, Compute: sealer.ComputeCapability{Major: 5, Minor: 2}, MIG: sealer.MIGEnabled}
 	ds := simGPUs(t, 1, bad, nil)
 	p, rec := newPolicy(t, Config{MinMemoryBytes: 16 << 30, MinComputeCapability: "6.0", RequireECC: true}, ds)
 	p.CheckStartup(context.Background(), nil)
@@ -192,7 +192,7 @@ func TestSeveralViolations(t *testing.T) {
 }
 
 func TestAllowMIG(t *testing.T) {
-	ds := simGPUs(t, 1, with(simgpu.DefaultProperties, func(p *simgpu.Properties) { p.MIGEnabled = true }), nil)
+	ds := simGPUs(t, 1, with(simgpu.DefaultProperties(), func(p *sealer.GPUProperties) { p.MIG = sealer.MIGEnabled }), nil)
 	cfg := strict
 	cfg.AllowMIG = true
 	p, rec := newPolicy(t, cfg, ds)
@@ -203,24 +203,24 @@ func TestAllowMIG(t *testing.T) {
 }
 
 type migSource struct {
-	mode MIGMode
+	mode sealer.MIGMode
 	err  error
 }
 
-func (m migSource) MIGMode(context.Context, string) (MIGMode, error) { return m.mode, m.err }
+func (m migSource) MIGMode(context.Context, string) (sealer.MIGMode, error) { return m.mode, m.err }
 
 func TestMIGSource(t *testing.T) {
 	for _, c := range []struct {
 		src  migSource
 		want int
 	}{
-		{migSource{mode: MIGEnabled}, 1},
-		{migSource{mode: MIGDisabled}, 0},
+		{migSource{mode: sealer.MIGEnabled}, 1},
+		{migSource{mode: sealer.MIGDisabled}, 0},
 		{migSource{err: errors.New("nvml down")}, 0}, // unknown is not a violation
 	} {
-		ds := simGPUs(t, 1, simgpu.DefaultProperties, nil)
+		ds := simGPUs(t, 1, simgpu.DefaultProperties(), nil)
 		rec := &audit.Recorder{}
-		p, err := New(strict, Deps{GPUs: SimGPUs(ds), Emitter: rec, MIG: c.src, Logger: quiet()})
+		p, err := New(strict, Deps{GPUs: GPUsOf(ds), Emitter: rec, MIG: c.src, Logger: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func TestMIGSource(t *testing.T) {
 // TestExitOnViolation: the violation is reported with action agent_stopped
 // and CheckStartup returns an *ExitError with exit status 3.
 func TestExitOnViolation(t *testing.T) {
-	ds := simGPUs(t, 2, simgpu.DefaultProperties, map[int]simgpu.Properties{1: with(simgpu.DefaultProperties, func(p *simgpu.Properties) { p.ECCEnabled = false })})
+	ds := simGPUs(t, 2, simgpu.DefaultProperties(), map[int]sealer.GPUProperties{1: with(simgpu.DefaultProperties(), func(p *sealer.GPUProperties) { p.ECCEnabled = false })})
 	cfg := strict
 	cfg.ExitOnViolation = true
 	p, rec := newPolicy(t, cfg, ds)
@@ -266,7 +266,7 @@ func TestExitOnViolation(t *testing.T) {
 // and (with exit_on_violation) the exit signalled.
 func TestNonDeviceMemoryThroughSealer(t *testing.T) {
 	for _, exit := range []bool{false, true} {
-		ds := simGPUs(t, 2, simgpu.DefaultProperties, nil)
+		ds := simGPUs(t, 2, simgpu.DefaultProperties(), nil)
 		cfg := strict
 		cfg.ExitOnViolation = exit
 		p, rec := newPolicy(t, cfg, ds)
@@ -285,7 +285,7 @@ func TestNonDeviceMemoryThroughSealer(t *testing.T) {
 		if _, err := s.Seal(ctx, sealer.SealRequest{ID: "ok", Path: path, GPU: 1}); err != nil {
 			t.Fatalf("seal on a compliant GPU: %v", err)
 		}
-		ds[1].SetProperties(with(simgpu.DefaultProperties, func(p *simgpu.Properties) { p.ManagedMemory = true }))
+		ds[1].SetManagedMemory(true)
 		_, err = s.Seal(ctx, sealer.SealRequest{ID: "managed", Path: path, GPU: 1})
 		if sealer.KindOf(err) != sealer.KindPolicy {
 			t.Fatalf("seal into managed memory: %v", err)
@@ -323,7 +323,7 @@ func TestNonDeviceMemoryThroughSealer(t *testing.T) {
 // TestAdmitChecksUncheckedGPU: a GPU left out at start-up is checked at its
 // first seal.
 func TestAdmitChecksUncheckedGPU(t *testing.T) {
-	ds := simGPUs(t, 2, simgpu.DefaultProperties, map[int]simgpu.Properties{1: with(simgpu.DefaultProperties, func(p *simgpu.Properties) { p.Integrated = true })})
+	ds := simGPUs(t, 2, simgpu.DefaultProperties(), map[int]sealer.GPUProperties{1: with(simgpu.DefaultProperties(), func(p *sealer.GPUProperties) { p.Integrated = true })})
 	p, rec := newPolicy(t, strict, ds)
 	p.CheckStartup(context.Background(), []int{0})
 	if len(rec.Events()) != 0 {
@@ -344,51 +344,14 @@ func TestAdmitChecksUncheckedGPU(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	ds := simGPUs(t, 1, simgpu.DefaultProperties, nil)
-	if _, err := New(Config{MinComputeCapability: "six"}, Deps{GPUs: SimGPUs(ds), Emitter: &audit.Recorder{}}); err == nil {
+	ds := simGPUs(t, 1, simgpu.DefaultProperties(), nil)
+	if _, err := New(Config{MinComputeCapability: "six"}, Deps{GPUs: GPUsOf(ds), Emitter: &audit.Recorder{}}); err == nil {
 		t.Error("bad compute capability accepted")
 	}
-	if _, err := New(Config{}, Deps{GPUs: SimGPUs(ds)}); err == nil {
+	if _, err := New(Config{}, Deps{GPUs: GPUsOf(ds)}); err == nil {
 		t.Error("no emitter accepted")
 	}
-	if _, err := New(Config{}, Deps{GPUs: append(SimGPUs(ds), SimGPUs(ds)...), Emitter: &audit.Recorder{}}); err == nil {
+	if _, err := New(Config{}, Deps{GPUs: append(GPUsOf(ds), GPUsOf(ds)...), Emitter: &audit.Recorder{}}); err == nil {
 		t.Error("duplicate GPU index accepted")
 	}
-}
-
-func TestParseComputeCapability(t *testing.T) {
-	for _, c := range []struct {
-		in           string
-		major, minor int
-		ok           bool
-	}{
-		{"6.0", 6, 0, true}, {"9.0", 9, 0, true}, {"10.3", 10, 3, true}, {"", 0, 0, true},
-		{"6", 0, 0, false}, {"6.", 0, 0, false}, {".0", 0, 0, false}, {"6.10", 0, 0, false},
-		{"-1.0", 0, 0, false}, {"+6.0", 0, 0, false}, {"a.b", 0, 0, false}, {"6.0.1", 0, 0, false}, {"100.0", 0, 0, false},
-	} {
-		major, minor, err := ParseComputeCapability(c.in)
-		if (err == nil) != c.ok || major != c.major || minor != c.minor {
-			t.Errorf("%q: %d.%d, %v", c.in, major, minor, err)
-		}
-	}
-}
-
-func FuzzParseComputeCapability(f *testing.F) {
-	for _, s := range []string{"6.0", "8.6", "", "x", "1.2.3", "99.9"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		major, minor, err := ParseComputeCapability(s)
-		if err != nil {
-			return
-		}
-		if major < 0 || minor < 0 || minor > 9 {
-			t.Fatalf("%q parsed as %d.%d", s, major, minor)
-		}
-		if s != "" {
-			if back := strings.TrimSpace(s); back != s || !strings.HasSuffix(s, "."+string(rune('0'+minor))) {
-				t.Fatalf("%q parsed as %d.%d", s, major, minor)
-			}
-		}
-	})
 }

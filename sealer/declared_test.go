@@ -19,7 +19,7 @@ import (
 
 func newTestSealer(t *testing.T, gpus int, mem uint64) (*sealer.Sealer, *audit.Recorder, *logrus.Logger, *test.Hook) {
 	t.Helper()
-	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: mem, Properties: simgpu.DefaultProperties})
+	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: mem, Properties: simgpu.DefaultProperties()})
 	if err != nil {
 		t.Fatal(err)
 	}

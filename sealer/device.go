@@ -44,12 +44,6 @@ type LeafDigester interface {
 	LeafDigests(ctx context.Context, a Allocation, n, leafSize uint64) ([]LeafHash, error)
 }
 
-// BitFlipper is implemented by the simulated GPU only: it flips one bit of an
-// allocation, for demos and tests of tamper detection.
-type BitFlipper interface {
-	FlipBit(ctx context.Context, a Allocation, offset uint64, bit uint) error
-}
-
 // Admission decides whether a GPU may take shards (the VRAM-only policy).
 // Admit returns a non-nil error, with the reason, when it may not.
 type Admission interface {

@@ -102,6 +102,8 @@ var (
 	ErrAllocationMissing = errors.New("allocation missing on the device")
 	// ErrDeviceLost: the device is gone (fell off the bus, driver reset).
 	ErrDeviceLost = errors.New("device lost")
+	// ErrNoDevice: no device with that index.
+	ErrNoDevice = errors.New("no such device")
 )
 
 func opErr(op, id string, k Kind, err error) *Error {

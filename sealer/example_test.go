@@ -31,7 +31,7 @@ func Example() {
 	res, _ := s.Verify(ctx, "llama-00001")
 	fmt.Println("verify:", res.Result)
 
-	_ = s.DebugCorrupt(ctx, "llama-00001", 600000, 3) // one bit, simulated GPU only
+	_ = simgpu.Corrupt(ctx, s, "llama-00001", 600000, 3) // one bit, simulated GPU only
 	res, err := s.Verify(ctx, "llama-00001")
 	fmt.Println("verify:", res.Result, "first bad offset", res.FirstBadOffset, "bad chunks", res.BadChunks)
 	fmt.Println(err)

@@ -104,7 +104,8 @@ type shard struct {
 
 	ctx    context.Context // cancelled when the shard is released
 	cancel context.CancelFunc
-	verify sync.Mutex // held by the one verification in flight
+	verify sync.Mutex   // held by the one verification in flight
+	mem    sync.RWMutex // read-held by Memory's callers; Release waits for them
 
 	// guarded by Sealer.mu
 	sealing     bool
@@ -890,6 +891,8 @@ func (s *Sealer) Release(ctx context.Context, id string) (res ReleaseResult, err
 	sh.cancel()
 	sh.verify.Lock() // wait for a verification in flight to see the cancellation
 	defer sh.verify.Unlock()
+	sh.mem.Lock() // and for Memory's callers
+	defer sh.mem.Unlock()
 	remaining := s.freeAllocation(ctx, id, sh.dev, sh.alloc)
 	return ReleaseResult{ShardID: id, GPUDevice: sh.seal.GPUDevice, FreedBytes: sh.seal.VRAMBytes, RemainingUsed: remaining}, nil
 }
@@ -968,26 +971,40 @@ func (s *Sealer) UsedBytes() map[int]uint64 {
 	return out
 }
 
-// DebugCorrupt flips one bit of a sealed shard's VRAM at offset. Only
-// devices that implement BitFlipper (the simulated GPU) support it.
-func (s *Sealer) DebugCorrupt(ctx context.Context, id string, offset uint64, bit uint) error {
+// Memory runs fn with a sealed shard's device, allocation and size, while
+// the shard cannot be freed: a Release of it waits until fn returns. It is
+// how adapters outside the domain reach a shard's memory (the simulated
+// GPU's fault injection). fn must be short and must not call the Sealer.
+// An unknown shard is a KindNotFound error; an error of fn is returned
+// with the kind it carries, else KindInvalid (KindDevice for a lost device
+// or allocation).
+func (s *Sealer) Memory(ctx context.Context, op, id string, fn func(dev Device, a Allocation, size uint64) error) error {
 	s.mu.Lock()
 	sh, ok := s.shards[id]
 	if ok && sh.sealing {
 		ok = false
 	}
+	if ok {
+		sh.mem.RLock()
+	}
 	s.mu.Unlock()
 	if !ok {
-		return opErr("corrupt", id, KindNotFound, errors.New("no such shard"))
+		return opErr(op, id, KindNotFound, errors.New("no such shard"))
 	}
-	bf, ok := sh.dev.(BitFlipper)
-	if !ok {
-		return opErr("corrupt", id, KindInvalid, errors.New("only the simulated GPU can corrupt VRAM"))
+	defer sh.mem.RUnlock()
+	if sh.ctx.Err() != nil {
+		return opErr(op, id, KindNotFound, errors.New("shard released"))
 	}
-	if offset >= sh.seal.VRAMBytes || bit > 7 {
-		return opErr("corrupt", id, KindInvalid, fmt.Errorf("offset %d bit %d is outside the shard (%d bytes)", offset, bit, sh.seal.VRAMBytes))
+	err := fn(sh.dev, sh.alloc, sh.seal.VRAMBytes)
+	switch {
+	case err == nil:
+		return nil
+	case KindOf(err) != 0:
+		return err
+	case errors.Is(err, ErrDeviceLost) || errors.Is(err, ErrAllocationMissing):
+		return opErr(op, id, KindDevice, err)
 	}
-	return bf.FlipBit(ctx, sh.alloc, offset, bit)
+	return opErr(op, id, KindInvalid, err)
 }
 
 // Shutdown stops the Sealer for a graceful exit: new seals are refused,

@@ -30,7 +30,7 @@ type env struct {
 
 func newEnv(t *testing.T, gpus int, mem uint64, mode sealer.VerifyMode) *env {
 	t.Helper()
-	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: mem, Properties: simgpu.DefaultProperties})
+	devs, err := simgpu.New(simgpu.Config{GPUs: gpus, MemoryBytes: mem, Properties: simgpu.DefaultProperties()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestBitFlipFoundAndLocated(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := e.s.DebugCorrupt(ctx, "shard", off, 5); err != nil {
+				if err := simgpu.Corrupt(ctx, e.s, "shard", off, 5); err != nil {
 					t.Fatal(err)
 				}
 				e.rec.Reset()
@@ -216,7 +216,7 @@ func TestManyFlipsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, off := range []uint64{2*leaf + 5, 2*leaf + 6, 5 * leaf, 8*leaf - 1} {
-		if err := e.s.DebugCorrupt(ctx, "shard", off, 0); err != nil {
+		if err := simgpu.Corrupt(ctx, e.s, "shard", off, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -232,7 +232,7 @@ func TestVerifyDurabilityReported(t *testing.T) {
 	if _, err := e.s.Seal(ctx, sealer.SealRequest{ID: "shard", Path: e.file(t, "f", data(leaf, 3)), GPU: 0}); err != nil {
 		t.Fatal(err)
 	}
-	_ = e.s.DebugCorrupt(ctx, "shard", 1, 0)
+	_ = simgpu.Corrupt(ctx, e.s, "shard", 1, 0)
 	e.rec.SetDurability(errors.New("disk full"))
 	res, err := e.s.Verify(ctx, "shard")
 	if err == nil || res.AuditDurable {
@@ -423,13 +423,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	for _, op := range []func() error{
 		func() error { _, err := e.s.Verify(ctx, "unknown"); return err },
 		func() error { _, err := e.s.Release(ctx, "unknown"); return err },
-		func() error { return e.s.DebugCorrupt(ctx, "unknown", 0, 0) },
+		func() error { return simgpu.Corrupt(ctx, e.s, "unknown", 0, 0) },
 	} {
 		if err := op(); sealer.KindOf(err) != sealer.KindNotFound {
 			t.Errorf("unknown shard: %v", err)
 		}
 	}
-	if err := e.s.DebugCorrupt(ctx, "taken", 100, 0); sealer.KindOf(err) != sealer.KindInvalid {
+	if err := simgpu.Corrupt(ctx, e.s, "taken", 100, 0); sealer.KindOf(err) != sealer.KindInvalid {
 		t.Errorf("corrupt past the end: %v", err)
 	}
 }

@@ -92,10 +92,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		indexes = append(indexes, d.Index())
 	}
 	a.observer = newSealObserver(indexes)
-	a.policy, err = policy.New(policy.Config{
-		MinMemoryBytes: cfg.Policy.MinMemoryBytes, MinComputeCapability: cfg.Policy.MinComputeCapability,
-		RequireECC: cfg.Policy.RequireECC, AllowMIG: cfg.Policy.AllowMIG, ExitOnViolation: cfg.Policy.ExitOnViolation,
-	}, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, MIG: a.migSource(), Logger: log.WithField(logFieldComponent, "policy")})
+	a.policy, err = policy.New(cfg.Policy, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, MIG: a.migSource(), Logger: log.WithField(logFieldComponent, "policy")})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
 	}
@@ -125,7 +122,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	}
 	a.controlGID = access.Group
 	a.control, err = control.NewServer(control.Config{
-		Sealer: a.sealer, SimGPUs: a.sims, ModelDirs: cfg.ModelDirs, Access: access,
+		Sealer: a.sealer, Faults: a.faults(), ModelDirs: cfg.ModelDirs, Access: access,
 		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
 		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },
 		Logger:   log.WithField(logFieldComponent, "control"),

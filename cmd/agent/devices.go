@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/nvml"
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
@@ -49,17 +50,17 @@ type cudaOpener func(ctx context.Context, opts cuda.Options) ([]*cuda.Device, er
 func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (*gpus, error) {
 	switch cfg.Device {
 	case config.DeviceSim:
-		sims, err := simgpu.New(cfg.SimConfig())
+		sims, err := simgpu.New(simConfig(cfg.Sim))
 		if err != nil {
 			return nil, fmt.Errorf("device: sim: %w", err)
 		}
-		return &gpus{devs: simgpu.Devices(sims), sims: sims, policy: policy.SimGPUs(sims)}, nil
+		return &gpus{devs: simgpu.Devices(sims), sims: sims, policy: policy.GPUsOf(sims)}, nil
 	case config.DeviceCUDA, config.DeviceAuto:
 		ds, err := openCUDA(ctx, cuda.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("device: %s: %w; the agent does not fall back to a simulated GPU (set device: sim for tests and demos)", cfg.Device, err)
 		}
-		g := &gpus{cudaDevs: ds, policy: policy.CUDAGPUs(ds)}
+		g := &gpus{cudaDevs: ds, policy: policy.GPUsOf(ds)}
 		for _, d := range ds {
 			g.devs = append(g.devs, d)
 		}
@@ -68,19 +69,37 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 	return nil, fmt.Errorf("device: %q is not one of sim, cuda, auto", cfg.Device)
 }
 
+// faults are the simulated GPUs' fault switches for the control API's
+// debug endpoints; nil on real GPUs, where they are refused.
+func (a *agent) faults() control.Faults {
+	if a.sims == nil {
+		return nil
+	}
+	return simgpu.Faults{Shards: a.sealer, Devices: a.sims}
+}
+
+// simConfig is the simulated GPUs' configuration from the sim section.
+func simConfig(c config.Sim) simgpu.Config {
+	out := simgpu.Config{GPUs: c.GPUs, MemoryBytes: c.MemoryBytes, PerGPU: map[int]sealer.GPUProperties{}, ManagedMemory: map[int]bool{}}
+	for i := range c.GPUs {
+		out.PerGPU[i], out.ManagedMemory[i] = c.GPU(i)
+	}
+	return out
+}
+
 // nvmlMIG tells the policy whether a GPU is in MIG mode, from NVML (the
 // CUDA driver API shows MIG mode only for a MIG compute instance).
 type nvmlMIG struct{ client *nvml.Client }
 
-func (m nvmlMIG) MIGMode(ctx context.Context, uuid string) (policy.MIGMode, error) {
+func (m nvmlMIG) MIGMode(ctx context.Context, uuid string) (sealer.MIGMode, error) {
 	p, err := m.client.PropertiesByUUID(uuid)
 	switch {
 	case err != nil || !p.MIGSupported:
-		return policy.MIGUnknown, err
+		return sealer.MIGUnknown, err
 	case p.MIGEnabled:
-		return policy.MIGEnabled, nil
+		return sealer.MIGEnabled, nil
 	}
-	return policy.MIGDisabled, nil
+	return sealer.MIGDisabled, nil
 }
 
 // migSource opens NVML for the policy on real GPUs. Without NVML (no

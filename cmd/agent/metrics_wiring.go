@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/collector/simsource"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/nvml"
 )
@@ -39,7 +40,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 	var gpu collector.GPUSource
 	var gpuInterval time.Duration // the collector's default (15s) for NVML
 	if a.sims != nil {
-		gpu = collector.NewSimSource(a.sims)
+		gpu = simsource.New(a.sims)
 		gpuInterval = simGPUInterval
 	} else {
 		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logFieldComponent, "nvml"))

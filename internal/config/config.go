@@ -6,13 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
-	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
 // Device kinds (the device key).
@@ -41,7 +39,7 @@ type Config struct {
 	// Verify is the verification schedule.
 	Verify Verify `yaml:"verify"`
 	// Policy is the VRAM-only policy.
-	Policy Policy `yaml:"policy"`
+	Policy policy.Config `yaml:"policy"`
 	// Audit is the local audit spool.
 	Audit Audit `yaml:"audit"`
 	// Shards are sealed at start-up and kept sealed.
@@ -107,15 +105,6 @@ type Verify struct {
 	Mode              string        `yaml:"mode"`
 }
 
-// Policy is the VRAM-only policy's configuration.
-type Policy struct {
-	MinMemoryBytes       uint64 `yaml:"min_memory_bytes"`
-	MinComputeCapability string `yaml:"min_compute_capability"`
-	RequireECC           bool   `yaml:"require_ecc"`
-	AllowMIG             bool   `yaml:"allow_mig"`
-	ExitOnViolation      bool   `yaml:"exit_on_violation"`
-}
-
 // Audit is the local audit spool's configuration.
 type Audit struct {
 	SpoolDir     string        `yaml:"spool_dir"`
@@ -146,7 +135,7 @@ func Default() Config {
 		},
 		Seal:   Seal{LeafSize: sealer.DefaultLeafSize},
 		Verify: Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost)},
-		Policy: Policy{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
+		Policy: policy.Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
 		Audit: Audit{
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
@@ -243,7 +232,7 @@ func (c *Config) validate() error {
 	if c.Sim.MemoryBytes < 1<<20 {
 		return c.errorf("sim.memory_bytes", "%d: want at least 1048576 (1 MiB)", c.Sim.MemoryBytes)
 	}
-	if _, _, err := ParseComputeCapability(c.Sim.ComputeCapability); err != nil {
+	if _, err := sealer.ParseComputeCapability(c.Sim.ComputeCapability); err != nil {
 		return c.errorf("sim.compute_capability", "%v", err)
 	}
 	seenGPU := map[int]int{}
@@ -257,7 +246,7 @@ func (c *Config) validate() error {
 		}
 		seenGPU[g.GPU] = i
 		if g.ComputeCapability != nil {
-			if _, _, err := ParseComputeCapability(*g.ComputeCapability); err != nil {
+			if _, err := sealer.ParseComputeCapability(*g.ComputeCapability); err != nil {
 				return c.errorf(key+".compute_capability", "%v", err)
 			}
 		}
@@ -287,7 +276,7 @@ func (c *Config) validate() error {
 	default:
 		return c.errorf("verify.mode", "%q is not one of host, gpu", c.Verify.Mode)
 	}
-	if _, _, err := policy.ParseComputeCapability(c.Policy.MinComputeCapability); err != nil {
+	if err := c.Policy.Check(); err != nil {
 		return c.errorf("policy.min_compute_capability", "%v", err)
 	}
 	if c.Audit.SpoolDir == "" || !filepath.IsAbs(c.Audit.SpoolDir) {
@@ -357,56 +346,35 @@ func checkGroup(g string) error {
 	return nil
 }
 
-// ParseComputeCapability parses "MAJOR.MINOR" (for example "9.0").
-func ParseComputeCapability(s string) (major, minor int, err error) {
-	a, b, ok := strings.Cut(s, ".")
-	if ok {
-		major, err = strconv.Atoi(a)
-		if err == nil {
-			minor, err = strconv.Atoi(b)
+// GPU returns the properties simulated GPU gpu reports (Index, Name, UUID
+// and TotalMemory are the simulator's own) and whether its allocations
+// report as managed memory: the base keys, overridden by its per_gpu entry.
+// The configuration must have been validated.
+func (s Sim) GPU(gpu int) (props sealer.GPUProperties, managed bool) {
+	p := s.SimProperties
+	for _, g := range s.PerGPU {
+		if g.GPU != gpu {
+			continue
 		}
+		p.Integrated = deref(g.Integrated, p.Integrated)
+		p.ComputeCapability = deref(g.ComputeCapability, p.ComputeCapability)
+		p.ECCEnabled = deref(g.ECCEnabled, p.ECCEnabled)
+		p.MIGEnabled = deref(g.MIGEnabled, p.MIGEnabled)
+		p.ManagedMemory = deref(g.ManagedMemory, p.ManagedMemory)
 	}
-	if !ok || err != nil || major < 0 || minor < 0 || major > 99 || minor > 99 || a == "" || b == "" || a[0] == '+' || b[0] == '+' {
-		return 0, 0, fmt.Errorf("%q is not a compute capability like \"9.0\"", s)
+	cc, _ := sealer.ParseComputeCapability(p.ComputeCapability)
+	mig := sealer.MIGDisabled
+	if p.MIGEnabled {
+		mig = sealer.MIGEnabled
 	}
-	return major, minor, nil
+	return sealer.GPUProperties{Index: gpu, Integrated: p.Integrated, Compute: cc, ECCEnabled: p.ECCEnabled, MIG: mig}, p.ManagedMemory
 }
 
-// SimConfig returns the simulated GPUs' configuration.
-func (c *Config) SimConfig() simgpu.Config {
-	base := propsOf(c.Sim.SimProperties)
-	out := simgpu.Config{GPUs: c.Sim.GPUs, MemoryBytes: c.Sim.MemoryBytes, Properties: base}
-	for _, g := range c.Sim.PerGPU {
-		p := base
-		if g.Integrated != nil {
-			p.Integrated = *g.Integrated
-		}
-		if g.ComputeCapability != nil {
-			p.ComputeMajor, p.ComputeMinor, _ = ParseComputeCapability(*g.ComputeCapability)
-		}
-		if g.ECCEnabled != nil {
-			p.ECCEnabled = *g.ECCEnabled
-		}
-		if g.MIGEnabled != nil {
-			p.MIGEnabled = *g.MIGEnabled
-		}
-		if g.ManagedMemory != nil {
-			p.ManagedMemory = *g.ManagedMemory
-		}
-		if out.PerGPU == nil {
-			out.PerGPU = map[int]simgpu.Properties{}
-		}
-		out.PerGPU[g.GPU] = p
+func deref[T any](p *T, otherwise T) T {
+	if p == nil {
+		return otherwise
 	}
-	return out
-}
-
-func propsOf(s SimProperties) simgpu.Properties {
-	major, minor, _ := ParseComputeCapability(s.ComputeCapability)
-	return simgpu.Properties{
-		Integrated: s.Integrated, ComputeMajor: major, ComputeMinor: minor,
-		ECCEnabled: s.ECCEnabled, MIGEnabled: s.MIGEnabled, ManagedMemory: s.ManagedMemory,
-	}
+	return *p
 }
 
 // DeclaredShards returns the configured shards as the sealer declares them.

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vramseal/vramseal/sealer/simgpu"
+	"github.com/vramseal/vramseal/policy"
+	"github.com/vramseal/vramseal/sealer"
 )
 
 var testEnv = Env{
@@ -49,7 +50,7 @@ func TestParseFull(t *testing.T) {
 	if c.Verify.Interval != 90*time.Second || c.Verify.Jitter != 0.25 || c.Verify.MaxBytesPerSecond != 1e9 || c.Verify.Mode != "gpu" {
 		t.Errorf("verify: %+v", c.Verify)
 	}
-	if c.Policy != (Policy{MinMemoryBytes: 2 << 30, MinComputeCapability: "7.0", RequireECC: true, AllowMIG: false, ExitOnViolation: true}) {
+	if c.Policy != (policy.Config{MinMemoryBytes: 2 << 30, MinComputeCapability: "7.0", RequireECC: true, AllowMIG: false, ExitOnViolation: true}) {
 		t.Errorf("policy: %+v", c.Policy)
 	}
 	if c.Control.Group != "vramseal" || len(c.Control.AllowedUIDs) != 1 || len(c.Control.AllowedGIDs) != 2 {
@@ -65,11 +66,13 @@ func TestParseFull(t *testing.T) {
 	if len(ds) != 2 || ds[0].ModelRef != "hf:meta/llama@abc" || ds[1].LeafSize != 4096 || ds[1].GPU != 1 {
 		t.Errorf("declared shards: %+v", ds)
 	}
-	sim := c.SimConfig()
-	want0 := simgpu.Properties{ComputeMajor: 8, ComputeMinor: 6}
-	want1 := simgpu.Properties{ComputeMajor: 5, ComputeMinor: 2, MIGEnabled: true}
-	if sim.Properties != want0 || sim.PerGPU[1] != want1 || len(sim.PerGPU) != 1 {
-		t.Errorf("sim config: %+v", sim)
+	want0 := sealer.GPUProperties{Index: 0, Compute: sealer.ComputeCapability{Major: 8, Minor: 6}, MIG: sealer.MIGDisabled}
+	want1 := sealer.GPUProperties{Index: 1, Compute: sealer.ComputeCapability{Major: 5, Minor: 2}, MIG: sealer.MIGEnabled}
+	if p, managed := c.Sim.GPU(0); p != want0 || managed {
+		t.Errorf("sim GPU 0: %+v, managed %v", p, managed)
+	}
+	if p, managed := c.Sim.GPU(1); p != want1 || managed {
+		t.Errorf("sim GPU 1: %+v, managed %v", p, managed)
 	}
 }
 
@@ -141,7 +144,7 @@ func TestBadInput(t *testing.T) {
 		{"shard without path", "seal_secret_file: /k\nshards:\n  - {id: a}\n", "a.yml: shards[0].path: required"},
 		{"shard on a GPU that does not exist", "seal_secret_file: /k\ndevice: sim\nsim: {gpus: 2}\nshards:\n  - {id: a, path: /m/a, gpu: 2}\n", "a.yml: shards[0].gpu (line 5): GPU 2 does not exist (sim.gpus is 2)"},
 		{"bad sha256", "seal_secret_file: /k\nshards:\n  - {id: a, path: /m/a, sha256: abc}\n", "a.yml: shards[0].sha256 (line 3):"},
-		{"bad compute capability", "seal_secret_file: /k\nsim: {compute_capability: 9}\n", `a.yml: sim.compute_capability (line 2): "9" is not a compute capability`},
+		{"bad compute capability", "seal_secret_file: /k\nsim: {compute_capability: 9}\n", `a.yml: sim.compute_capability (line 2): compute capability "9": want MAJOR.MINOR with a one-digit minor`},
 		{"policy compute capability with a two-digit minor", "seal_secret_file: /k\npolicy: {min_compute_capability: \"6.10\"}\n", `a.yml: policy.min_compute_capability (line 2): compute capability "6.10": want MAJOR.MINOR with a one-digit minor`},
 		{"per_gpu of a missing GPU", "seal_secret_file: /k\nsim: {gpus: 1, per_gpu: [{gpu: 3}]}\n", "a.yml: sim.per_gpu[0].gpu (line 2): GPU 3 does not exist"},
 		{"per_gpu unknown key", "seal_secret_file: /k\nsim: {per_gpu: [{gpu: 0, ecc: true}]}\n", "a.yml: sim.per_gpu[0].ecc (line 2): unknown key"},
@@ -203,11 +206,22 @@ func TestSameExceptShards(t *testing.T) {
 	}
 }
 
-func TestParseComputeCapability(t *testing.T) {
-	for s, ok := range map[string]bool{"9.0": true, "10.1": true, "6.0": true, "9": false, "9.": false, ".0": false, "a.b": false, "-1.0": false, "+9.0": false, "9.0.1": false} {
-		_, _, err := ParseComputeCapability(s)
-		if (err == nil) != ok {
-			t.Errorf("%q: %v", s, err)
+// TestComputeCapabilityParity: sim.compute_capability and
+// policy.min_compute_capability accept and refuse the same values, with
+// the same message.
+func TestComputeCapabilityParity(t *testing.T) {
+	for _, v := range []string{"9.0", "10.1", "6.0", "9.10", "9", "9.", ".0", "a.b", "-1.0", "+9.0", "9.0.1", "100.0"} {
+		_, simErr := Parse("a.yml", []byte("seal_secret_file: /k\nsim: {compute_capability: \""+v+"\"}\n"), testEnv)
+		_, polErr := Parse("a.yml", []byte("seal_secret_file: /k\npolicy: {min_compute_capability: \""+v+"\"}\n"), testEnv)
+		if (simErr == nil) != (polErr == nil) {
+			t.Errorf("%q: sim.compute_capability %v, policy.min_compute_capability %v", v, simErr, polErr)
+			continue
+		}
+		if simErr != nil {
+			s, p := simErr.Error(), polErr.Error()
+			if strings.TrimPrefix(s, "a.yml: sim.compute_capability (line 2): ") != strings.TrimPrefix(p, "a.yml: policy.min_compute_capability (line 2): ") {
+				t.Errorf("%q: messages differ:\n%s\n%s", v, s, p)
+			}
 		}
 	}
 }

@@ -27,7 +27,9 @@ func FuzzParse(f *testing.F) {
 		if c.SealSecretFile == "" || c.WorkerID == "" || c.Verify.Interval <= 0 {
 			t.Fatalf("accepted an incomplete configuration: %+v", c)
 		}
-		_ = c.SimConfig()
+		for i := range c.Sim.GPUs {
+			_, _ = c.Sim.GPU(i)
+		}
 		_ = c.DeclaredShards()
 	})
 }

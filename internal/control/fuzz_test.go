@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
 // FuzzDecodeJSON: any body gives a decoded request or a 400/413 with a
@@ -39,7 +41,7 @@ func FuzzDecodeJSON(f *testing.F) {
 func FuzzHandler(f *testing.F) {
 	fx := newFixture(f, 4<<20, Access{}, true)
 	log, _ := test.NewNullLogger()
-	srv, err := NewServer(Config{Sealer: fx.sealer, ModelDirs: []string{fx.models}, SimGPUs: fx.devs, Logger: log})
+	srv, err := NewServer(Config{Sealer: fx.sealer, ModelDirs: []string{fx.models}, Faults: simgpu.Faults{Shards: fx.sealer, Devices: fx.devs}, Logger: log})
 	if err != nil {
 		f.Fatal(err)
 	}

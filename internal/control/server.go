@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/vramseal/vramseal/sealer"
-	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
 // Log field names of the control API's lines.
@@ -45,8 +44,24 @@ type Sealer interface {
 	VerifyAll(ctx context.Context) ([]sealer.VerifyResult, error)
 	VerifySeal(ctx context.Context, presented sealer.Seal) (sealer.VerifyResult, error)
 	Release(ctx context.Context, id string) (sealer.ReleaseResult, error)
-	DebugCorrupt(ctx context.Context, id string, offset uint64, bit uint) error
 }
+
+// Faults injects faults into the simulated GPU: what the debug endpoints
+// drive. The agent gives one only for device: sim; without it every debug
+// endpoint is refused (409). Errors for an unknown GPU wrap sealer.ErrNoDevice;
+// Corrupt's errors are sealer errors (unknown shard, bad offset).
+// Implementations must be safe for concurrent use.
+type Faults interface {
+	// Corrupt flips bit (0–7) of the byte at offset of a sealed shard.
+	Corrupt(ctx context.Context, id string, offset uint64, bit uint) error
+	// AddECC adds ECC errors to a GPU and returns its new totals.
+	AddECC(ctx context.Context, gpu int, corrected, uncorrected uint64) (totalCorrected, totalUncorrected uint64, err error)
+	// SetLost makes a GPU disappear (lost) or come back.
+	SetLost(ctx context.Context, gpu int, lost bool) error
+	// SetFailReads makes every read of a GPU fail, or not.
+	SetFailReads(ctx context.Context, gpu int, on bool) error
+}
+
 
 var _ Sealer = (*sealer.Sealer)(nil)
 
@@ -54,9 +69,9 @@ var _ Sealer = (*sealer.Sealer)(nil)
 type Config struct {
 	// Sealer is required.
 	Sealer Sealer
-	// SimGPUs are the simulated GPUs; nil when the agent runs on real
-	// GPUs, and then every debug endpoint is refused.
-	SimGPUs []*simgpu.Device
+	// Faults are the simulated GPU's fault switches; nil when the agent
+	// runs on real GPUs, and then every debug endpoint is refused.
+	Faults Faults
 	// ModelDirs are the directories seal requests may name files under.
 	ModelDirs []string
 	// Access says who may call besides root.
@@ -393,19 +408,21 @@ func (s *Server) verifySeal(w http.ResponseWriter, r *http.Request) {
 	verified(w, []sealer.VerifyResult{res}, err)
 }
 
-// simGPU returns the simulated GPU, or answers the refusal.
-func (s *Server) simGPU(w http.ResponseWriter, gpu int) *simgpu.Device {
-	if len(s.cfg.SimGPUs) == 0 {
+// faults returns the fault switches, or answers the refusal.
+func (s *Server) faults(w http.ResponseWriter) Faults {
+	if s.cfg.Faults == nil {
 		writeError(w, http.StatusConflict, KindNotSimulated, "debug switches work only on the simulated GPU (device: sim)")
-		return nil
 	}
-	for _, d := range s.cfg.SimGPUs {
-		if d.Index() == gpu {
-			return d
-		}
+	return s.cfg.Faults
+}
+
+// faultFailed answers a fault switch's error: 404 for an unknown GPU.
+func faultFailed(w http.ResponseWriter, err error) {
+	if errors.Is(err, sealer.ErrNoDevice) {
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return
 	}
-	writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no simulated GPU %d", gpu))
-	return nil
+	writeSealerError(w, err)
 }
 
 func (s *Server) debugCorrupt(w http.ResponseWriter, r *http.Request) {
@@ -413,12 +430,12 @@ func (s *Server) debugCorrupt(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if len(s.cfg.SimGPUs) == 0 {
-		writeError(w, http.StatusConflict, KindNotSimulated, "debug switches work only on the simulated GPU (device: sim)")
+	f := s.faults(w)
+	if f == nil {
 		return
 	}
-	if err := s.cfg.Sealer.DebugCorrupt(r.Context(), req.ID, req.Offset, req.Bit); err != nil {
-		writeSealerError(w, err)
+	if err := f.Corrupt(r.Context(), req.ID, req.Offset, req.Bit); err != nil {
+		faultFailed(w, err)
 		return
 	}
 	s.log.WithFields(logrus.Fields{sealer.LogFieldShardID: req.ID, LogFieldOffset: req.Offset, LogFieldBit: req.Bit}).
@@ -431,15 +448,18 @@ func (s *Server) debugECC(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	d := s.simGPU(w, req.GPU)
-	if d == nil {
+	f := s.faults(w)
+	if f == nil {
 		return
 	}
-	d.AddECC(req.Correctable, req.Uncorrectable)
-	t := d.Telemetry()
+	corrected, uncorrected, err := f.AddECC(r.Context(), req.GPU, req.Correctable, req.Uncorrectable)
+	if err != nil {
+		faultFailed(w, err)
+		return
+	}
 	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldCorrectable: req.Correctable, LogFieldUncorrectable: req.Uncorrectable}).
 		Warn("debug: added ECC errors to a simulated GPU")
-	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "ecc_corrected": t.ECCCorrected, "ecc_uncorrected": t.ECCUncorrected})
+	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "ecc_corrected": corrected, "ecc_uncorrected": uncorrected})
 }
 
 func (s *Server) debugLost(lost bool) http.HandlerFunc {
@@ -448,11 +468,14 @@ func (s *Server) debugLost(lost bool) http.HandlerFunc {
 		if !decode(w, r, &req) {
 			return
 		}
-		d := s.simGPU(w, req.GPU)
-		if d == nil {
+		f := s.faults(w)
+		if f == nil {
 			return
 		}
-		d.SetLost(lost)
+		if err := f.SetLost(r.Context(), req.GPU, lost); err != nil {
+			faultFailed(w, err)
+			return
+		}
 		s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldLost: lost}).Warn("debug: simulated GPU lost or restored")
 		writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "lost": lost})
 	}
@@ -463,11 +486,14 @@ func (s *Server) debugFailReads(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	d := s.simGPU(w, req.GPU)
-	if d == nil {
+	f := s.faults(w)
+	if f == nil {
 		return
 	}
-	d.SetFailReads(req.On)
+	if err := f.SetFailReads(r.Context(), req.GPU, req.On); err != nil {
+		faultFailed(w, err)
+		return
+	}
 	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldOn: req.On}).Warn("debug: simulated GPU read failures switched")
 	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "fail_reads": req.On})
 }

@@ -45,7 +45,7 @@ func newFixture(t testing.TB, mem uint64, access Access, sim bool) *fixture {
 			t.Fatal(err)
 		}
 	}
-	devs, err := simgpu.New(simgpu.Config{GPUs: 2, MemoryBytes: mem, Properties: simgpu.DefaultProperties})
+	devs, err := simgpu.New(simgpu.Config{GPUs: 2, MemoryBytes: mem, Properties: simgpu.DefaultProperties()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func newFixture(t testing.TB, mem uint64, access Access, sim bool) *fixture {
 	}
 	cfg := Config{Sealer: f.sealer, ModelDirs: []string{f.models}, Access: access, Logger: log, OnChange: func() { f.changes++ }}
 	if sim {
-		cfg.SimGPUs = devs
+		cfg.Faults = simgpu.Faults{Shards: f.sealer, Devices: devs}
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {

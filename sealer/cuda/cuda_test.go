@@ -182,10 +182,13 @@ func TestProperties(t *testing.T) {
 	if len(devs) != 1 || devs[0].Index() != 1 {
 		t.Fatalf("opened %d devices", len(devs))
 	}
-	want := Properties{Ordinal: 1, Name: "Fake CUDA GPU 1", UUID: "GPU-f1f2f3f4-f5f6-f7f8-f9fa-fbfcfdfeff00",
-		Integrated: true, ComputeMajor: 8, ComputeMinor: 6, ECCEnabled: false, TotalMemory: 3 << 30, DriverVersion: 13000}
-	if got := devs[0].Properties(); got != want {
-		t.Errorf("properties\n got %+v\nwant %+v", got, want)
+	want := sealer.GPUProperties{Index: 1, Name: "Fake CUDA GPU 1", UUID: "GPU-f1f2f3f4-f5f6-f7f8-f9fa-fbfcfdfeff00",
+		Integrated: true, Compute: sealer.ComputeCapability{Major: 8, Minor: 6}, ECCEnabled: false, TotalMemory: 3 << 30}
+	if got, err := devs[0].Properties(context.Background()); err != nil || got != want {
+		t.Errorf("properties\n got %+v, %v\nwant %+v", got, err, want)
+	}
+	if v := devs[0].DriverVersion(); v != 13000 {
+		t.Errorf("driver version %d, want 13000", v)
 	}
 	if n := f.get("calls:cuCtxSetCurrent"); n != 2 {
 		t.Errorf("context made current %d times, want once per worker (2)", n)
@@ -195,11 +198,11 @@ func TestProperties(t *testing.T) {
 	}
 	g := newFake(t, fakeFull)
 	g.set("mig", 1)
-	mig := open(t, g, func(o *Options) { o.SpinWait = true })[0].Properties()
+	mig := open(t, g, func(o *Options) { o.SpinWait = true })[0].StaticProperties()
 	if fl := g.get("ctx_flags"); fl != -1 {
 		t.Errorf("SpinWait: primary context flags set to %#x", fl)
 	}
-	if !mig.MIGInstance || mig.UUID != "MIG-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff" {
+	if mig.MIG != sealer.MIGEnabled || mig.UUID != "MIG-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff" {
 		t.Errorf("MIG instance: %+v", mig)
 	}
 }
@@ -419,12 +422,13 @@ func TestAllocationMemory(t *testing.T) {
 	}
 	for _, c := range []struct {
 		memtype, managed int64
-		want             AllocationMemory
+		want             sealer.AllocationMemory
 	}{
-		{2, 0, AllocationMemory{Type: MemoryDevice}},
-		{2, 1, AllocationMemory{Type: MemoryDevice, Managed: true}},
-		{1, 0, AllocationMemory{Type: MemoryHost}},
-		{4, 1, AllocationMemory{Type: MemoryUnified, Managed: true}},
+		{2, 0, sealer.AllocationMemory{Type: "device"}},
+		{2, 1, sealer.AllocationMemory{Type: "device", Managed: true}},
+		{1, 0, sealer.AllocationMemory{Type: "host"}},
+		{4, 1, sealer.AllocationMemory{Type: "unified", Managed: true}},
+		{9, 0, sealer.AllocationMemory{Type: "unknown (9)"}},
 	} {
 		f.set("memtype", c.memtype)
 		f.set("managed", c.managed)
@@ -433,7 +437,7 @@ func TestAllocationMemory(t *testing.T) {
 			t.Errorf("memtype %d managed %d: got %+v, %v", c.memtype, c.managed, got, err)
 		}
 	}
-	if MemoryDevice.String() != "device" || MemoryType(9).String() != "memory type 9" {
+	if MemoryDevice.String() != sealer.MemoryDevice {
 		t.Error("MemoryType names")
 	}
 }

@@ -55,31 +55,6 @@ type Options struct {
 	launchBytes uint64
 }
 
-// Properties are a device's static properties, read once at Open.
-type Properties struct {
-	// Ordinal is the CUDA device ordinal (the device's Index).
-	Ordinal int
-	// Name is the product name, e.g. "NVIDIA H100 80GB HBM3".
-	Name string
-	// UUID is the device UUID as nvidia-smi prints it ("GPU-…", or "MIG-…"
-	// for a MIG instance).
-	UUID string
-	// MIGInstance is true when the device is a MIG compute instance: its
-	// own UUID (cuDeviceGetUuid_v2) differs from its GPU's (cuDeviceGetUuid).
-	// When false, MIG mode is not known from the driver API alone.
-	MIGInstance bool
-	// Integrated is true for a GPU that shares memory with the host.
-	Integrated bool
-	// ComputeMajor and ComputeMinor are the compute capability.
-	ComputeMajor, ComputeMinor int
-	// ECCEnabled is true when ECC is on.
-	ECCEnabled bool
-	// TotalMemory is the device memory in bytes.
-	TotalMemory uint64
-	// DriverVersion is the CUDA version the driver supports, e.g. 13000.
-	DriverVersion int
-}
-
 // cuDeviceGetAttribute attributes.
 const (
 	attrIntegrated   = 18
@@ -119,13 +94,7 @@ func (m MemoryType) String() string {
 	case MemoryUnified:
 		return "unified"
 	}
-	return fmt.Sprintf("memory type %d", int(m))
-}
-
-// AllocationMemory is what the driver says about an allocation's memory.
-type AllocationMemory struct {
-	Type    MemoryType
-	Managed bool
+	return fmt.Sprintf("unknown (%d)", int(m))
 }
 
 // sharedLib counts the devices using one loaded driver.
@@ -239,8 +208,9 @@ type Device struct {
 	lib     *sharedLib
 	drv     *driver
 	ordinal int32
-	props   Properties
-	pctx    uintptr // the primary context
+	props   sealer.GPUProperties // read at Open
+	version int                  // the CUDA version the driver supports
+	pctx    uintptr              // the primary context
 	staging int
 	// launchBytes is the most bytes of a shard one kernel launch hashes.
 	launchBytes uint64
@@ -262,6 +232,7 @@ type Device struct {
 var (
 	_ sealer.Device       = (*Device)(nil)
 	_ sealer.LeafDigester = (*Device)(nil)
+	_ sealer.GPUDescriber = (*Device)(nil)
 )
 
 type job struct {
@@ -284,12 +255,12 @@ func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, op
 	if err := call("cuDeviceGet", drv.cuDeviceGet(&dev, int32(ordinal))); err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
-	props, err := readProperties(drv, dev, ordinal, version)
+	props, err := readProperties(drv, dev, ordinal)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
 	d := &Device{
-		lib: shared, drv: drv, ordinal: dev, props: props, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
+		lib: shared, drv: drv, ordinal: dev, props: props, version: version, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
 		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{},
 	}
 	if !opts.SpinWait {
@@ -322,8 +293,12 @@ func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, op
 	return d, nil
 }
 
-func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, error) {
-	p := Properties{Ordinal: ordinal, DriverVersion: version}
+// readProperties reads a device's static properties. MIG is enabled for a
+// MIG compute instance (its own UUID, cuDeviceGetUuid_v2, differs from its
+// GPU's, cuDeviceGetUuid) and unknown otherwise: the driver API alone does
+// not tell (the agent asks NVML).
+func readProperties(drv *driver, dev int32, ordinal int) (sealer.GPUProperties, error) {
+	p := sealer.GPUProperties{Index: ordinal}
 	var name [256]byte
 	var uuid, gpuUUID [16]byte
 	var integrated, ecc, major, minor int32
@@ -345,11 +320,11 @@ func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, e
 	}
 	p.UUID = FormatUUID(uuid)
 	if uuid != gpuUUID {
-		p.MIGInstance = true
+		p.MIG = sealer.MIGEnabled
 		p.UUID = "MIG-" + strings.TrimPrefix(p.UUID, "GPU-")
 	}
 	p.Integrated, p.ECCEnabled = integrated != 0, ecc != 0
-	p.ComputeMajor, p.ComputeMinor = int(major), int(minor)
+	p.Compute = sealer.ComputeCapability{Major: int(major), Minor: int(minor)}
 	return p, nil
 }
 
@@ -449,8 +424,21 @@ func (d *Device) errf(err error) error {
 // Index is the CUDA ordinal.
 func (d *Device) Index() int { return int(d.ordinal) }
 
-// Properties returns the properties read at Open.
-func (d *Device) Properties() Properties { return d.props }
+// Properties implements sealer.GPUDescriber: the properties read at Open,
+// once the device has answered a memory query (an error means it is lost).
+func (d *Device) Properties(ctx context.Context) (sealer.GPUProperties, error) {
+	if _, err := d.MemoryInfo(ctx); err != nil {
+		return sealer.GPUProperties{}, err
+	}
+	return d.props, nil
+}
+
+// StaticProperties returns the properties read at Open, without asking the
+// device.
+func (d *Device) StaticProperties() sealer.GPUProperties { return d.props }
+
+// DriverVersion is the CUDA version the driver supports, e.g. 13000.
+func (d *Device) DriverVersion() int { return d.version }
 
 // MemoryInfo asks the driver for the device's free and total memory.
 func (d *Device) MemoryInfo(ctx context.Context) (sealer.MemoryInfo, error) {
@@ -558,13 +546,13 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 // AllocationMemory asks the driver what memory backs the allocation
 // (cuPointerGetAttribute MEMORY_TYPE and IS_MANAGED), for the VRAM-only
 // policy.
-func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (AllocationMemory, error) {
+func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sealer.AllocationMemory, error) {
 	al, err := d.acquire(a, 0, 0)
 	if err != nil {
-		return AllocationMemory{}, err
+		return sealer.AllocationMemory{}, err
 	}
 	defer al.use.RUnlock()
-	var out AllocationMemory
+	var out sealer.AllocationMemory
 	err = d.do(ctx, func(w *worker) error {
 		// Zeroed 8-byte slots: the driver writes an unsigned int (memory
 		// type) or a bool (managed) into the start of each.
@@ -575,7 +563,7 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (All
 		if err := call("cuPointerGetAttribute(IS_MANAGED)", w.drv.cuPointerGetAttribute(unsafe.Pointer(managed), pointerAttrIsManaged, al.ptr)); err != nil {
 			return err
 		}
-		out = AllocationMemory{Type: MemoryType(uint32(*mt)), Managed: *managed != 0}
+		out = sealer.AllocationMemory{Type: MemoryType(uint32(*mt)).String(), Managed: *managed != 0}
 		return nil
 	})
 	return out, d.errf(err)

@@ -30,9 +30,9 @@ func openGPU(t *testing.T) *Device {
 
 func TestGPUProperties(t *testing.T) {
 	d := openGPU(t)
-	p := d.Properties()
-	t.Logf("GPU 0: %+v", p)
-	if p.Name == "" || len(p.UUID) != 40 || p.ComputeMajor < 1 || p.TotalMemory == 0 || p.DriverVersion < 12000 {
+	p, err := d.Properties(context.Background())
+	t.Logf("GPU 0: %+v, driver %d (%v)", p, d.DriverVersion(), err)
+	if err != nil || p.Name == "" || len(p.UUID) != 40 || p.Compute.Major < 1 || p.TotalMemory == 0 || d.DriverVersion() < 12000 {
 		t.Errorf("implausible properties %+v", p)
 	}
 	if err := d.PrepareKernel(context.Background()); err != nil {
@@ -58,7 +58,7 @@ func TestGPUWriteReadAndMemory(t *testing.T) {
 		t.Fatalf("round trip through VRAM: %v", err)
 	}
 	mem, err := d.AllocationMemory(ctx, a)
-	if err != nil || mem != (AllocationMemory{Type: MemoryDevice}) {
+	if err != nil || mem != (sealer.AllocationMemory{Type: sealer.MemoryDevice}) {
 		t.Errorf("allocation memory %+v, %v: want plain device memory", mem, err)
 	}
 	info, err := d.MemoryInfo(ctx)

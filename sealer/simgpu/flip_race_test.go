@@ -11,7 +11,7 @@ import (
 // `debug corrupt` flips a bit while a scheduled verification may be
 // reading the same allocation: the two must not race (go test -race).
 func TestFlipBitDuringReads(t *testing.T) {
-	devs, err := New(Config{GPUs: 1, MemoryBytes: 1 << 20, Properties: DefaultProperties})
+	devs, err := New(Config{GPUs: 1, MemoryBytes: 1 << 20, Properties: DefaultProperties()})
 	if err != nil {
 		t.Fatal(err)
 	}

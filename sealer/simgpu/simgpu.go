@@ -31,31 +31,23 @@ const Name = "vramseal simulated GPU"
 // DriverVersion is what simulated devices report as their driver.
 const DriverVersion = "simulated"
 
-// Properties are what the VRAM-only policy asks of a device.
-type Properties struct {
-	// Integrated marks a GPU that shares host memory.
-	Integrated bool
-	// ComputeMajor and ComputeMinor are the compute capability.
-	ComputeMajor, ComputeMinor int
-	// ECCEnabled is whether ECC is on.
-	ECCEnabled bool
-	// MIGEnabled is whether MIG mode is on.
-	MIGEnabled bool
-	// ManagedMemory makes allocations report as managed (unified) memory,
-	// so the policy's check after a seal fails.
-	ManagedMemory bool
+// DefaultProperties are those of a data-centre GPU (compute 9.0, ECC on,
+// MIG off). Index, Name, UUID and TotalMemory are the simulator's own.
+func DefaultProperties() sealer.GPUProperties {
+	return sealer.GPUProperties{Compute: sealer.ComputeCapability{Major: 9}, ECCEnabled: true, MIG: sealer.MIGDisabled}
 }
-
-// DefaultProperties are those of a data-centre GPU (compute 9.0, ECC on).
-var DefaultProperties = Properties{ComputeMajor: 9, ComputeMinor: 0, ECCEnabled: true}
 
 // Config describes the simulated GPUs.
 type Config struct {
 	GPUs        int
 	MemoryBytes uint64
-	// Properties apply to every GPU unless PerGPU overrides one.
-	Properties Properties
-	PerGPU     map[int]Properties
+	// Properties apply to every GPU unless PerGPU overrides one. Index,
+	// Name, UUID and TotalMemory are set by the simulator.
+	Properties sealer.GPUProperties
+	PerGPU     map[int]sealer.GPUProperties
+	// ManagedMemory lists GPUs whose allocations report as managed
+	// (unified) memory, so the policy's check after a seal fails.
+	ManagedMemory map[int]bool
 }
 
 // New returns cfg.GPUs simulated devices.
@@ -73,11 +65,12 @@ func New(cfg Config) ([]*Device, error) {
 			p = pp
 		}
 		out[i] = &Device{
-			index: i,
-			total: cfg.MemoryBytes,
-			props: p,
-			uuid:  fmt.Sprintf("GPU-SIM-%08x-0000-4000-8000-%012x", i, i),
-			live:  map[*allocation]bool{},
+			index:   i,
+			total:   cfg.MemoryBytes,
+			props:   p,
+			managed: cfg.ManagedMemory[i],
+			uuid:    fmt.Sprintf("GPU-SIM-%08x-0000-4000-8000-%012x", i, i),
+			live:    map[*allocation]bool{},
 		}
 	}
 	return out, nil
@@ -99,7 +92,8 @@ type Device struct {
 	total uint64
 
 	mu            sync.Mutex
-	props         Properties
+	props         sealer.GPUProperties
+	managed       bool
 	used          uint64
 	live          map[*allocation]bool
 	failNextAlloc error
@@ -125,7 +119,7 @@ func (a *allocation) GoString() string { return a.String() }
 var (
 	_ sealer.Device       = (*Device)(nil)
 	_ sealer.LeafDigester = (*Device)(nil)
-	_ sealer.BitFlipper   = (*Device)(nil)
+	_ sealer.GPUDescriber = (*Device)(nil)
 )
 
 // Index is the device index.
@@ -348,18 +342,46 @@ func (d *Device) AddECC(corrected, uncorrected uint64) {
 	d.mu.Unlock()
 }
 
-// SetProperties replaces the device's properties.
-func (d *Device) SetProperties(p Properties) {
+// SetProperties replaces the device's properties (Index, Name, UUID and
+// TotalMemory stay the simulator's own).
+func (d *Device) SetProperties(p sealer.GPUProperties) {
 	d.mu.Lock()
 	d.props = p
 	d.mu.Unlock()
 }
 
-// Properties returns the device's properties.
-func (d *Device) Properties() Properties {
+// SetManagedMemory makes allocations report as managed (unified) memory,
+// or as plain device memory again.
+func (d *Device) SetManagedMemory(on bool) {
+	d.mu.Lock()
+	d.managed = on
+	d.mu.Unlock()
+}
+
+// Properties implements sealer.GPUDescriber. A lost device does not answer.
+func (d *Device) Properties(ctx context.Context) (sealer.GPUProperties, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.props
+	if d.lost {
+		return sealer.GPUProperties{}, d.lostErr()
+	}
+	p := d.props
+	p.Index, p.Name, p.UUID, p.TotalMemory = d.index, Name, d.uuid, d.total
+	return p, nil
+}
+
+// AllocationMemory implements sealer.GPUDescriber: device memory, or
+// managed memory while SetManagedMemory is on.
+func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sealer.AllocationMemory, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.lost {
+		return sealer.AllocationMemory{}, d.lostErr()
+	}
+	if d.managed {
+		return sealer.AllocationMemory{Type: "unified", Managed: true}, nil
+	}
+	return sealer.AllocationMemory{Type: sealer.MemoryDevice}, nil
 }
 
 // Telemetry is what a simulated device reports to the metrics collector, in

@@ -158,3 +158,34 @@ func TestAllocationPrintsNoAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestPropertiesAndAllocationMemory(t *testing.T) {
+	ctx := context.Background()
+	per := DefaultProperties()
+	per.ECCEnabled = false
+	ds, err := New(Config{GPUs: 2, MemoryBytes: 1 << 30, Properties: DefaultProperties(),
+		PerGPU: map[int]sealer.GPUProperties{1: per}, ManagedMemory: map[int]bool{1: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ds[1].Properties(ctx)
+	if err != nil || p.Index != 1 || p.Name != Name || p.UUID != ds[1].UUID() || p.TotalMemory != 1<<30 || p.ECCEnabled ||
+		p.Compute != (sealer.ComputeCapability{Major: 9}) || p.MIG != sealer.MIGDisabled {
+		t.Errorf("GPU 1 properties %+v, %v", p, err)
+	}
+	a, err := ds[1].Alloc(ctx, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ds[1].AllocationMemory(ctx, a); err != nil || m != (sealer.AllocationMemory{Type: "unified", Managed: true}) {
+		t.Errorf("managed GPU: %+v, %v", m, err)
+	}
+	ds[1].SetManagedMemory(false)
+	if m, err := ds[1].AllocationMemory(ctx, a); err != nil || m != (sealer.AllocationMemory{Type: sealer.MemoryDevice}) {
+		t.Errorf("after SetManagedMemory(false): %+v, %v", m, err)
+	}
+	ds[0].SetLost(true)
+	if _, err := ds[0].Properties(ctx); !errors.Is(err, sealer.ErrDeviceLost) {
+		t.Errorf("a lost GPU answered: %v", err)
+	}
+}

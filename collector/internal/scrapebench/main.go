@@ -28,9 +28,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/collector/internal/simnode"
 	"github.com/vramseal/vramseal/collector/metricstest"
+	"github.com/vramseal/vramseal/collector/simsource"
 )
 
 type config struct {
@@ -170,9 +172,9 @@ func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry,
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	set, err := collector.Register(reg, collector.Options{
-		WorkerID: "bench", Device: "sim", GPU: collector.NewSimSource(node.Devices), Sealer: node.Sealer, Observer: node.Observer,
+		WorkerID: "bench", Device: "sim", GPU: simsource.New(node.Devices), Sealer: node.Sealer, Observer: node.Observer,
 		VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters, Logger: node.Logger,
-		AuditStats: collector.AuditStatsFunc(func() collector.SpoolStats { return collector.SpoolStats{} }),
+		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
 	})
 	if err != nil {
 		return fail(err)

@@ -59,7 +59,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 func (n *Node) start(ctx context.Context, cfg Config) error {
-	devs, err := simgpu.New(simgpu.Config{GPUs: cfg.GPUs, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties})
+	devs, err := simgpu.New(simgpu.Config{GPUs: cfg.GPUs, MemoryBytes: 1 << 30, Properties: simgpu.DefaultProperties()})
 	if err != nil {
 		return err
 	}

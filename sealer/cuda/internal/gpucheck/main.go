@@ -79,10 +79,9 @@ func run(ctx context.Context, out io.Writer, c config) error {
 	}
 	dev := devs[0]
 	defer dev.Close()
-	p := dev.Properties()
-	fmt.Fprintf(out, "vramseal gpu-check: GPU %d %s (%s), compute %d.%d, %.1f GiB, driver CUDA %d.%d, %d CPU threads\n",
-		c.gpu, p.Name, p.UUID, p.ComputeMajor, p.ComputeMinor, float64(p.TotalMemory)/gib,
-		p.DriverVersion/1000, p.DriverVersion%1000/10, runtime.GOMAXPROCS(0))
+	p, v := dev.StaticProperties(), dev.DriverVersion()
+	fmt.Fprintf(out, "vramseal gpu-check: GPU %d %s (%s), compute %s, %.1f GiB, driver CUDA %d.%d, %d CPU threads\n",
+		c.gpu, p.Name, p.UUID, p.Compute, float64(p.TotalMemory)/gib, v/1000, v%1000/10, runtime.GOMAXPROCS(0))
 	if err := dev.PrepareKernel(ctx); err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package collector_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
@@ -168,10 +168,7 @@ func TestLint(t *testing.T) {
 
 // TestPromtoolCheckMetrics runs the pinned promtool over a full scrape.
 func TestPromtoolCheckMetrics(t *testing.T) {
-	promtool := os.Getenv("VRAMSEAL_PROMTOOL")
-	if promtool == "" {
-		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds promtool and sets it")
-	}
+	promtool := testenv.Tool(t, "VRAMSEAL_PROMTOOL")
 	body := scrape(t, fullEnv(t).reg)
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = strings.NewReader(body)

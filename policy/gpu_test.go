@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
@@ -19,7 +20,7 @@ func TestGPUPolicy(t *testing.T) {
 		if os.Getenv("VRAMSEAL_REQUIRE_GPU") == "1" {
 			t.Fatalf("VRAMSEAL_REQUIRE_GPU=1 but no GPU: %v", err)
 		}
-		t.Skipf("no NVIDIA GPU here (%v): this test runs on a GPU machine, see make gpu-check", err)
+		testenv.NoGPU(t, err)
 	}
 	defer func() {
 		for _, d := range devs {

@@ -9,14 +9,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 // The worked example of docs/digest.md, run with coreutils, gives the same
 // digest as `vramseal-agent digest`.
 func TestDigestDocExample(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash not installed")
-	}
+	testenv.Program(t, "bash")
 	doc, err := os.ReadFile("../../docs/digest.md")
 	if err != nil {
 		t.Fatal(err)

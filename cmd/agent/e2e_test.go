@@ -21,6 +21,7 @@ import (
 
 	"github.com/vramseal/vramseal/collector/metricstest"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/cuda"
 )
@@ -499,7 +500,7 @@ func TestRunRefusesBadStarts(t *testing.T) {
 					for _, d := range ds {
 						d.Close()
 					}
-					t.Skip("a CUDA driver and GPU are present on this machine")
+					t.Skip("a CUDA driver and GPU are present on this machine: the no-driver exit cannot be shown") // a GPU-only skip
 				}
 			}
 			e := newEnv(t)
@@ -560,10 +561,7 @@ func TestPolicyBlocksAGPU(t *testing.T) {
 // TestAgentMetricsPassPromtool checks the running agent's /metrics with
 // promtool (built by `make test`).
 func TestAgentMetricsPassPromtool(t *testing.T) {
-	promtool := os.Getenv("VRAMSEAL_PROMTOOL")
-	if promtool == "" {
-		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds promtool")
-	}
+	promtool := testenv.Tool(t, "VRAMSEAL_PROMTOOL")
 	e := newEnv(t)
 	e.shardFile("a.bin", 100000, 1)
 	e.writeConfig("sim", "a:a.bin:0")
@@ -608,10 +606,7 @@ func TestClientUnreachableExit4(t *testing.T) {
 // TestDemoScript runs `make run`'s script against the built binary: it must
 // finish unattended, within a minute, with exit status 0.
 func TestDemoScript(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("bash not found")
-	}
+	bash := testenv.Program(t, "bash")
 	bin := agentBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

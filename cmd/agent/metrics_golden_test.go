@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vramseal/vramseal/collector/metricstest"
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite "+goldenMetrics+" from the agent's /metrics (TestMetricsGolden)")
@@ -110,10 +111,7 @@ var goldenRules = func() metricstest.Rules {
 // checkMetricsWithPromtool runs `promtool check metrics` on a file.
 func checkMetricsWithPromtool(t *testing.T, path string) {
 	t.Helper()
-	promtool := os.Getenv("VRAMSEAL_PROMTOOL")
-	if promtool == "" {
-		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds promtool, to check " + path)
-	}
+	promtool := testenv.Tool(t, "VRAMSEAL_PROMTOOL")
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 func TestAccessAllow(t *testing.T) {
@@ -83,7 +85,7 @@ func TestPeerOfOwnProcess(t *testing.T) {
 func TestHelperCall(t *testing.T) {
 	sock := os.Getenv("VRAMSEAL_TEST_CALL_SOCKET")
 	if sock == "" {
-		t.Skip("helper process of TestCallerOfAnotherUser")
+		return // only as the helper process of TestCallerOfAnotherUser
 	}
 	_, err := NewClient(sock, 5*time.Second).List(context.Background())
 	status := apiStatus(err)
@@ -97,9 +99,7 @@ func TestHelperCall(t *testing.T) {
 // a socket whose file mode lets it connect, so only the peer-credential
 // check decides.
 func TestCallerOfAnotherUser(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to start a process under another uid")
-	}
+	testenv.Root(t, "to start a process under another uid")
 	exe := filepath.Join(t.TempDir(), "control.test")
 	data, err := os.ReadFile(os.Args[0])
 	if err != nil {

@@ -62,7 +62,6 @@ type Faults interface {
 	SetFailReads(ctx context.Context, gpu int, on bool) error
 }
 
-
 var _ Sealer = (*sealer.Sealer)(nil)
 
 // Config is what a Server is built from.

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 // fakeLib is a Library in memory that records every call and fails any
@@ -348,8 +350,11 @@ func TestLibraryMissingInRealProcess(t *testing.T) {
 // the child-process harness sees a crash): without libnvidia-ml, a call
 // after a failed Init kills the process.
 func TestUngatedCallKillsProcess(t *testing.T) {
-	if !BuiltIn || libraryInstalled() {
-		t.Skip("needs a cgo build on a machine without libnvidia-ml")
+	if !BuiltIn {
+		testenv.Missing(t, "needs a cgo build (CGO_ENABLED=1), as `make test` builds")
+	}
+	if libraryInstalled() {
+		t.Skip("libnvidia-ml is installed (a GPU machine): the crash needs a machine without it")
 	}
 	out, err := child(t, "ungated")
 	if err == nil && strings.HasPrefix(out, "nvml-ok") {
@@ -367,10 +372,7 @@ func TestBuildsWithoutCgo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds packages; skipped with -short")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command on PATH")
-	}
+	goBin := testenv.Program(t, "go")
 	cmd := exec.Command(goBin, "build", "-o", os.DevNull, "github.com/vramseal/vramseal/internal/nvml")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -47,11 +47,12 @@ const (
 	NameVRAMAllocationFailed   = "vram.allocation_failed"
 )
 
-// Names lists every event name, in the order of the specification.
+// Names lists every event name: the specification's seven in its order,
+// then the consumer lease events.
 var Names = []string{
 	NameVRAMSealed, NameSealVerified, NameSealVerificationFailed,
 	NameVRAMDeallocated, NamePolicyViolation, NameVRAMAllocated,
-	NameVRAMAllocationFailed,
+	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed,
 }
 
 // NamePrefix is put before an event's name on the wire.
@@ -219,13 +220,17 @@ func (e SealVerificationFailed) Fields() []Field {
 	}
 }
 
-// VRAMDeallocated (WORKER-4162): a shard's VRAM was freed.
+// VRAMDeallocated (WORKER-4162): a shard's VRAM was freed. Reason is a
+// Dealloc* value; StillMappedBy lists the pids of consumers whose leases a
+// forced release or shutdown ended, which may still map the memory.
 type VRAMDeallocated struct {
 	Header
 	ShardID       string
 	GPUDevice     int
 	FreedBytes    uint64
 	RemainingUsed uint64
+	Reason        string
+	StillMappedBy []int64
 }
 
 func (VRAMDeallocated) Name() string       { return NameVRAMDeallocated }
@@ -237,6 +242,8 @@ func (e VRAMDeallocated) Fields() []Field {
 		{"freed_bytes", e.FreedBytes},
 		{"remaining_used", e.RemainingUsed},
 		{"gpu_device", int64(e.GPUDevice)},
+		{"reason", e.Reason},
+		{"still_mapped_by", PIDList(e.StillMappedBy)},
 	}
 }
 

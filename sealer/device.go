@@ -1,6 +1,9 @@
 package sealer
 
-import "context"
+import (
+	"context"
+	"os"
+)
 
 // Device is one GPU as the sealer needs it. The CUDA backend (sealer/cuda)
 // and the simulated GPU (sealer/simgpu) implement it.
@@ -42,6 +45,14 @@ type Allocation interface {
 // cross to the host. The result must equal HashLeaves over the same bytes.
 type LeafDigester interface {
 	LeafDigests(ctx context.Context, a Allocation, n, leafSize uint64) ([]LeafHash, error)
+}
+
+// Exporter is implemented by devices that can hand an allocation to a
+// consumer process: a file descriptor that maps the same memory (a sealed
+// memfd on the simulated GPU, a VMM handle on CUDA). Each call returns a
+// new descriptor, which the caller closes once it has passed it on.
+type Exporter interface {
+	Export(ctx context.Context, a Allocation) (*os.File, error)
 }
 
 // Admission decides whether a GPU may take shards (the VRAM-only policy).

@@ -27,6 +27,8 @@ const (
 	KindPolicy
 	// KindCancelled: the operation was cut short (shard released, shutdown).
 	KindCancelled
+	// KindBusy: the shard is held by consumers (a release without force).
+	KindBusy
 )
 
 func (k Kind) String() string {
@@ -47,6 +49,8 @@ func (k Kind) String() string {
 		return "policy_blocked"
 	case KindCancelled:
 		return "cancelled"
+	case KindBusy:
+		return "busy"
 	}
 	return "unknown"
 }

@@ -73,6 +73,9 @@ type Config struct {
 	Logger logrus.FieldLogger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// LeaseWait is how long Shutdown waits for consumers to close their
+	// leases before it revokes them (0: it does not wait).
+	LeaseWait time.Duration
 }
 
 // Sealer seals shards into device memory, verifies and releases them. All
@@ -104,8 +107,9 @@ type shard struct {
 
 	ctx    context.Context // cancelled when the shard is released
 	cancel context.CancelFunc
-	verify sync.Mutex   // held by the one verification in flight
-	mem    sync.RWMutex // read-held by Memory's callers; Release waits for them
+	verify sync.Mutex          // held by the one verification in flight
+	mem    sync.RWMutex        // read-held by Memory's callers; Release waits for them
+	leases map[*Lease]struct{} // open consumer leases; guarded by Sealer.mu
 
 	// guarded by Sealer.mu
 	sealing     bool
@@ -343,7 +347,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 
 	// From here on, a failure frees the allocation and says so.
 	undo := func() {
-		s.freeAllocation(ctx, req.ID, dev, alloc)
+		s.freeAllocation(ctx, req.ID, dev, alloc, audit.DeallocSealFailed, nil)
 		s.forget(req.ID)
 	}
 	d, err := copyAndHash(ctx, f, dev, alloc, size, leafSize, req.Progress)
@@ -457,7 +461,7 @@ func (s *Sealer) reserve(ctx context.Context, req SealRequest, dev Device, size 
 	defer s.mu.Unlock()
 	s.reserved[req.GPU] += size
 	sctx, cancel := context.WithCancel(context.Background())
-	sh := &shard{dev: dev, sealing: true, ctx: sctx, cancel: cancel}
+	sh := &shard{dev: dev, sealing: true, ctx: sctx, cancel: cancel, leases: map[*Lease]struct{}{}}
 	sh.seal.ShardID, sh.seal.GPUDevice = req.ID, req.GPU
 	s.shards[req.ID] = sh
 	return sh, nil
@@ -510,7 +514,7 @@ func (s *Sealer) forget(id string) {
 // freeAllocation frees an allocation and emits vram.deallocated. A device
 // that reports the allocation already gone (lost, reset) counts as freed;
 // the failure is logged.
-func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Allocation) uint64 {
+func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Allocation, reason string, stillMappedBy []int64) uint64 {
 	size := a.Size()
 	if err := dev.Free(context.WithoutCancel(ctx), a); err != nil {
 		s.log.WithFields(logrus.Fields{"shard_id": id, "gpu": dev.Index()}).WithError(err).
@@ -520,7 +524,8 @@ func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Al
 	s.used[dev.Index()] = sub(s.used[dev.Index()], size)
 	remaining := s.used[dev.Index()]
 	s.mu.Unlock()
-	s.emit(ctx, audit.VRAMDeallocated{Header: s.header(), ShardID: id, GPUDevice: dev.Index(), FreedBytes: size, RemainingUsed: remaining})
+	s.emit(ctx, audit.VRAMDeallocated{Header: s.header(), ShardID: id, GPUDevice: dev.Index(), FreedBytes: size, RemainingUsed: remaining,
+		Reason: reason, StillMappedBy: stillMappedBy})
 	return remaining
 }
 
@@ -868,17 +873,38 @@ type ReleaseResult struct {
 	GPUDevice     int    `json:"gpu_device"`
 	FreedBytes    uint64 `json:"freed_bytes"`
 	RemainingUsed uint64 `json:"remaining_used"`
+	// StillMappedBy lists the pids of consumers whose leases a forced
+	// release ended: they may still map the memory.
+	StillMappedBy []int64 `json:"still_mapped_by,omitempty"`
 }
 
 // Release frees a shard's VRAM and forgets it. A verification in flight is
-// cancelled (its result is "cancelled", not a failure) and waited for.
-func (s *Sealer) Release(ctx context.Context, id string) (res ReleaseResult, err error) {
+// cancelled (its result is "cancelled", not a failure) and waited for. A
+// shard that consumers hold (Open) is not released: the error, of
+// KindBusy, names them.
+func (s *Sealer) Release(ctx context.Context, id string) (ReleaseResult, error) {
+	return s.release(ctx, id, false, audit.DeallocReleased)
+}
+
+// ForceRelease releases a shard even while consumers hold it: their leases
+// are revoked (each consumer cut off, with vram.closed), and the
+// vram.deallocated event lists the pids that may still map the memory.
+func (s *Sealer) ForceRelease(ctx context.Context, id string) (ReleaseResult, error) {
+	return s.release(ctx, id, true, audit.DeallocForced)
+}
+
+func (s *Sealer) release(ctx context.Context, id string, force bool, reason string) (res ReleaseResult, err error) {
 	ctx, span := s.tracer.Start(ctx, "vramseal.release", trace.WithAttributes(attribute.String("vramseal.shard.id", id)))
 	defer func() { endSpan(span, err) }()
 	s.mu.Lock()
 	sh, ok := s.shards[id]
 	if ok && sh.sealing {
 		ok = false
+	}
+	if ok && !force && len(sh.leases) > 0 {
+		holders := sh.holders()
+		s.mu.Unlock()
+		return ReleaseResult{}, busyErr(id, holders)
 	}
 	if ok {
 		delete(s.shards, id)
@@ -889,12 +915,18 @@ func (s *Sealer) Release(ctx context.Context, id string) (res ReleaseResult, err
 	}
 	span.SetAttributes(attribute.Int("gpu.device.index", sh.seal.GPUDevice))
 	sh.cancel()
+	closeReason := audit.CloseRevoked
+	if reason == audit.DeallocShutdown {
+		closeReason = audit.CloseShutdown
+	}
+	mapped := s.revokeAll(ctx, sh, closeReason)
 	sh.verify.Lock() // wait for a verification in flight to see the cancellation
 	defer sh.verify.Unlock()
 	sh.mem.Lock() // and for Memory's callers
 	defer sh.mem.Unlock()
-	remaining := s.freeAllocation(ctx, id, sh.dev, sh.alloc)
-	return ReleaseResult{ShardID: id, GPUDevice: sh.seal.GPUDevice, FreedBytes: sh.seal.VRAMBytes, RemainingUsed: remaining}, nil
+	remaining := s.freeAllocation(ctx, id, sh.dev, sh.alloc, reason, mapped)
+	return ReleaseResult{ShardID: id, GPUDevice: sh.seal.GPUDevice, FreedBytes: sh.seal.VRAMBytes, RemainingUsed: remaining,
+		StillMappedBy: mapped}, nil
 }
 
 // ShardStatus is one sealed shard as List reports it.
@@ -909,6 +941,8 @@ type ShardStatus struct {
 	LastCheckedAt time.Time `json:"last_checked_at"`
 	// LastResult is the last verification's result ("" before the first).
 	LastResult string `json:"last_result"`
+	// Leases are the consumers holding the shard (Open).
+	Leases []audit.Caller `json:"leases"`
 }
 
 // Shard states.
@@ -953,7 +987,8 @@ func (s *Sealer) Shard(id string) (ShardStatus, error) {
 
 // status must be called with Sealer.mu held.
 func (sh *shard) status() ShardStatus {
-	st := ShardStatus{Seal: sh.seal, State: StateSealed, LastVerifiedAt: sh.lastOK, LastCheckedAt: sh.lastChecked, LastResult: sh.lastResult}
+	st := ShardStatus{Seal: sh.seal, State: StateSealed, LastVerifiedAt: sh.lastOK, LastCheckedAt: sh.lastChecked, LastResult: sh.lastResult,
+		Leases: sh.holders()}
 	if sh.failed {
 		st.State = StateFailed
 	}
@@ -1007,10 +1042,11 @@ func (s *Sealer) Memory(ctx context.Context, op, id string, fn func(dev Device, 
 	return opErr(op, id, KindInvalid, err)
 }
 
-// Shutdown stops the Sealer for a graceful exit: new seals are refused,
-// seals in flight are cancelled (each frees its allocation, with its
-// vram.deallocated event) and waited for, then every shard is released.
-// ctx bounds the wait for seals in flight.
+// Shutdown stops the Sealer for a graceful exit: new seals and opens are
+// refused, seals in flight are cancelled (each frees its allocation, with
+// its vram.deallocated event) and waited for, consumers get up to
+// LeaseWait to close their leases, then every shard is released (leases
+// still open are revoked). ctx bounds the waits.
 func (s *Sealer) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -1023,15 +1059,24 @@ func (s *Sealer) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return errors.Join(fmt.Errorf("seals still in flight at shutdown: %w", ctx.Err()), s.ReleaseAll(ctx))
 	}
+	if n := s.Leases(); n > 0 && s.cfg.LeaseWait > 0 {
+		s.log.WithField("leases", n).Infof("waiting up to %s for consumers to close their leases", s.cfg.LeaseWait)
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseWait)
+		err := s.WaitUnleased(wctx)
+		cancel()
+		if err != nil {
+			s.log.WithField("leases", s.Leases()).Warn("consumers still hold leases: revoking them")
+		}
+	}
 	return s.ReleaseAll(ctx)
 }
 
-// ReleaseAll releases every shard (graceful shutdown), returning the errors
-// joined.
+// ReleaseAll releases every shard at shutdown, leased or not (the leases
+// end with reason shutdown), returning the errors joined.
 func (s *Sealer) ReleaseAll(ctx context.Context) error {
 	var errs []error
 	for _, st := range s.List() {
-		if _, err := s.Release(ctx, st.Seal.ShardID); err != nil && KindOf(err) != KindNotFound {
+		if _, err := s.release(ctx, st.Seal.ShardID, true, audit.DeallocShutdown); err != nil && KindOf(err) != KindNotFound {
 			errs = append(errs, err)
 		}
 	}

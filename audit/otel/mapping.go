@@ -72,6 +72,8 @@ var Mappings = []Mapping{
 	{audit.NameVRAMDeallocated, "freed_bytes", "vramseal.vram.freed_bytes", "int"},
 	{audit.NameVRAMDeallocated, "remaining_used", "vramseal.vram.remaining_used_bytes", "int"},
 	{audit.NameVRAMDeallocated, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameVRAMDeallocated, "reason", "vramseal.deallocation.reason", "string"},
+	{audit.NameVRAMDeallocated, "still_mapped_by", "vramseal.deallocation.still_mapped_by", "string"},
 
 	{audit.NamePolicyViolation, "policy", "vramseal.policy.name", "string"},
 	{audit.NamePolicyViolation, "violation", "vramseal.policy.violation", "string"},
@@ -89,6 +91,21 @@ var Mappings = []Mapping{
 	{audit.NameVRAMAllocationFailed, "requested_bytes", "vramseal.vram.requested_bytes", "int"},
 	{audit.NameVRAMAllocationFailed, "available_bytes", "vramseal.vram.available_bytes", "int"},
 	{audit.NameVRAMAllocationFailed, "reason", "vramseal.allocation.reason", "string"},
+
+	{audit.NameVRAMOpened, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameVRAMOpened, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameVRAMOpened, "caller_uid", "vramseal.caller.uid", "int"},
+	{audit.NameVRAMOpened, "caller_gid", "vramseal.caller.gid", "int"},
+	{audit.NameVRAMOpened, "caller_pid", "vramseal.caller.pid", "int"},
+	{audit.NameVRAMOpened, "caller_executable", "vramseal.caller.executable", "string"},
+
+	{audit.NameVRAMClosed, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameVRAMClosed, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameVRAMClosed, "reason", "vramseal.lease.close_reason", "string"},
+	{audit.NameVRAMClosed, "caller_uid", "vramseal.caller.uid", "int"},
+	{audit.NameVRAMClosed, "caller_gid", "vramseal.caller.gid", "int"},
+	{audit.NameVRAMClosed, "caller_pid", "vramseal.caller.pid", "int"},
+	{audit.NameVRAMClosed, "caller_executable", "vramseal.caller.executable", "string"},
 
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 

@@ -103,13 +103,17 @@ type Device struct {
 	eccUncorrect  uint64
 }
 
-// allocation is one simulated device allocation. It prints no address.
+// allocation is one simulated device allocation: a memfd mapped shared
+// into the agent (memfd.go). It prints no address.
 type allocation struct {
 	dev  *Device
-	data []byte
+	mem  *memfd
+	data []byte // mem's mapping
 	// rw orders reads of data (Read, LeafDigests) against writes (Write,
-	// FlipBit), so a debug bit flip never races a verification.
-	rw sync.RWMutex
+	// FlipBit), so a debug bit flip never races a verification, and all
+	// of them against unmapping (gone).
+	rw   sync.RWMutex
+	gone bool // unmapped: freed, or lost with its device
 }
 
 func (a *allocation) Size() uint64     { return uint64(len(a.data)) }
@@ -164,12 +168,42 @@ func (d *Device) Alloc(ctx context.Context, size uint64) (sealer.Allocation, err
 	}
 	d.used += size
 	d.mu.Unlock()
-	// Allocated outside the lock: a large make is page-faulted lazily.
-	a := &allocation{dev: d, data: make([]byte, size)}
+	// Created outside the lock; its pages are faulted in as written.
+	m, err := newMemfd(fmt.Sprintf("vramseal-sim-gpu%d", d.index), size)
+	if err != nil {
+		d.mu.Lock()
+		d.used -= size
+		d.mu.Unlock()
+		return nil, fmt.Errorf("simulated GPU %d: %w", d.index, err)
+	}
+	a := &allocation{dev: d, mem: m, data: m.data}
 	d.mu.Lock()
 	d.live[a] = true
 	d.mu.Unlock()
 	return a, nil
+}
+
+// use read-locks a checked allocation for reading its mapping; the error
+// says it was unmapped in between. The caller RUnlocks.
+func (al *allocation) use() error {
+	al.rw.RLock()
+	if al.gone {
+		al.rw.RUnlock()
+		return fmt.Errorf("simulated GPU %d: %w", al.dev.index, sealer.ErrAllocationMissing)
+	}
+	return nil
+}
+
+// unmap drops the agent's mapping and its memfd; a consumer's mapping of
+// the same memory stays valid until the consumer unmaps it.
+func (al *allocation) unmap() {
+	al.rw.Lock()
+	defer al.rw.Unlock()
+	if !al.gone {
+		al.gone = true
+		al.mem.close()
+		al.data = nil
+	}
 }
 
 // check finds a live allocation of this device.
@@ -199,8 +233,11 @@ func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p [
 		return err
 	}
 	al.rw.Lock()
+	defer al.rw.Unlock()
+	if al.gone {
+		return fmt.Errorf("simulated GPU %d: %w", d.index, sealer.ErrAllocationMissing)
+	}
 	copy(al.data[off:], p)
-	al.rw.Unlock()
 	return nil
 }
 
@@ -213,7 +250,9 @@ func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []
 	if err := d.readFault(); err != nil {
 		return err
 	}
-	al.rw.RLock()
+	if err := al.use(); err != nil {
+		return err
+	}
 	copy(p, al.data[off:])
 	al.rw.RUnlock()
 	return nil
@@ -241,7 +280,9 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 	if err := sealer.CheckLeafSize(leafSize); err != nil {
 		return nil, err
 	}
-	al.rw.RLock()
+	if err := al.use(); err != nil {
+		return nil, err
+	}
 	defer al.rw.RUnlock()
 	count := sealer.LeafCount(n, leafSize)
 	leaves := make([]sealer.LeafHash, count)
@@ -279,15 +320,18 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 		return fmt.Errorf("simulated GPU %d: allocation of another device: %w", d.index, sealer.ErrAllocationMissing)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.lost {
+		d.mu.Unlock()
 		return d.lostErr()
 	}
 	if !d.live[al] {
+		d.mu.Unlock()
 		return fmt.Errorf("simulated GPU %d: freed twice or lost: %w", d.index, sealer.ErrAllocationMissing)
 	}
 	delete(d.live, al)
-	d.used -= uint64(len(al.data))
+	d.used -= al.Size()
+	d.mu.Unlock()
+	al.unmap()
 	return nil
 }
 
@@ -301,8 +345,11 @@ func (d *Device) FlipBit(ctx context.Context, a sealer.Allocation, offset uint64
 		return err
 	}
 	al.rw.Lock()
+	defer al.rw.Unlock()
+	if al.gone {
+		return fmt.Errorf("simulated GPU %d: %w", d.index, sealer.ErrAllocationMissing)
+	}
 	al.data[offset] ^= 1 << bit
-	al.rw.Unlock()
 	return nil
 }
 
@@ -326,12 +373,16 @@ func (d *Device) SetFailReads(on bool) {
 // every allocation and its memory is free again, as after a reset.
 func (d *Device) SetLost(lost bool) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	var gone map[*allocation]bool
 	if d.lost && !lost {
-		d.live = map[*allocation]bool{}
+		gone, d.live = d.live, map[*allocation]bool{}
 		d.used = 0
 	}
 	d.lost = lost
+	d.mu.Unlock()
+	for al := range gone {
+		al.unmap()
+	}
 }
 
 // AddECC adds to the device's ECC error counters.

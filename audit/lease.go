@@ -1,0 +1,103 @@
+package audit
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Names of the consumer lease events.
+const (
+	NameVRAMOpened = "vram.opened"
+	NameVRAMClosed = "vram.closed"
+)
+
+// Deallocation reasons (vram.deallocated).
+const (
+	DeallocReleased    = "released"     // a release through the control API
+	DeallocForced      = "forced"       // a forced release: the leases were revoked
+	DeallocShutdown    = "shutdown"     // the agent stopped
+	DeallocOwnerExited = "owner_exited" // the owner of attached memory went away
+	DeallocSealFailed  = "seal_failed"  // the seal did not complete (content digest mismatch, device error, policy)
+)
+
+// Why a lease ended (vram.closed).
+const (
+	CloseConsumer = "consumer_closed" // the consumer closed it, or its connection ended (its process exited)
+	CloseRevoked  = "revoked"         // a forced release took the shard away
+	CloseShutdown = "shutdown"        // the agent stopped
+)
+
+// Caller is the process behind a request, from SO_PEERCRED and /proc. An
+// unknown value is -1 (pid 0: a peer in another pid namespace) or ""
+// (an executable that cannot be read); nothing is guessed.
+type Caller struct {
+	UID        int64  `json:"uid"`
+	GID        int64  `json:"gid"`
+	PID        int64  `json:"pid"`
+	Executable string `json:"executable"`
+}
+
+// fields lists the caller's fields.
+func (c Caller) fields() []Field {
+	return []Field{
+		{"caller_uid", c.UID}, {"caller_gid", c.GID}, {"caller_pid", c.PID},
+		{"caller_executable", c.Executable},
+	}
+}
+
+// String names the caller for a person: "pid 42 (uid 1000, /usr/bin/python3)".
+func (c Caller) String() string {
+	var b strings.Builder
+	if c.PID >= 0 {
+		b.WriteString("pid " + strconv.FormatInt(c.PID, 10))
+	} else {
+		b.WriteString("pid unknown")
+	}
+	b.WriteString(" (uid " + strconv.FormatInt(c.UID, 10))
+	if c.Executable != "" {
+		b.WriteString(", " + c.Executable)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// VRAMOpened: a consumer opened a sealed shard (a lease began).
+type VRAMOpened struct {
+	Header
+	ShardID   string
+	GPUDevice int
+	Consumer  Caller
+}
+
+func (VRAMOpened) Name() string       { return NameVRAMOpened }
+func (VRAMOpened) Severity() Severity { return SeverityInfo }
+func (e VRAMOpened) Head() Header     { return e.Header }
+func (e VRAMOpened) Fields() []Field {
+	return append([]Field{{"shard_id", e.ShardID}, {"gpu_device", int64(e.GPUDevice)}}, e.Consumer.fields()...)
+}
+
+// VRAMClosed: a consumer's lease on a shard ended (Reason: Close*).
+type VRAMClosed struct {
+	Header
+	ShardID   string
+	GPUDevice int
+	Consumer  Caller
+	Reason    string
+}
+
+func (VRAMClosed) Name() string       { return NameVRAMClosed }
+func (VRAMClosed) Severity() Severity { return SeverityInfo }
+func (e VRAMClosed) Head() Header     { return e.Header }
+func (e VRAMClosed) Fields() []Field {
+	return append([]Field{{"shard_id", e.ShardID}, {"gpu_device", int64(e.GPUDevice)}, {"reason", e.Reason}}, e.Consumer.fields()...)
+}
+
+// PIDList writes pids as vram.deallocated's still_mapped_by: "12,345", or
+// "" for none.
+func PIDList(pids []int64) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = strconv.FormatInt(p, 10)
+	}
+	return strings.Join(s, ",")
+}

@@ -30,7 +30,9 @@ vramseal_audit_events_total{event="seal.verification_failed"} 0
 vramseal_audit_events_total{event="seal.verified"} 0
 vramseal_audit_events_total{event="vram.allocated"} 1
 vramseal_audit_events_total{event="vram.allocation_failed"} 0
+vramseal_audit_events_total{event="vram.closed"} 0
 vramseal_audit_events_total{event="vram.deallocated"} 0
+vramseal_audit_events_total{event="vram.opened"} 0
 vramseal_audit_events_total{event="vram.sealed"} 1
 # HELP vramseal_audit_emit_failures_total Audit events the pipeline failed to take or keep, by event name.
 # TYPE vramseal_audit_emit_failures_total counter
@@ -39,7 +41,9 @@ vramseal_audit_emit_failures_total{event="seal.verification_failed"} 1
 vramseal_audit_emit_failures_total{event="seal.verified"} 0
 vramseal_audit_emit_failures_total{event="vram.allocated"} 0
 vramseal_audit_emit_failures_total{event="vram.allocation_failed"} 0
+vramseal_audit_emit_failures_total{event="vram.closed"} 0
 vramseal_audit_emit_failures_total{event="vram.deallocated"} 0
+vramseal_audit_emit_failures_total{event="vram.opened"} 0
 vramseal_audit_emit_failures_total{event="vram.sealed"} 0
 `
 	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "vramseal_audit_events_total", "vramseal_audit_emit_failures_total"); err != nil {

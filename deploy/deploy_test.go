@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +55,36 @@ func TestGeneratedRuleMatchesSource(t *testing.T) {
 	b, _ := yaml.Marshal(obj.Spec)
 	if !bytes.Equal(a, b) {
 		t.Fatalf("PrometheusRule groups differ from alerts/%s", alerts.RulesFile)
+	}
+}
+
+// TestPrometheusRuleKeepsEveryRuleKey: a rule file using every key of
+// Prometheus's format (keep_firing_for, a group's query_offset, limit and
+// labels) comes out of PrometheusRule with each of them.
+func TestPrometheusRuleKeepsEveryRuleKey(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "alerts", "testdata", "keep_firing_for.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := PrometheusRule(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj struct {
+		Spec any `yaml:"spec"`
+	}
+	var want any
+	if err := yaml.Unmarshal(out, &obj); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(src, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(obj.Spec, want) {
+		t.Fatalf("PrometheusRule spec differs from its rule file:\n%s", out)
+	}
+	if !bytes.Contains(out, []byte("keep_firing_for: 10m")) {
+		t.Fatalf("keep_firing_for lost:\n%s", out)
 	}
 }
 

@@ -14,15 +14,14 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 // promtool returns the pinned promtool that `make test` builds and exports.
 func promtool(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("VRAMSEAL_PROMTOOL")
-	if p == "" {
-		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds the pinned promtool and exports it")
-	}
+	p := testenv.Tool(t, "VRAMSEAL_PROMTOOL")
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("VRAMSEAL_PROMTOOL=%s: %v", p, err)
 	}

@@ -37,7 +37,7 @@ export VRAMSEAL_AGENT_BIN := $(abspath $(BIN))
 endif
 
 # Test-only modules under tools/ (kept out of the agent's go.mod).
-TOOL_MODULES := tools/promqlcheck
+TOOL_MODULES := tools/promqlcheck tools/k8scheck
 
 .PHONY: test
 test: tools ## vet, gofmt, the race detector over every test, and the tests with real tools.

@@ -39,11 +39,16 @@ endif
 # Test-only modules under tools/ (kept out of the agent's go.mod).
 TOOL_MODULES := tools/promqlcheck tools/k8scheck
 
+# Under make test a test that lacks a tool, root or a kernel feature fails
+# instead of skipping (internal/testenv); only tests that need a real GPU may
+# skip, and gotestsum lists every skipped test with its reason at the end.
+test: export VRAMSEAL_REQUIRE_TOOLS := 1
+
 .PHONY: test
 test: tools ## vet, gofmt, the race detector over every test, and the tests with real tools.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GOTESTSUM) --format pkgname -- -race -count=1 -timeout 30m $(PKGS)
 	@for m in $(TOOL_MODULES); do echo "== $$m"; (cd $$m && $(GO) mod tidy -diff > /dev/null || { echo "$$m: go.mod is stale (it follows the agent's module): run 'cd $$m && go mod tidy'"; exit 1; }; $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
 .PHONY: lint

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,15 +14,14 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 // promtool returns the pinned promtool that `make test` builds and exports.
 func promtool(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("VRAMSEAL_PROMTOOL")
-	if p == "" {
-		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds the pinned promtool and exports it")
-	}
+	p := testenv.Tool(t, "VRAMSEAL_PROMTOOL")
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("VRAMSEAL_PROMTOOL=%s: %v", p, err)
 	}
@@ -277,6 +277,57 @@ func TestParseRefusesGarbage(t *testing.T) {
 	for _, in := range []string{"", "groups: []", "groups: {", "- a"} {
 		if _, err := Parse([]byte(in)); err == nil {
 			t.Errorf("Parse(%q) = nil error", in)
+		}
+	}
+}
+
+// TestParseKeepsEveryRuleKey parses a rule file that uses every key of
+// Prometheus's rule file format (keep_firing_for, a group's query_offset,
+// limit and labels) and writes it back: nothing may vanish on the way, or
+// the generated PrometheusRule would silently lose it.
+func TestParseKeepsEveryRuleKey(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("testdata", "keep_firing_for.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf, err := Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(rf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	if err := yaml.Unmarshal(src, &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Parse lost or changed keys:\nin:\n%s\nout:\n%s", src, out)
+	}
+}
+
+// TestParseRefusesUnknownKeys: a key that is not part of Prometheus's rule
+// file format, on a rule or on a group, is an error naming it.
+func TestParseRefusesUnknownKeys(t *testing.T) {
+	for file, key := range map[string]string{
+		"unknown_rule_key.rules.yml":  "keep_firing",
+		"unknown_group_key.rules.yml": "evaluation_interval",
+	} {
+		src, err := os.ReadFile(filepath.Join("testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Parse(src)
+		if err == nil {
+			t.Errorf("%s: accepted the unknown key %s", file, key)
+			continue
+		}
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error %q does not name the key %s", file, err, key)
 		}
 	}
 }

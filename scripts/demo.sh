@@ -2,18 +2,26 @@
 # The vramseal demo (`make run`): runs bin/vramseal-agent on two simulated
 # GPUs with a demo configuration, a seal secret and sample shards in a
 # temporary folder, and walks through seal, list, verify, corrupt, verify and
-# release with the CLI, showing the audit events each step emits. Builds
-# nothing itself (`make run` builds first). Unattended, well under a minute.
+# release with the CLI, showing the audit events each step emits. Then the
+# agent keeps serving (landing page and /metrics on DEMO_ADDR) for you to try
+# the CLI against, until Ctrl-C: it is stopped with SIGTERM and its audit
+# spool checked offline. Builds nothing itself (`make run` builds first).
 #
-# Environment: BIN (default bin/vramseal-agent), KEEP=1 keeps the folder.
+# Environment: BIN (default bin/vramseal-agent); DEMO_ADDR, the web address
+# (default 127.0.0.1:9477; 127.0.0.1:0 picks a free port); DEMO_EXIT=1 stops
+# the agent right after the story and exits (unattended, well under a minute:
+# tests use it); KEEP=1 keeps the folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-bin/vramseal-agent}
+DEMO_ADDR=${DEMO_ADDR:-127.0.0.1:9477}
+DEMO_EXIT=${DEMO_EXIT:-0}
 if [[ ! -x $BIN ]]; then
 	echo "demo: $BIN is missing: run 'make run' (it builds the agent first)" >&2
 	exit 1
 fi
+SHOW_BIN=$BIN # as the commands to try name it
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
 DEMO=$(mktemp -d "${TMPDIR:-/tmp}/vramseal-demo.XXXXXX")
@@ -93,12 +101,27 @@ fi
 
 bold "2. Start the agent; it seals the two declared shards"
 echo "    (audit records: durable spool in $DEMO/audit; OTLP export: ${OTEL_EXPORTER_OTLP_ENDPOINT:-off, set OTEL_EXPORTER_OTLP_ENDPOINT to ship them})"
-printf '  $ vramseal-agent run --config.file %s --control.socket %s --web.listen-address 127.0.0.1:0\n' "$DEMO/agent.yml" "$SOCK"
-"$BIN" run --config.file "$DEMO/agent.yml" --control.socket "$SOCK" --web.listen-address 127.0.0.1:0 >"$LOG" 2>&1 &
+printf '  $ vramseal-agent run --config.file %s --control.socket %s --web.listen-address %s\n' "$DEMO/agent.yml" "$SOCK" "$DEMO_ADDR"
+# Its own process group (job control on for this one start), so that Ctrl-C
+# at the end reaches only this script, which stops the agent with SIGTERM.
+set -m
+"$BIN" run --config.file "$DEMO/agent.yml" --control.socket "$SOCK" --web.listen-address "$DEMO_ADDR" >"$LOG" 2>&1 &
 AGENT_PID=$!
-if ! "$BIN" status --control.socket "$SOCK" --wait 20s >/dev/null; then
+set +m
+ready=0
+for _ in $(seq 20); do
+	kill -0 "$AGENT_PID" 2>/dev/null || break
+	if "$BIN" status --control.socket "$SOCK" --wait 1s >/dev/null 2>&1; then
+		ready=1
+		break
+	fi
+done
+if [[ $ready != 1 ]]; then
 	echo "demo: the agent did not become ready; its log:" >&2
 	cat "$LOG" >&2
+	if grep -q 'address already in use' "$LOG"; then
+		echo "demo: $DEMO_ADDR is taken (another agent?): run with DEMO_ADDR=127.0.0.1:0 for a free port" >&2
+	fi
 	exit 1
 fi
 ADDR=$(sed -nE 's/.*msg="Listening on" address="?([^" ]+)"?.*/\1/p' "$LOG" | head -n 1)
@@ -145,10 +168,45 @@ if exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR##*:}" 2>/dev/null; then
 	exec 3<&-
 fi
 
+# Unless DEMO_EXIT=1, the agent keeps serving until Ctrl-C.
+rc=
+if [[ $DEMO_EXIT != 1 ]]; then
+	bold "The agent keeps running on two simulated GPUs: try it (Ctrl-C stops it)"
+	cat <<EOF
+    landing page: http://$ADDR/
+    metrics:      http://$ADDR/metrics   (also /healthz, /readyz)
+
+  In another terminal, from this folder:
+    $SHOW_BIN status --control.socket $SOCK
+    $SHOW_BIN list --control.socket $SOCK
+    $SHOW_BIN verify --all --control.socket $SOCK   # exit 1: llama-00001 stays corrupted
+    $SHOW_BIN seal $DEMO/models/extra.safetensors --id extra --gpu 1 --control.socket $SOCK
+    $SHOW_BIN debug corrupt llama-00002 --offset 0 --control.socket $SOCK
+    $SHOW_BIN audit show --spool.dir $DEMO/audit --severity CRITICAL
+    curl -s http://$ADDR/metrics | grep '^vramseal_shard'
+
+  The schedule re-verifies every 3s; the agent logs to $LOG.
+  Press Ctrl-C to stop the agent (SIGTERM) and check its audit spool.
+EOF
+	stopped=0
+	trap 'stopped=1' INT TERM
+	# wait returns when the agent exits, or early when Ctrl-C is trapped.
+	if wait "$AGENT_PID"; then rc=0; else rc=$?; fi
+	[[ $stopped == 1 ]] && rc=
+	trap - INT TERM
+	echo
+	# What the agent logged meanwhile stays in its log, not on the screen.
+	SHOWN=$(wc -l <"$LOG")
+fi
+
 bold "11. Stop the agent (SIGTERM): the schedule stops, every shard is released, exit 0"
-kill -TERM "$AGENT_PID"
-rc=0
-wait "$AGENT_PID" || rc=$?
+if [[ -z $rc ]]; then
+	kill -TERM "$AGENT_PID" 2>/dev/null || true
+	rc=0
+	wait "$AGENT_PID" || rc=$?
+else
+	echo "    the agent stopped on its own"
+fi
 AGENT_PID=
 events
 if [[ $rc != 0 ]]; then

@@ -46,3 +46,33 @@ test: $(OTELCOL)
 export VRAMSEAL_OTELCOL := $(abspath $(OTELCOL))
 
 tools: $(OTELCOL)
+
+# gotestsum runs the agent's tests in `make test` and ends with a summary that
+# lists every test that skipped, with its reason (under
+# VRAMSEAL_REQUIRE_TOOLS=1 only tests that need a real GPU may skip).
+GOTESTSUM_VERSION := v1.13.0
+GOTESTSUM_DIR     := $(TOOLS_CACHE)/gotestsum-$(GOTESTSUM_VERSION)
+GOTESTSUM         := $(GOTESTSUM_DIR)/gotestsum
+
+$(GOTESTSUM):
+	GOBIN=$(GOTESTSUM_DIR) $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
+
+.PHONY: gotestsum
+gotestsum: $(GOTESTSUM) ## Build the pinned gotestsum that make test runs the tests with.
+
+test: $(GOTESTSUM)
+tools: $(GOTESTSUM)
+
+# systemd-analyze, for the deploy tests' `systemd-analyze verify` of the
+# units, comes with Debian's systemd package: installed with apt-get only
+# where the command is missing (nothing is built for it).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: systemd-analyze
+systemd-analyze: ## Install systemd-analyze (Debian's systemd package) where it is missing.
+	@command -v systemd-analyze > /dev/null || { \
+		echo "systemd-analyze is missing: installing Debian's systemd package"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd; }
+
+test: systemd-analyze
+tools: systemd-analyze

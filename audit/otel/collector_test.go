@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 // collector runs the pinned OpenTelemetry Collector (make test builds it
@@ -30,10 +32,7 @@ type collector struct {
 
 func newCollector(t *testing.T) *collector {
 	t.Helper()
-	bin := os.Getenv("VRAMSEAL_OTELCOL")
-	if bin == "" {
-		t.Skip("VRAMSEAL_OTELCOL is not set: run `make test`, which builds the pinned OpenTelemetry Collector")
-	}
+	bin := testenv.Tool(t, "VRAMSEAL_OTELCOL")
 	dir := t.TempDir()
 	c := &collector{bin: bin, dir: dir, grpcPort: freePort(t), httpPort: freePort(t),
 		logsFile: filepath.Join(dir, "logs.jsonl"), traceFile: filepath.Join(dir, "traces.jsonl")}

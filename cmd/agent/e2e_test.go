@@ -611,7 +611,7 @@ func TestDemoScript(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bash, "../../scripts/demo.sh")
-	cmd.Env = append(os.Environ(), "BIN="+bin, "TMPDIR="+t.TempDir())
+	cmd.Env = append(os.Environ(), "BIN="+bin, "TMPDIR="+t.TempDir(), "DEMO_EXIT=1", "DEMO_ADDR=127.0.0.1:0")
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -1,12 +1,12 @@
 package metricstest_test
 
 import (
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/vramseal/vramseal/collector/metricstest"
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 const run1 = `# HELP vramseal_shard_last_verified_timestamp_seconds When.
@@ -129,10 +129,7 @@ func TestMaskRejectsGarbage(t *testing.T) {
 // TestMaskedOutputPassesPromtool checks that a golden file made by Mask is
 // still valid for `promtool check metrics`.
 func TestMaskedOutputPassesPromtool(t *testing.T) {
-	promtool := os.Getenv("VRAMSEAL_PROMTOOL")
-	if promtool == "" {
-		t.Skip("VRAMSEAL_PROMTOOL is not set: run `make test`, which builds promtool and sets it")
-	}
+	promtool := testenv.Tool(t, "VRAMSEAL_PROMTOOL")
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = strings.NewReader(mask(t, run1))
 	if out, err := cmd.CombinedOutput(); err != nil {

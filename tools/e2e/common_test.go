@@ -8,6 +8,7 @@ import (
 
 	"github.com/vramseal/vramseal/alerts"
 	"github.com/vramseal/vramseal/dashboards"
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
 // interval is the scrape and rule evaluation interval of the test
@@ -16,10 +17,7 @@ const interval = time.Second
 
 func prometheusBinary(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("VRAMSEAL_PROMETHEUS")
-	if p == "" {
-		t.Skip("VRAMSEAL_PROMETHEUS is not set: run `make test`, which builds the pinned Prometheus and exports it")
-	}
+	p := testenv.Tool(t, "VRAMSEAL_PROMETHEUS")
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("VRAMSEAL_PROMETHEUS=%s: %v", p, err)
 	}

@@ -1,10 +1,12 @@
 package promqlcheck
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"regexp"
 	"sort"
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
@@ -106,18 +109,14 @@ func ParseExposition(r io.Reader) (Known, error) {
 	return k, nil
 }
 
-// LoadKnown reads the golden /metrics file at path. Only when that file does
-// not exist yet does it fall back to the given names (the metric table of
-// the design), and it says so through logf; any other error is returned.
-func LoadKnown(path string, fallback []string, logf func(format string, args ...any)) (Known, error) {
+// LoadKnown reads the golden /metrics file at path (cmd/agent's end-to-end
+// test writes it). A missing, unreadable, broken or empty file is an error:
+// there is no list to fall back on that could drift from what the agent
+// really exports.
+func LoadKnown(path string) (Known, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		logf("golden metrics file %s does not exist yet: checking against the %d metric names of the design's metric table instead", path, len(fallback))
-		k := Known{}
-		for _, n := range fallback {
-			k[n] = true
-		}
-		return k, nil
+		return nil, fmt.Errorf("golden metrics file %s does not exist: the agent's end-to-end test writes it (go test ./cmd/agent -run TestMetricsGolden -update)", path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("golden metrics: %w", err)
@@ -132,3 +131,30 @@ func LoadKnown(path string, fallback []string, logf func(format string, args ...
 	}
 	return k, nil
 }
+
+// CheckRules parses a rule file with Prometheus's own rule parser
+// (model/rulefmt, unknown keys refused), which also checks every
+// expression, duration, label name and template: what `promtool check
+// rules` and a Prometheus server loading the file would refuse, it refuses.
+// A second YAML document, which Prometheus ignores, is an error.
+func CheckRules(data []byte) error {
+	var warnings []string
+	logger := slog.New(&collectHandler{msgs: &warnings})
+	_, errs := rulefmt.Parse(data, false, model.UTF8Validation, parser.NewParser(parser.Options{}), logger)
+	for _, w := range warnings {
+		errs = append(errs, errors.New(w))
+	}
+	return errors.Join(errs...)
+}
+
+// collectHandler is a slog.Handler that keeps each message, so that the
+// rule parser's warnings count as errors.
+type collectHandler struct{ msgs *[]string }
+
+func (h *collectHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *collectHandler) Handle(_ context.Context, r slog.Record) error {
+	*h.msgs = append(*h.msgs, r.Message)
+	return nil
+}
+func (h *collectHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *collectHandler) WithGroup(string) slog.Handler      { return h }

@@ -15,40 +15,6 @@ import (
 // test writes it).
 var goldenMetrics = filepath.Join("..", "..", "cmd", "agent", "testdata", "metrics.golden")
 
-// designMetrics are the names of DESIGN.md's metric table (histograms with
-// their series). They are used only while the golden file does not exist.
-var designMetrics = []string{
-	"vramseal_build_info",
-	"vramseal_agent_info",
-	"vramseal_gpu_info",
-	"vramseal_gpu_memory_total_bytes", "vramseal_gpu_memory_used_bytes", "vramseal_gpu_memory_free_bytes",
-	"vramseal_gpu_ecc_errors_total",
-	"vramseal_sealed_shards", "vramseal_sealed_bytes",
-	"vramseal_shard_info",
-	"vramseal_shard_verified",
-	"vramseal_shard_last_verified_timestamp_seconds",
-	"vramseal_verify_interval_seconds",
-	"vramseal_verification_overdue_shards",
-	"vramseal_seals_total",
-	"vramseal_verifications_total",
-	"vramseal_verification_duration_seconds",
-	"vramseal_verification_duration_seconds_bucket", "vramseal_verification_duration_seconds_sum", "vramseal_verification_duration_seconds_count",
-	"vramseal_verified_bytes_total",
-	"vramseal_allocations_total",
-	"vramseal_policy_compliant",
-	"vramseal_audit_events_total",
-	"vramseal_audit_emit_failures_total",
-	"vramseal_audit_spool_pending_records", "vramseal_audit_spool_bytes",
-	"vramseal_audit_spool_oldest_pending_timestamp_seconds", "vramseal_audit_spool_quarantined_files",
-	"vramseal_audit_events_lost_total",
-	"vramseal_audit_export_failures_total",
-	"vramseal_collector_success", "vramseal_collector_duration_seconds",
-}
-
-// collectorMetrics are exported by the collectors beyond the design's table
-// (docs/metrics.md); like designMetrics, used only without the golden file.
-var collectorMetrics = []string{"vramseal_gpu_up"}
-
 // prometheusMetrics are series Prometheus itself makes for every target.
 var prometheusMetrics = []string{"up"}
 
@@ -98,7 +64,7 @@ func shippedQueries(t *testing.T) (uses []use, recorded []string) {
 // agent (per the golden /metrics file), made by Prometheus, or recorded by
 // one of our rules.
 func TestEveryQueriedMetricIsExported(t *testing.T) {
-	known, err := LoadKnown(goldenMetrics, append(append([]string{}, designMetrics...), collectorMetrics...), t.Logf)
+	known, err := LoadKnown(goldenMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,9 +143,12 @@ func TestVariableMetricNames(t *testing.T) {
 // TestCheckCatchesAnUnknownMetric proves the check can fail: a renamed
 // metric is not in the known set.
 func TestCheckCatchesAnUnknownMetric(t *testing.T) {
-	known, err := LoadKnown(filepath.Join(t.TempDir(), "missing"), designMetrics, t.Logf)
+	known, err := LoadKnown(goldenMetrics)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !known["vramseal_shard_verified"] {
+		t.Fatal("vramseal_shard_verified is not in the golden file")
 	}
 	names, err := MetricNames(`vramseal_shard_verifed == 0`)
 	if err != nil {
@@ -205,28 +174,97 @@ vramseal_sealed_shards{gpu="0"} 2
 	if err := os.WriteFile(golden, []byte(exposition), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logged []string
-	known, err := LoadKnown(golden, designMetrics, func(f string, a ...any) { logged = append(logged, f) })
+	known, err := LoadKnown(golden)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if len(logged) != 0 {
-		t.Errorf("fell back although the golden file exists: %v", logged)
 	}
 	for _, n := range []string{"vramseal_sealed_shards", "vramseal_verification_duration_seconds_bucket", "vramseal_verification_duration_seconds_count"} {
 		if !known[n] {
 			t.Errorf("%s missing", n)
 		}
 	}
-	if known["vramseal_agent_info"] {
-		t.Error("the design's names leaked into a golden-based set")
+	if len(known) != 5 {
+		t.Errorf("known = %v, want the 5 series of the file only", known)
 	}
 	// A broken golden file is an error, not a fallback.
 	if err := os.WriteFile(golden, []byte("# TYPE x histogram\nx{ 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadKnown(golden, designMetrics, t.Logf); err == nil {
+	if _, err := LoadKnown(golden); err == nil {
 		t.Error("a broken golden file was accepted")
+	}
+	// So is an empty one.
+	if err := os.WriteFile(golden, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKnown(golden); err == nil {
+		t.Error("an empty golden file was accepted")
+	}
+}
+
+// TestLoadKnownWithoutGolden: with no golden file there is nothing to check
+// against, and the check fails saying how to write the file, rather than
+// falling back to a hand-kept list of names.
+func TestLoadKnownWithoutGolden(t *testing.T) {
+	known, err := LoadKnown(filepath.Join(t.TempDir(), "metrics.golden"))
+	if err == nil {
+		t.Fatalf("no error for a missing golden file (known = %d names)", len(known))
+	}
+	if !strings.Contains(err.Error(), "does not exist") || !strings.Contains(err.Error(), "-update") {
+		t.Errorf("error %q does not say the file is missing and how to write it", err)
+	}
+}
+
+// TestShippedRulesParseWithPrometheus parses alerts/vramseal.rules.yml with
+// Prometheus's own rule parser: unknown keys, bad expressions, durations,
+// label names and templates are errors.
+func TestShippedRulesParseWithPrometheus(t *testing.T) {
+	if err := CheckRules(alerts.Rules); err != nil {
+		t.Fatalf("alerts/%s: %v", alerts.RulesFile, err)
+	}
+}
+
+// TestCheckRulesAgreesWithAlertsParse: the agent's strict decoder
+// (alerts.Parse) and Prometheus's rule parser accept and refuse the same
+// fixtures, so a key Prometheus knows is never refused, nor one it refuses
+// kept.
+func TestCheckRulesAgreesWithAlertsParse(t *testing.T) {
+	for file, valid := range map[string]bool{
+		"keep_firing_for.rules.yml":   true,
+		"unknown_rule_key.rules.yml":  false,
+		"unknown_group_key.rules.yml": false,
+	} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "alerts", "testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, strictErr := alerts.Parse(data)
+		promErr := CheckRules(data)
+		if (strictErr == nil) != valid || (promErr == nil) != valid {
+			t.Errorf("%s: want valid=%v; alerts.Parse: %v; Prometheus: %v", file, valid, strictErr, promErr)
+		}
+	}
+}
+
+// TestCheckRulesCatchesBrokenRules proves the check can fail on what only
+// Prometheus's parser sees.
+func TestCheckRulesCatchesBrokenRules(t *testing.T) {
+	for name, rule := range map[string]string{
+		"expression":      "- alert: A\n        expr: up ==\n",
+		"duration":        "- alert: A\n        expr: up == 0\n        for: 5 minutes\n",
+		"template":        "- alert: A\n        expr: up == 0\n        annotations:\n          summary: \"{{ $labels.x \"\n",
+		"alert or record": "- expr: up == 0\n",
+	} {
+		data := "groups:\n  - name: g\n    rules:\n      " + rule
+		if _, err := alerts.Parse([]byte(data)); err != nil {
+			t.Fatalf("%s: fixture does not even decode: %v", name, err)
+		}
+		if err := CheckRules([]byte(data)); err == nil {
+			t.Errorf("broken %s accepted:\n%s", name, data)
+		}
+	}
+	if err := CheckRules([]byte("groups: []\n---\ngroups: []\n")); err == nil {
+		t.Error("a second YAML document accepted")
 	}
 }
 

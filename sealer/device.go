@@ -52,8 +52,20 @@ type LeafDigester interface {
 // memfd on the simulated GPU, a VMM handle on CUDA). Each call returns a
 // new descriptor, which the caller closes once it has passed it on.
 type Exporter interface {
-	Export(ctx context.Context, a Allocation) (*os.File, error)
+	Export(ctx context.Context, a Allocation) (Exported, error)
 }
+
+// Exported is an allocation handed out as a file descriptor.
+type Exported struct {
+	File *os.File
+	// Kind says what File is, for the consumer: MemoryMemfd, or a CUDA
+	// handle kind.
+	Kind string
+}
+
+// MemoryMemfd is the Exported.Kind of a sealed memfd (the simulated GPU):
+// the consumer maps it with mmap, read-only.
+const MemoryMemfd = "memfd"
 
 // Admission decides whether a GPU may take shards (the VRAM-only policy).
 // Admit returns a non-nil error, with the reason, when it may not.

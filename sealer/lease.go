@@ -17,7 +17,9 @@ import (
 // memory; the caller passes it to the consumer and closes it.
 type Lease struct {
 	File *os.File
-	Seal Seal
+	// Memory is what File is (Exported.Kind).
+	Memory string
+	Seal   Seal
 	// Consumer is who holds the lease.
 	Consumer audit.Caller
 
@@ -54,11 +56,12 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 	if !ok {
 		return nil, opErr("open", id, KindInvalid, fmt.Errorf("GPU %d cannot hand shards to other processes", sh.seal.GPUDevice))
 	}
-	f, err := exp.Export(ctx, sh.alloc)
+	x, err := exp.Export(ctx, sh.alloc)
 	if err != nil {
 		return nil, opErr("open", id, KindDevice, err)
 	}
-	l := &Lease{File: f, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
+	f := x.File
+	l := &Lease{File: f, Memory: x.Kind, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
 	s.mu.Lock()
 	if s.shards[id] != sh {
 		s.mu.Unlock()

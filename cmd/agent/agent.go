@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"os"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/handoff"
 	"github.com/vramseal/vramseal/internal/secret"
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
@@ -37,6 +39,10 @@ type agent struct {
 	control *control.Server
 	// controlGID is the control socket's group (nil: none, mode 0600).
 	controlGID *uint32
+	// handoff serves the consumer socket (nil when handoff.socket is
+	// unset); handoffGID is its group.
+	handoff    *handoff.Server
+	handoffGID *uint32
 	// observer counts the sealer's outcomes; registry is what /metrics
 	// serves; metrics reads GPU telemetry in the background (metrics_wiring.go).
 	observer *collector.Observer
@@ -101,6 +107,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		Admission: a.policy, AllocationChecker: a.policy,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,
 		Observer: a.observer, TracerProvider: a.audit.TracerProvider,
+		LeaseWait: cfg.Handoff.ShutdownWait,
 	})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
@@ -116,7 +123,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	a.declared = sealer.NewDeclared(a.sealer, sealer.DeclaredConfig{
 		Progress: progress, OnChange: a.schedule.Notify, Logger: log.WithField(logFieldComponent, "declared"),
 	})
-	access, err := controlAccess(cfg)
+	access, err := socketAccess(cfg, "control", cfg.Control.Group, cfg.Control.AllowedUIDs, cfg.Control.AllowedGIDs)
 	if err != nil {
 		return nil, usageErr(err)
 	}
@@ -129,6 +136,17 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Handoff.Socket != "" {
+		hacc, err := socketAccess(cfg, "handoff", cfg.Handoff.Group, cfg.Handoff.AllowedUIDs, cfg.Handoff.AllowedGIDs)
+		if err != nil {
+			return nil, usageErr(err)
+		}
+		a.handoffGID = hacc.Group
+		a.handoff, err = handoff.NewServer(handoff.Config{Sealer: a.sealer, Access: hacc, Logger: log.WithField(logFieldComponent, "handoff")})
+		if err != nil {
+			return nil, err
+		}
 	}
 	if a.registry, a.metrics, err = newRegistry(a); err != nil {
 		return nil, err
@@ -153,13 +171,13 @@ func (a *agent) close() error {
 	return errors.Join(errs...)
 }
 
-// controlAccess turns the control block into the API's access rules.
-func controlAccess(cfg *config.Config) (control.Access, error) {
-	acc := control.Access{OwnUID: uint32(os.Getuid()), AllowedUIDs: cfg.Control.AllowedUIDs, AllowedGIDs: cfg.Control.AllowedGIDs}
-	if cfg.Control.Group != "" {
-		gid, err := control.LookupGroup(cfg.Control.Group)
+// socketAccess turns a socket's section (control or handoff) into its access rules.
+func socketAccess(cfg *config.Config, section, group string, uids, gids []uint32) (control.Access, error) {
+	acc := control.Access{OwnUID: uint32(os.Getuid()), AllowedUIDs: uids, AllowedGIDs: gids, Section: section}
+	if group != "" {
+		gid, err := control.LookupGroup(group)
 		if err != nil {
-			return acc, fmt.Errorf("%s: control.group: %w", cfg.File, err)
+			return acc, fmt.Errorf("%s: %s.group: %w", cfg.File, section, err)
 		}
 		acc.Group = &gid
 	}
@@ -191,9 +209,9 @@ func usedGPUs(cfg *config.Config) []int {
 }
 
 // status describes the agent for the control API.
-func (a *agent) status() control.Status {
+func (a *agent) status() client.Status {
 	ok, pending, why := a.ready()
-	return control.Status{
+	return client.Status{
 		NotReady: why,
 		WorkerID: a.cfg.WorkerID, Device: a.cfg.Device, Simulated: a.sims != nil,
 		Ready: ok, Pending: pending, Shards: len(a.sealer.List()), GPUs: a.sealer.GPUs(),

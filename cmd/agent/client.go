@@ -4,14 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"io"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/vramseal/vramseal/internal/control"
 )
 
 // clientFlags are the flags every client subcommand has.
@@ -30,8 +29,8 @@ func addClientFlags(cmd *kingpin.CmdClause) *clientFlags {
 // client returns a control API client. The W3C trace context of the
 // caller, when given in $TRACEPARENT, is sent along so the agent's audit
 // records join the caller's trace.
-func (f *clientFlags) client() *control.Client {
-	c := control.NewClient(f.socket, f.timeout)
+func (f *clientFlags) client() *client.Control {
+	c := client.NewControl(f.socket, f.timeout)
 	c.TraceParent = os.Getenv("TRACEPARENT")
 	return c
 }
@@ -41,11 +40,11 @@ func (f *clientFlags) client() *control.Client {
 // 1 for any other failure or refusal.
 func clientExit(c cli, name string, err error) int {
 	fmt.Fprintf(c.stderr, "vramseal-agent %s: %v\n", name, err)
-	if errors.Is(err, control.ErrUnreachable) {
+	if errors.Is(err, client.ErrUnreachable) {
 		fmt.Fprintf(c.stderr, "  (is the agent running? start it with `vramseal-agent run`, or pass --control.socket)\n")
 		return exitUnreachable
 	}
-	var ae *control.APIError
+	var ae *client.APIError
 	if errors.As(err, &ae) {
 		switch ae.Status {
 		case http.StatusBadRequest, http.StatusNotFound, http.StatusRequestEntityTooLarge:

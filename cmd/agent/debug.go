@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/vramseal/vramseal/internal/control"
 )
 
 // debugCommand returns the "debug" command, creating it on first use.
@@ -51,7 +50,7 @@ func init() {
 		cmd.Arg("id", "Shard id.").Required().StringVar(&id)
 		cmd.Flag("offset", "Byte offset in the shard.").Required().Uint64Var(&offset)
 		cmd.Flag("bit", "Bit of that byte to flip (0-7).").Default("0").UintVar(&bit)
-		return func() any { return control.CorruptRequest{ID: id, Offset: offset, Bit: bit} }
+		return func() any { return client.CorruptRequest{ID: id, Offset: offset, Bit: bit} }
 	}, func(c cli) {
 		fmt.Fprintf(c.stdout, "flipped bit %d of byte %d of %s in simulated VRAM\n", bit, offset, id)
 	})
@@ -60,24 +59,24 @@ func init() {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&eccGPU)
 		cmd.Flag("uncorrectable", "Uncorrectable errors to add.").Default("0").Uint64Var(&uncorr)
 		cmd.Flag("correctable", "Correctable errors to add.").Default("0").Uint64Var(&corr)
-		return func() any { return control.ECCRequest{GPU: eccGPU, Correctable: corr, Uncorrectable: uncorr} }
+		return func() any { return client.ECCRequest{GPU: eccGPU, Correctable: corr, Uncorrectable: uncorr} }
 	}, func(c cli) {
 		fmt.Fprintf(c.stdout, "added %d correctable and %d uncorrectable ECC errors to GPU %d\n", corr, uncorr, eccGPU)
 	})
 
 	registerDebug("gpu-lost", "Make a simulated GPU disappear (every call to it fails).", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&lostGPU)
-		return func() any { return control.GPURequest{GPU: lostGPU} }
+		return func() any { return client.GPURequest{GPU: lostGPU} }
 	}, func(c cli) { fmt.Fprintf(c.stdout, "GPU %d is lost\n", lostGPU) })
 
 	registerDebug("gpu-restored", "Bring a lost simulated GPU back (its memory is empty, as after a reset).", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&backGPU)
-		return func() any { return control.GPURequest{GPU: backGPU} }
+		return func() any { return client.GPURequest{GPU: backGPU} }
 	}, func(c cli) { fmt.Fprintf(c.stdout, "GPU %d is back\n", backGPU) })
 
 	registerDebug("fail-reads", "Make every read of a simulated GPU fail, or not.", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&failGPU)
 		cmd.Arg("mode", "on or off.").Required().EnumVar(&failMode, "on", "off")
-		return func() any { return control.FailReadsRequest{GPU: failGPU, On: failMode == "on"} }
+		return func() any { return client.FailReadsRequest{GPU: failGPU, On: failMode == "on"} }
 	}, func(c cli) { fmt.Fprintf(c.stdout, "GPU %d reads fail: %s\n", failGPU, failMode) })
 }

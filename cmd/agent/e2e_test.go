@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"io"
 	"net"
 	"net/http"
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"github.com/vramseal/vramseal/collector/metricstest"
-	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/cuda"
@@ -248,14 +248,14 @@ func (e *env) waitFor(what string, cond func() bool) {
 	}
 }
 
-func (e *env) list() map[string]control.Shard {
+func (e *env) list() map[string]client.Shard {
 	e.t.Helper()
 	out := e.mustCLI(0, "list", "-o", "json")
-	var resp control.ListResponse
+	var resp client.ListResponse
 	if err := json.Unmarshal([]byte(out), &resp); err != nil {
 		e.t.Fatalf("list -o json: %v\n%s", err, out)
 	}
-	m := map[string]control.Shard{}
+	m := map[string]client.Shard{}
 	for _, s := range resp.Shards {
 		m[s.Seal.ShardID] = s
 	}

@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"text/tabwriter"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/vramseal/vramseal/internal/control"
 )
 
 func init() {
@@ -22,7 +21,7 @@ func init() {
 				return clientExit(c, "list", err)
 			}
 			if *out == "json" {
-				printJSON(c.stdout, control.ListResponse{Shards: shards})
+				printJSON(c.stdout, client.ListResponse{Shards: shards})
 				return exitOK
 			}
 			if len(shards) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -98,9 +99,20 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 		log.WithError(err).Error("cannot open the control socket (set --control.socket to a writable path)")
 		return exitUsage
 	}
+	var hln *net.UnixListener
+	if a.handoff != nil {
+		if hln, err = control.Listen(cfg.Handoff.Socket, a.handoffGID); err != nil {
+			ln.Close()
+			log.WithError(err).Error("cannot open the consumer socket (handoff.socket)")
+			return exitUsage
+		}
+	}
 	webHandler, err := newWebHandler(a, o.telemetryPath)
 	if err != nil {
 		ln.Close()
+		if hln != nil {
+			hln.Close()
+		}
 		log.WithError(err).Error("cannot build the web handler")
 		return exitFailed
 	}
@@ -123,6 +135,17 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	wg.Go(func() { _ = a.metrics.Run(runCtx) })
 	controlErr := make(chan error, 1)
 	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
+	// The consumer socket outlives the rest until the shards are released:
+	// consumers close their leases during the shutdown wait.
+	handoffCtx, stopHandoff := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHandoff()
+	handoffDone := make(chan error, 1)
+	if hln != nil {
+		log.WithField(logFieldSocket, cfg.Handoff.Socket).Info("serving consumers on the consumer socket")
+		go func() { handoffDone <- a.handoff.Serve(handoffCtx, hln) }()
+	} else {
+		close(handoffDone)
+	}
 
 	srv := &http.Server{Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}
 	webErr := make(chan error, 1)
@@ -154,7 +177,10 @@ loop:
 			break loop
 		}
 	}
-	return a.shutdown(stop, &wg, srv, webErr, code)
+	code = a.shutdown(stop, &wg, srv, webErr, code)
+	stopHandoff()
+	<-handoffDone
+	return code
 }
 
 // shutdown stops the schedule, the reconciler and the control API
@@ -163,7 +189,7 @@ loop:
 func (a *agent) shutdown(stop context.CancelFunc, wg *sync.WaitGroup, srv *http.Server, webErr chan error, code int) int {
 	stop()
 	wg.Wait()
-	rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout+a.cfg.Handoff.ShutdownWait)
 	defer cancel()
 	n := len(a.sealer.List())
 	if err := a.sealer.Shutdown(rctx); err != nil {

@@ -3,11 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"path/filepath"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/vramseal/vramseal/internal/control"
 )
 
 func init() {
@@ -27,7 +26,7 @@ func init() {
 				fmt.Fprintf(c.stderr, "vramseal-agent seal: %v\n", err)
 				return exitUsage
 			}
-			seal, err := cf.client().Seal(ctx, control.SealRequest{ID: *id, Path: path, GPU: *gpu, SHA256: *sha, ModelRef: *ref, LeafSize: *leaf})
+			seal, err := cf.client().Seal(ctx, client.SealRequest{ID: *id, Path: path, GPU: *gpu, SHA256: *sha, ModelRef: *ref, LeafSize: *leaf})
 			if err != nil {
 				return clientExit(c, "seal", err)
 			}

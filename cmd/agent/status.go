@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-
-	"github.com/vramseal/vramseal/internal/control"
 )
 
 func init() {
@@ -21,7 +20,7 @@ func init() {
 			cl := cf.client()
 			deadline := time.Now().Add(*wait)
 			var (
-				st  control.Status
+				st  client.Status
 				err error
 			)
 			for {
@@ -29,7 +28,7 @@ func init() {
 				if (err == nil && st.Ready) || time.Now().After(deadline) || ctx.Err() != nil {
 					break
 				}
-				if err != nil && !errors.Is(err, control.ErrUnreachable) {
+				if err != nil && !errors.Is(err, client.ErrUnreachable) {
 					break
 				}
 				time.Sleep(100 * time.Millisecond)

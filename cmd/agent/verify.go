@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"io"
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -33,7 +33,7 @@ func init() {
 			}
 			cl := cf.client()
 			var (
-				resp control.VerifyResponse
+				resp client.VerifyResponse
 				err  error
 			)
 			switch {
@@ -67,17 +67,17 @@ func init() {
 
 func readSealFile(path string) ([]byte, error) {
 	if path == "-" {
-		return io.ReadAll(io.LimitReader(os.Stdin, control.MaxBodyBytes+1))
+		return io.ReadAll(io.LimitReader(os.Stdin, client.MaxBodyBytes+1))
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, control.MaxBodyBytes+1))
+	return io.ReadAll(io.LimitReader(f, client.MaxBodyBytes+1))
 }
 
-func printResults(w io.Writer, resp control.VerifyResponse) {
+func printResults(w io.Writer, resp client.VerifyResponse) {
 	if len(resp.Results) == 0 {
 		fmt.Fprintln(w, "no shards sealed: nothing to verify")
 		return

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,7 +17,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/internal/config"
-	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
@@ -58,14 +58,14 @@ func TestClientExitCodes(t *testing.T) {
 		err  error
 		want int
 	}{
-		{fmt.Errorf("x: %w", control.ErrUnreachable), exitUnreachable},
-		{&control.APIError{Status: 400}, exitUsage},
-		{&control.APIError{Status: 404}, exitUsage},
-		{&control.APIError{Status: 413}, exitUsage},
-		{&control.APIError{Status: 403}, exitFailed},
-		{&control.APIError{Status: 409}, exitFailed},
-		{&control.APIError{Status: 422}, exitFailed},
-		{&control.APIError{Status: 507}, exitFailed},
+		{fmt.Errorf("x: %w", client.ErrUnreachable), exitUnreachable},
+		{&client.APIError{Status: 400}, exitUsage},
+		{&client.APIError{Status: 404}, exitUsage},
+		{&client.APIError{Status: 413}, exitUsage},
+		{&client.APIError{Status: 403}, exitFailed},
+		{&client.APIError{Status: 409}, exitFailed},
+		{&client.APIError{Status: 422}, exitFailed},
+		{&client.APIError{Status: 507}, exitFailed},
 		{errors.New("other"), exitFailed},
 	} {
 		var out bytes.Buffer

@@ -34,6 +34,8 @@ type Config struct {
 	ModelDirs []string `yaml:"model_dirs"`
 	// Control is the control socket's access rules.
 	Control Control `yaml:"control"`
+	// Handoff is the consumer socket (off unless Socket is set).
+	Handoff Handoff `yaml:"handoff"`
 	// Seal holds the seal defaults.
 	Seal Seal `yaml:"seal"`
 	// Verify is the verification schedule.
@@ -92,6 +94,21 @@ type Control struct {
 	AllowedGIDs []uint32 `yaml:"allowed_gids"`
 }
 
+// Handoff is the consumer socket, where engines open sealed shards.
+type Handoff struct {
+	// Socket is the consumer socket's path; "" (the default) turns the
+	// hand-off off.
+	Socket string `yaml:"socket"`
+	// Group, AllowedUIDs and AllowedGIDs: who may connect besides root and
+	// the agent's user, as for the control socket.
+	Group       string   `yaml:"group"`
+	AllowedUIDs []uint32 `yaml:"allowed_uids"`
+	AllowedGIDs []uint32 `yaml:"allowed_gids"`
+	// ShutdownWait is how long a stopping agent waits for consumers to
+	// close their leases before it revokes them.
+	ShutdownWait time.Duration `yaml:"shutdown_wait"`
+}
+
 // Seal holds the seal defaults.
 type Seal struct {
 	LeafSize uint64 `yaml:"leaf_size"`
@@ -133,9 +150,10 @@ func Default() Config {
 			GPUs: 1, MemoryBytes: 8 << 30,
 			SimProperties: SimProperties{ComputeCapability: "9.0", ECCEnabled: true},
 		},
-		Seal:   Seal{LeafSize: sealer.DefaultLeafSize},
-		Verify: Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost)},
-		Policy: policy.Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
+		Handoff: Handoff{ShutdownWait: 20 * time.Second},
+		Seal:    Seal{LeafSize: sealer.DefaultLeafSize},
+		Verify:  Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost)},
+		Policy:  policy.Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
 		Audit: Audit{
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
@@ -261,6 +279,15 @@ func (c *Config) validate() error {
 	}
 	if err := checkGroup(c.Control.Group); err != nil {
 		return c.errorf("control.group", "%v", err)
+	}
+	if c.Handoff.Socket != "" && !filepath.IsAbs(c.Handoff.Socket) {
+		return c.errorf("handoff.socket", "%q is not an absolute path", c.Handoff.Socket)
+	}
+	if err := checkGroup(c.Handoff.Group); err != nil {
+		return c.errorf("handoff.group", "%v", err)
+	}
+	if c.Handoff.ShutdownWait < 0 || c.Handoff.ShutdownWait > 10*time.Minute {
+		return c.errorf("handoff.shutdown_wait", "%s: want 0 to 10m", c.Handoff.ShutdownWait)
 	}
 	if err := sealer.CheckLeafSize(c.Seal.LeafSize); err != nil {
 		return c.errorf("seal.leaf_size", "%v", err)

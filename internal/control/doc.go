@@ -12,17 +12,17 @@
 //
 //	GET    /v1/status                 the agent: worker id, device, readiness
 //	GET    /v1/shards                 every sealed shard
-//	POST   /v1/shards                 seal a file under model_dirs (SealRequest)
+//	POST   /v1/shards                 seal a file under model_dirs (client.SealRequest)
 //	GET    /v1/shards/{id}            one shard
 //	DELETE /v1/shards/{id}            release a shard
 //	POST   /v1/shards/{id}/verify     verify one shard now
 //	POST   /v1/verify/all             verify every shard now
 //	POST   /v1/verify/seal            verify a presented seal record (the body)
-//	POST   /v1/debug/corrupt          simulated GPU only: flip a bit (CorruptRequest)
-//	POST   /v1/debug/ecc              simulated GPU only: add ECC errors (ECCRequest)
-//	POST   /v1/debug/gpu-lost         simulated GPU only (GPURequest)
-//	POST   /v1/debug/gpu-restored     simulated GPU only (GPURequest)
-//	POST   /v1/debug/fail-reads       simulated GPU only (FailReadsRequest)
+//	POST   /v1/debug/corrupt          simulated GPU only: flip a bit (client.CorruptRequest)
+//	POST   /v1/debug/ecc              simulated GPU only: add ECC errors (client.ECCRequest)
+//	POST   /v1/debug/gpu-lost         simulated GPU only (client.GPURequest)
+//	POST   /v1/debug/gpu-restored     simulated GPU only (client.GPURequest)
+//	POST   /v1/debug/fail-reads       simulated GPU only (client.FailReadsRequest)
 //
 // A W3C traceparent header on a request is extracted into the request's
 // context, so the spans and audit events of the operation carry the caller's

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/vramseal/vramseal/client"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -20,7 +21,7 @@ func FuzzDecodeJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, v := range []any{&SealRequest{}, &CorruptRequest{}, &ECCRequest{}, &FailReadsRequest{}} {
+		for _, v := range []any{&client.SealRequest{}, &client.CorruptRequest{}, &client.ECCRequest{}, &client.FailReadsRequest{}} {
 			status, kind, err := DecodeJSON(bytes.NewReader(data), v)
 			if err == nil {
 				if !json.Valid(data) {

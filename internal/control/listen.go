@@ -33,13 +33,13 @@ func LookupGroup(name string) (uint32, error) {
 	return uint32(n), nil
 }
 
-// Listen creates the control socket at path: its directory is created
+// Listen creates a Unix socket (the control or the consumer socket) at path: its directory is created
 // (0755) if missing, a stale socket left by a previous run is replaced
 // (a live one is an error: another agent is running), and the socket is made
 // mode 0600, or 0660 owned by group when group is not nil.
 func Listen(path string, group *uint32) (*net.UnixListener, error) {
 	fail := func(format string, args ...any) (*net.UnixListener, error) {
-		return nil, fmt.Errorf("control socket %s: "+format, append([]any{path}, args...)...)
+		return nil, fmt.Errorf("socket %s: "+format, append([]any{path}, args...)...)
 	}
 	if path == "" {
 		return fail("no path given")

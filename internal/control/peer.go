@@ -36,28 +36,35 @@ type Access struct {
 	// primary or any supplementary group).
 	AllowedUIDs []uint32
 	AllowedGIDs []uint32
+	// Section names the configuration section in reasons ("control" when
+	// empty; "handoff" for the consumer socket).
+	Section string
 }
 
 // Allow decides whether p may call, and says why (the reason is logged).
 func (a Access) Allow(p Peer) (bool, string) {
+	sec := a.Section
+	if sec == "" {
+		sec = "control"
+	}
 	switch {
 	case p.UID == 0:
 		return true, "root"
 	case p.UID == a.OwnUID:
 		return true, "the agent's own user"
 	case slices.Contains(a.AllowedUIDs, p.UID):
-		return true, "uid in control.allowed_uids"
+		return true, "uid in " + sec + ".allowed_uids"
 	}
 	groups := append([]uint32{p.GID}, p.Groups...)
 	if a.Group != nil && slices.Contains(groups, *a.Group) {
-		return true, "member of control.group"
+		return true, "member of " + sec + ".group"
 	}
 	for _, g := range groups {
 		if slices.Contains(a.AllowedGIDs, g) {
-			return true, "gid in control.allowed_gids"
+			return true, "gid in " + sec + ".allowed_gids"
 		}
 	}
-	return false, fmt.Sprintf("uid %d is neither root, the agent's user, in control.allowed_uids, nor in control.group or control.allowed_gids", p.UID)
+	return false, fmt.Sprintf("uid %d is neither root, the agent's user, in %s.allowed_uids, nor in %s.group or %s.allowed_gids", p.UID, sec, sec, sec)
 }
 
 type peerKey struct{}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"io"
 	"net"
 	"os"
@@ -87,7 +88,7 @@ func TestHelperCall(t *testing.T) {
 	if sock == "" {
 		return // only as the helper process of TestCallerOfAnotherUser
 	}
-	_, err := NewClient(sock, 5*time.Second).List(context.Background())
+	_, err := client.NewControl(sock, 5*time.Second).List(context.Background())
 	status := apiStatus(err)
 	if err == nil {
 		status = 200

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vramseal/vramseal/client"
 	"io"
 	"net"
 	"net/http"
@@ -76,7 +77,7 @@ type Config struct {
 	// Access says who may call besides root.
 	Access Access
 	// Status describes the agent for GET /v1/status (optional).
-	Status func() Status
+	Status func() client.Status
 	// NextDue tells when a shard is next verified (optional).
 	NextDue func(id string) (time.Time, bool)
 	// Progress makes the progress callback of a seal (optional).
@@ -162,14 +163,14 @@ func (s *Server) Handler() http.Handler {
 		fields := logrus.Fields{LogFieldMethod: r.Method, LogFieldPath: r.URL.Path}
 		if err != nil {
 			s.log.WithFields(fields).WithError(err).Warn("control API call refused: the caller's credentials are unknown")
-			writeError(w, http.StatusForbidden, KindForbidden, "the caller's credentials could not be read")
+			writeError(w, http.StatusForbidden, client.KindForbidden, "the caller's credentials could not be read")
 			return
 		}
 		fields[LogFieldPeerUID], fields[LogFieldPeerGID], fields[LogFieldPeerPID] = p.UID, p.GID, p.PID
 		ok, why := s.cfg.Access.Allow(p)
 		if !ok {
 			s.log.WithFields(fields).WithField(LogFieldWhy, why).Warn("control API call refused")
-			writeError(w, http.StatusForbidden, KindForbidden, "not allowed: "+why)
+			writeError(w, http.StatusForbidden, client.KindForbidden, "not allowed: "+why)
 			return
 		}
 		ctx := s.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
@@ -200,12 +201,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, kind, msg string) {
-	writeJSON(w, status, ErrorResponse{Error: msg, Kind: kind})
+	writeJSON(w, status, client.ErrorResponse{Error: msg, Kind: kind})
 }
 
 // writeSealerError maps a sealer error to a status.
 func writeSealerError(w http.ResponseWriter, err error) {
-	status, kind := http.StatusInternalServerError, KindInternal
+	status, kind := http.StatusInternalServerError, client.KindInternal
 	switch k := sealer.KindOf(err); k {
 	case sealer.KindInvalid:
 		status, kind = http.StatusBadRequest, k.String()
@@ -227,19 +228,19 @@ func writeSealerError(w http.ResponseWriter, err error) {
 	writeError(w, status, kind, err.Error())
 }
 
-// DecodeJSON decodes one JSON object from r (at most MaxBodyBytes) into v,
+// DecodeJSON decodes one JSON object from r (at most client.MaxBodyBytes) into v,
 // refusing unknown fields and trailing data. It returns the HTTP status and
 // error kind to answer with when it fails.
 func DecodeJSON(r io.Reader, v any) (int, string, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+	data, err := io.ReadAll(io.LimitReader(r, client.MaxBodyBytes+1))
 	if err != nil {
-		return http.StatusBadRequest, KindInvalid, fmt.Errorf("reading the request body: %w", err)
+		return http.StatusBadRequest, client.KindInvalid, fmt.Errorf("reading the request body: %w", err)
 	}
-	if len(data) > MaxBodyBytes {
-		return http.StatusRequestEntityTooLarge, KindTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+	if len(data) > client.MaxBodyBytes {
+		return http.StatusRequestEntityTooLarge, client.KindTooLarge, fmt.Errorf("request body is larger than %d bytes", client.MaxBodyBytes)
 	}
 	if err := decodeStrict(data, v); err != nil {
-		return http.StatusBadRequest, KindInvalid, err
+		return http.StatusBadRequest, client.KindInvalid, err
 	}
 	return 0, "", nil
 }
@@ -277,14 +278,14 @@ func (s *Server) changed() {
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Status == nil {
-		writeJSON(w, http.StatusOK, Status{Shards: len(s.cfg.Sealer.List())})
+		writeJSON(w, http.StatusOK, client.Status{Shards: len(s.cfg.Sealer.List())})
 		return
 	}
 	writeJSON(w, http.StatusOK, s.cfg.Status())
 }
 
-func (s *Server) withDue(st sealer.ShardStatus) Shard {
-	out := Shard{ShardStatus: st}
+func (s *Server) withDue(st sealer.ShardStatus) client.Shard {
+	out := client.Shard{ShardStatus: st}
 	if s.cfg.NextDue != nil {
 		if t, ok := s.cfg.NextDue(st.Seal.ShardID); ok {
 			out.NextVerificationAt = t
@@ -294,7 +295,7 @@ func (s *Server) withDue(st sealer.ShardStatus) Shard {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	resp := ListResponse{Shards: []Shard{}}
+	resp := client.ListResponse{Shards: []client.Shard{}}
 	for _, st := range s.cfg.Sealer.List() {
 		resp.Shards = append(resp.Shards, s.withDue(st))
 	}
@@ -311,17 +312,17 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
-	var req SealRequest
+	var req client.SealRequest
 	if !decode(w, r, &req) {
 		return
 	}
 	if err := sealer.CheckShardID(req.ID); err != nil {
-		writeError(w, http.StatusBadRequest, KindInvalid, err.Error())
+		writeError(w, http.StatusBadRequest, client.KindInvalid, err.Error())
 		return
 	}
 	file, path, err := OpenModelFile(s.cfg.ModelDirs, req.Path)
 	if err != nil {
-		writeError(w, http.StatusForbidden, KindForbidden, "seal "+req.ID+": "+err.Error())
+		writeError(w, http.StatusForbidden, client.KindForbidden, "seal "+req.ID+": "+err.Error())
 		return
 	}
 	defer file.Close()
@@ -335,7 +336,7 @@ func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.changed()
-	writeJSON(w, http.StatusCreated, SealResponse{Seal: seal})
+	writeJSON(w, http.StatusCreated, client.SealResponse{Seal: seal})
 }
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request) {
@@ -355,7 +356,7 @@ func verified(w http.ResponseWriter, results []sealer.VerifyResult, err error) {
 		writeSealerError(w, err)
 		return
 	}
-	resp := VerifyResponse{Intact: true, Results: results}
+	resp := client.VerifyResponse{Intact: true, Results: results}
 	if resp.Results == nil {
 		resp.Results = []sealer.VerifyResult{}
 	}
@@ -385,22 +386,22 @@ func (s *Server) verifyAll(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) verifySeal(w http.ResponseWriter, r *http.Request) {
-	data, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	data, err := io.ReadAll(io.LimitReader(r.Body, client.MaxBodyBytes+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, KindInvalid, "reading the request body: "+err.Error())
+		writeError(w, http.StatusBadRequest, client.KindInvalid, "reading the request body: "+err.Error())
 		return
 	}
-	if len(data) > MaxBodyBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, KindTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes))
+	if len(data) > client.MaxBodyBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, client.KindTooLarge, fmt.Sprintf("request body is larger than %d bytes", client.MaxBodyBytes))
 		return
 	}
 	if !json.Valid(data) {
-		writeError(w, http.StatusBadRequest, KindInvalid, "request body is not JSON (want a seal record)")
+		writeError(w, http.StatusBadRequest, client.KindInvalid, "request body is not JSON (want a seal record)")
 		return
 	}
 	presented, err := sealer.ParseSeal(data)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, KindInvalid, err.Error())
+		writeError(w, http.StatusBadRequest, client.KindInvalid, err.Error())
 		return
 	}
 	res, err := s.cfg.Sealer.VerifySeal(r.Context(), presented)
@@ -410,7 +411,7 @@ func (s *Server) verifySeal(w http.ResponseWriter, r *http.Request) {
 // faults returns the fault switches, or answers the refusal.
 func (s *Server) faults(w http.ResponseWriter) Faults {
 	if s.cfg.Faults == nil {
-		writeError(w, http.StatusConflict, KindNotSimulated, "debug switches work only on the simulated GPU (device: sim)")
+		writeError(w, http.StatusConflict, client.KindNotSimulated, "debug switches work only on the simulated GPU (device: sim)")
 	}
 	return s.cfg.Faults
 }
@@ -425,7 +426,7 @@ func faultFailed(w http.ResponseWriter, err error) {
 }
 
 func (s *Server) debugCorrupt(w http.ResponseWriter, r *http.Request) {
-	var req CorruptRequest
+	var req client.CorruptRequest
 	if !decode(w, r, &req) {
 		return
 	}
@@ -443,7 +444,7 @@ func (s *Server) debugCorrupt(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) debugECC(w http.ResponseWriter, r *http.Request) {
-	var req ECCRequest
+	var req client.ECCRequest
 	if !decode(w, r, &req) {
 		return
 	}
@@ -463,7 +464,7 @@ func (s *Server) debugECC(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) debugLost(lost bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req GPURequest
+		var req client.GPURequest
 		if !decode(w, r, &req) {
 			return
 		}
@@ -481,7 +482,7 @@ func (s *Server) debugLost(lost bool) http.HandlerFunc {
 }
 
 func (s *Server) debugFailReads(w http.ResponseWriter, r *http.Request) {
-	var req FailReadsRequest
+	var req client.FailReadsRequest
 	if !decode(w, r, &req) {
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/vramseal/vramseal/client"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,7 +30,7 @@ type fixture struct {
 	rec     *audit.Recorder
 	hook    *test.Hook
 	devs    []*simgpu.Device
-	client  *Client
+	client  *client.Control
 	socket  string
 	models  string
 	outside string
@@ -81,7 +83,7 @@ func newFixture(t testing.TB, mem uint64, access Access, sim bool) *fixture {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	f.client = NewClient(f.socket, 10*time.Second)
+	f.client = client.NewControl(f.socket, 10*time.Second)
 	return f
 }
 
@@ -96,7 +98,7 @@ func (f *fixture) file(t *testing.T, dir, name string, n int) string {
 }
 
 func apiStatus(err error) int {
-	var ae *APIError
+	var ae *client.APIError
 	if errors.As(err, &ae) {
 		return ae.Status
 	}
@@ -107,7 +109,7 @@ func TestSealListVerifyCorruptRelease(t *testing.T) {
 	f := newFixture(t, 64<<20, Access{OwnUID: uint32(os.Getuid())}, true)
 	ctx := context.Background()
 	p := f.file(t, f.models, "a.bin", 1<<20+17)
-	seal, err := f.client.Seal(ctx, SealRequest{ID: "a", Path: p, GPU: 1, ModelRef: "m@1", LeafSize: 4096})
+	seal, err := f.client.Seal(ctx, client.SealRequest{ID: "a", Path: p, GPU: 1, ModelRef: "m@1", LeafSize: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +120,7 @@ func TestSealListVerifyCorruptRelease(t *testing.T) {
 	if err != nil || len(shards) != 1 || shards[0].Seal != seal || shards[0].State != sealer.StateSealed {
 		t.Fatalf("list %+v, %v", shards, err)
 	}
-	if _, err := f.client.Seal(ctx, SealRequest{ID: "a", Path: p}); apiStatus(err) != http.StatusConflict {
+	if _, err := f.client.Seal(ctx, client.SealRequest{ID: "a", Path: p}); apiStatus(err) != http.StatusConflict {
 		t.Errorf("sealing an id twice: %v", err)
 	}
 	v, err := f.client.Verify(ctx, "a")
@@ -133,7 +135,7 @@ func TestSealListVerifyCorruptRelease(t *testing.T) {
 	if v, err := f.client.VerifySeal(ctx, forged); err != nil || v.Intact || v.Results[0].Result != audit.ReasonSignatureInvalid {
 		t.Fatalf("verify of a forged seal record: %+v, %v", v, err)
 	}
-	if _, err := f.client.Debug(ctx, "corrupt", CorruptRequest{ID: "a", Offset: 5000}); err != nil {
+	if _, err := f.client.Debug(ctx, "corrupt", client.CorruptRequest{ID: "a", Offset: 5000}); err != nil {
 		t.Fatal(err)
 	}
 	v, err = f.client.VerifyAll(ctx)
@@ -189,21 +191,21 @@ func TestSealRefusals(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		req    SealRequest
+		req    client.SealRequest
 		status int
 		want   string
 	}{
-		{"outside model_dirs", SealRequest{ID: "x", Path: outside}, 403, "is outside " + f.models},
-		{"symlink leaving model_dirs", SealRequest{ID: "x", Path: filepath.Join(f.models, "escape.bin")}, 403, "resolves to " + outside + ", outside"},
-		{"dot-dot out of model_dirs", SealRequest{ID: "x", Path: f.models + "/../outside/secret.bin"}, 403, "is outside"},
-		{"directory", SealRequest{ID: "x", Path: filepath.Join(f.models, "dir")}, 403, "is a directory"},
-		{"missing file", SealRequest{ID: "x", Path: filepath.Join(f.models, "nope.bin")}, 403, "no such file or directory"},
-		{"relative path", SealRequest{ID: "x", Path: "models/ok.bin"}, 403, "is not an absolute path"},
-		{"bad id", SealRequest{ID: "../x", Path: inside}, 400, `shard id "../x"`},
-		{"shard larger than the GPU", SealRequest{ID: "x", Path: big}, 507, "5242880 bytes requested, 4194304 available on GPU 0"},
-		{"no such GPU", SealRequest{ID: "x", Path: inside, GPU: 7}, 400, "no GPU 7"},
-		{"wrong sha256", SealRequest{ID: "x", Path: inside, SHA256: strings.Repeat("0", 64)}, 422, "content sha256 is"},
-		{"bad leaf size", SealRequest{ID: "x", Path: inside, LeafSize: 3}, 400, "leaf size"},
+		{"outside model_dirs", client.SealRequest{ID: "x", Path: outside}, 403, "is outside " + f.models},
+		{"symlink leaving model_dirs", client.SealRequest{ID: "x", Path: filepath.Join(f.models, "escape.bin")}, 403, "resolves to " + outside + ", outside"},
+		{"dot-dot out of model_dirs", client.SealRequest{ID: "x", Path: f.models + "/../outside/secret.bin"}, 403, "is outside"},
+		{"directory", client.SealRequest{ID: "x", Path: filepath.Join(f.models, "dir")}, 403, "is a directory"},
+		{"missing file", client.SealRequest{ID: "x", Path: filepath.Join(f.models, "nope.bin")}, 403, "no such file or directory"},
+		{"relative path", client.SealRequest{ID: "x", Path: "models/ok.bin"}, 403, "is not an absolute path"},
+		{"bad id", client.SealRequest{ID: "../x", Path: inside}, 400, `shard id "../x"`},
+		{"shard larger than the GPU", client.SealRequest{ID: "x", Path: big}, 507, "5242880 bytes requested, 4194304 available on GPU 0"},
+		{"no such GPU", client.SealRequest{ID: "x", Path: inside, GPU: 7}, 400, "no GPU 7"},
+		{"wrong sha256", client.SealRequest{ID: "x", Path: inside, SHA256: strings.Repeat("0", 64)}, 422, "content sha256 is"},
+		{"bad leaf size", client.SealRequest{ID: "x", Path: inside, LeafSize: 3}, 400, "leaf size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := f.client.Seal(ctx, tc.req)
@@ -213,21 +215,24 @@ func TestSealRefusals(t *testing.T) {
 		})
 	}
 	// A symlink from outside into model_dirs resolves inside: allowed.
-	if _, err := f.client.Seal(ctx, SealRequest{ID: "via-link", Path: filepath.Join(f.outside, "into.bin")}); err != nil {
+	if _, err := f.client.Seal(ctx, client.SealRequest{ID: "via-link", Path: filepath.Join(f.outside, "into.bin")}); err != nil {
 		t.Errorf("symlink into model_dirs: %v", err)
 	}
 }
 
 func TestBadRequestBodies(t *testing.T) {
 	f := newFixture(t, 4<<20, Access{}, true)
-	hc := &http.Client{Transport: f.client.http.Transport}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", f.socket)
+	}}}
 	post := func(path string, body []byte) (int, string) {
 		resp, err := hc.Post("http://x"+path, "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var e ErrorResponse
+		var e client.ErrorResponse
 		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
 			t.Fatalf("error answer is not JSON: %v", err)
 		}
@@ -265,7 +270,7 @@ func TestTraceparentReachesAuditEvents(t *testing.T) {
 	p := f.file(t, f.models, "a.bin", 3000)
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	f.client.TraceParent = tp
-	if _, err := f.client.Seal(context.Background(), SealRequest{ID: "a", Path: p}); err != nil {
+	if _, err := f.client.Seal(context.Background(), client.SealRequest{ID: "a", Path: p}); err != nil {
 		t.Fatal(err)
 	}
 	recs := f.rec.Recorded()
@@ -283,12 +288,12 @@ func TestTraceparentReachesAuditEvents(t *testing.T) {
 func TestDebugRefusedWithoutSimulatedGPU(t *testing.T) {
 	f := newFixture(t, 4<<20, Access{}, false)
 	for name, req := range map[string]any{
-		"corrupt": CorruptRequest{ID: "a"}, "ecc": ECCRequest{GPU: 0, Uncorrectable: 1},
-		"gpu-lost": GPURequest{}, "gpu-restored": GPURequest{}, "fail-reads": FailReadsRequest{On: true},
+		"corrupt": client.CorruptRequest{ID: "a"}, "ecc": client.ECCRequest{GPU: 0, Uncorrectable: 1},
+		"gpu-lost": client.GPURequest{}, "gpu-restored": client.GPURequest{}, "fail-reads": client.FailReadsRequest{On: true},
 	} {
 		_, err := f.client.Debug(context.Background(), name, req)
-		var ae *APIError
-		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Kind != KindNotSimulated {
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusConflict || ae.Kind != client.KindNotSimulated {
 			t.Errorf("debug %s on real GPUs: %v", name, err)
 		}
 	}
@@ -297,41 +302,41 @@ func TestDebugRefusedWithoutSimulatedGPU(t *testing.T) {
 func TestDebugSwitches(t *testing.T) {
 	f := newFixture(t, 4<<20, Access{}, true)
 	ctx := context.Background()
-	if _, err := f.client.Debug(ctx, "ecc", ECCRequest{GPU: 1, Correctable: 2, Uncorrectable: 3}); err != nil {
+	if _, err := f.client.Debug(ctx, "ecc", client.ECCRequest{GPU: 1, Correctable: 2, Uncorrectable: 3}); err != nil {
 		t.Fatal(err)
 	}
 	if tm := f.devs[1].Telemetry(); tm.ECCCorrected != 2 || tm.ECCUncorrected != 3 {
 		t.Errorf("telemetry %+v", tm)
 	}
-	if _, err := f.client.Debug(ctx, "gpu-lost", GPURequest{GPU: 0}); err != nil || !f.devs[0].Telemetry().Lost {
+	if _, err := f.client.Debug(ctx, "gpu-lost", client.GPURequest{GPU: 0}); err != nil || !f.devs[0].Telemetry().Lost {
 		t.Errorf("gpu-lost: %v", err)
 	}
-	if _, err := f.client.Debug(ctx, "gpu-restored", GPURequest{GPU: 0}); err != nil || f.devs[0].Telemetry().Lost {
+	if _, err := f.client.Debug(ctx, "gpu-restored", client.GPURequest{GPU: 0}); err != nil || f.devs[0].Telemetry().Lost {
 		t.Errorf("gpu-restored: %v", err)
 	}
 	p := f.file(t, f.models, "a.bin", 3000)
-	if _, err := f.client.Seal(ctx, SealRequest{ID: "a", Path: p}); err != nil {
+	if _, err := f.client.Seal(ctx, client.SealRequest{ID: "a", Path: p}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.client.Debug(ctx, "fail-reads", FailReadsRequest{GPU: 0, On: true}); err != nil {
+	if _, err := f.client.Debug(ctx, "fail-reads", client.FailReadsRequest{GPU: 0, On: true}); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := f.client.Verify(ctx, "a"); err != nil || v.Intact || v.Results[0].Result != audit.ReasonReadError {
 		t.Errorf("verify with failing reads: %+v, %v", v, err)
 	}
-	if _, err := f.client.Debug(ctx, "ecc", ECCRequest{GPU: 9}); apiStatus(err) != http.StatusNotFound {
+	if _, err := f.client.Debug(ctx, "ecc", client.ECCRequest{GPU: 9}); apiStatus(err) != http.StatusNotFound {
 		t.Errorf("ecc on a missing GPU: %v", err)
 	}
-	if _, err := f.client.Debug(ctx, "corrupt", CorruptRequest{ID: "a", Offset: 3000}); apiStatus(err) != http.StatusBadRequest {
+	if _, err := f.client.Debug(ctx, "corrupt", client.CorruptRequest{ID: "a", Offset: 3000}); apiStatus(err) != http.StatusBadRequest {
 		t.Errorf("corrupt past the end: %v", err)
 	}
 }
 
 func TestClientUnreachable(t *testing.T) {
-	c := NewClient(filepath.Join(t.TempDir(), "none.sock"), time.Second)
+	c := client.NewControl(filepath.Join(t.TempDir(), "none.sock"), time.Second)
 	_, err := c.List(context.Background())
-	if !errors.Is(err, ErrUnreachable) {
-		t.Fatalf("error %v, want ErrUnreachable", err)
+	if !errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("error %v, want client.ErrUnreachable", err)
 	}
 }
 

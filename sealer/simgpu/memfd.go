@@ -54,28 +54,28 @@ func (m *memfd) close() {
 // read-only and can neither write nor resize it. The shard must be
 // written: after the first export the agent writes only through its own
 // mapping.
-func (d *Device) Export(ctx context.Context, a sealer.Allocation) (*os.File, error) {
+func (d *Device) Export(ctx context.Context, a sealer.Allocation) (sealer.Exported, error) {
 	al, err := d.check(a, 0, 0)
 	if err != nil {
-		return nil, err
+		return sealer.Exported{}, err
 	}
 	if err := al.use(); err != nil {
-		return nil, err
+		return sealer.Exported{}, err
 	}
 	defer al.rw.RUnlock()
 	fd := int(al.mem.f.Fd())
 	have, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
 	if err != nil {
-		return nil, fmt.Errorf("simulated GPU %d: reading a memfd's seals: %w", d.index, err)
+		return sealer.Exported{}, fmt.Errorf("simulated GPU %d: reading a memfd's seals: %w", d.index, err)
 	}
 	if have&Seals != Seals {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, Seals); err != nil {
-			return nil, fmt.Errorf("simulated GPU %d: sealing a memfd: %w", d.index, err)
+			return sealer.Exported{}, fmt.Errorf("simulated GPU %d: sealing a memfd: %w", d.index, err)
 		}
 	}
 	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("simulated GPU %d: %w", d.index, err)
+		return sealer.Exported{}, fmt.Errorf("simulated GPU %d: %w", d.index, err)
 	}
-	return os.NewFile(uintptr(nfd), al.mem.f.Name()), nil
+	return sealer.Exported{File: os.NewFile(uintptr(nfd), al.mem.f.Name()), Kind: sealer.MemoryMemfd}, nil
 }

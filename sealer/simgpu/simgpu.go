@@ -124,6 +124,7 @@ var (
 	_ sealer.Device       = (*Device)(nil)
 	_ sealer.LeafDigester = (*Device)(nil)
 	_ sealer.GPUDescriber = (*Device)(nil)
+	_ sealer.Exporter     = (*Device)(nil)
 )
 
 // Index is the device index.

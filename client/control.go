@@ -1,4 +1,4 @@
-package control
+package client
 
 import (
 	"bytes"
@@ -19,17 +19,21 @@ import (
 // the agent (no socket, nobody listening, connection refused or dropped).
 var ErrUnreachable = errors.New("agent unreachable")
 
-// APIError is an error answer of the agent.
+// APIError is an error answer of the agent, on either socket.
 type APIError struct {
-	Status  int
+	// Status is the HTTP status on the control socket (0 on the consumer
+	// socket).
+	Status int
+	// Kind classifies it (ErrorResponse.Kind; on the consumer socket, the
+	// kinds of docs/consumers.md).
 	Kind    string
 	Message string
 }
 
 func (e *APIError) Error() string { return e.Message }
 
-// Client calls the control API over its Unix socket.
-type Client struct {
+// Control calls the control API over its Unix socket.
+type Control struct {
 	socket string
 	http   *http.Client
 	// TraceParent, when set, is sent as the W3C traceparent header so the
@@ -37,9 +41,9 @@ type Client struct {
 	TraceParent string
 }
 
-// NewClient returns a client of the agent listening on socket. timeout
+// NewControl returns a client of the agent listening on socket. timeout
 // bounds each call (0: none).
-func NewClient(socket string, timeout time.Duration) *Client {
+func NewControl(socket string, timeout time.Duration) *Control {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -47,11 +51,11 @@ func NewClient(socket string, timeout time.Duration) *Client {
 		},
 		DisableCompression: true,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
+	return &Control{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
 }
 
 // do sends a request and decodes a 2xx answer into out.
-func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+func (c *Control) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		if raw, ok := body.(json.RawMessage); ok {
@@ -110,57 +114,57 @@ func unwrapURLErr(err error) error {
 }
 
 // Status returns the agent's status.
-func (c *Client) Status(ctx context.Context) (Status, error) {
+func (c *Control) Status(ctx context.Context) (Status, error) {
 	var s Status
 	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
 // Seal asks the agent to seal a file.
-func (c *Client) Seal(ctx context.Context, req SealRequest) (sealer.Seal, error) {
+func (c *Control) Seal(ctx context.Context, req SealRequest) (sealer.Seal, error) {
 	var r SealResponse
 	return r.Seal, c.do(ctx, http.MethodPost, "/v1/shards", req, &r)
 }
 
 // List returns the sealed shards.
-func (c *Client) List(ctx context.Context) ([]Shard, error) {
+func (c *Control) List(ctx context.Context) ([]Shard, error) {
 	var r ListResponse
 	return r.Shards, c.do(ctx, http.MethodGet, "/v1/shards", nil, &r)
 }
 
 // Shard returns one shard.
-func (c *Client) Shard(ctx context.Context, id string) (Shard, error) {
+func (c *Control) Shard(ctx context.Context, id string) (Shard, error) {
 	var r Shard
 	return r, c.do(ctx, http.MethodGet, "/v1/shards/"+url.PathEscape(id), nil, &r)
 }
 
 // Verify verifies one shard now.
-func (c *Client) Verify(ctx context.Context, id string) (VerifyResponse, error) {
+func (c *Control) Verify(ctx context.Context, id string) (VerifyResponse, error) {
 	var r VerifyResponse
 	return r, c.do(ctx, http.MethodPost, "/v1/shards/"+url.PathEscape(id)+"/verify", nil, &r)
 }
 
 // VerifyAll verifies every shard now.
-func (c *Client) VerifyAll(ctx context.Context) (VerifyResponse, error) {
+func (c *Control) VerifyAll(ctx context.Context) (VerifyResponse, error) {
 	var r VerifyResponse
 	return r, c.do(ctx, http.MethodPost, "/v1/verify/all", nil, &r)
 }
 
 // VerifySeal verifies a presented seal record (JSON, as `seal -o json`
 // printed it).
-func (c *Client) VerifySeal(ctx context.Context, record []byte) (VerifyResponse, error) {
+func (c *Control) VerifySeal(ctx context.Context, record []byte) (VerifyResponse, error) {
 	var r VerifyResponse
 	return r, c.do(ctx, http.MethodPost, "/v1/verify/seal", json.RawMessage(record), &r)
 }
 
 // Release releases a shard.
-func (c *Client) Release(ctx context.Context, id string) (sealer.ReleaseResult, error) {
+func (c *Control) Release(ctx context.Context, id string) (sealer.ReleaseResult, error) {
 	var r sealer.ReleaseResult
 	return r, c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(id), nil, &r)
 }
 
 // Debug calls a debug endpoint ("corrupt", "ecc", "gpu-lost",
 // "gpu-restored", "fail-reads") with its request.
-func (c *Client) Debug(ctx context.Context, name string, req any) (map[string]any, error) {
+func (c *Control) Debug(ctx context.Context, name string, req any) (map[string]any, error) {
 	var r map[string]any
 	return r, c.do(ctx, http.MethodPost, "/v1/debug/"+name, req, &r)
 }

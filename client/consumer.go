@@ -1,0 +1,173 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vramseal/vramseal/internal/wire"
+	"github.com/vramseal/vramseal/sealer"
+)
+
+// DefaultConsumerSocket is where the agent serves consumers when
+// handoff.socket says so.
+const DefaultConsumerSocket = "/run/vramseal/handoff.sock"
+
+// Consumer is a connection to the agent's consumer socket
+// (docs/consumers.md). The shards opened on it are leased to this process
+// until each is closed or the connection is: while a lease lasts, the
+// agent does not release the shard unless forced. Calls are serialised;
+// it is safe for concurrent use.
+type Consumer struct {
+	mu sync.Mutex
+	c  *net.UnixConn
+}
+
+// DialConsumer connects to the consumer socket. A socket nobody serves
+// is an error wrapping ErrUnreachable.
+func DialConsumer(ctx context.Context, socket string) (*Consumer, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("consumer socket %s: %w (%v)", socket, ErrUnreachable, err)
+	}
+	return &Consumer{c: c.(*net.UnixConn)}, nil
+}
+
+// Close ends the connection, and with it every lease it holds.
+func (c *Consumer) Close() error { return c.c.Close() }
+
+// call sends req and reads the answer with its descriptors, bounded by
+// ctx's deadline.
+func (c *Consumer) call(ctx context.Context, req wire.Request) (wire.Response, []*os.File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	req.V = wire.Version
+	dl, _ := ctx.Deadline()
+	_ = c.c.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := wire.Write(c.c, req); err != nil {
+		return wire.Response{}, nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	var resp wire.Response
+	files, err := wire.Read(c.c, &resp)
+	if err != nil {
+		if ctx.Err() != nil {
+			return resp, nil, ctx.Err()
+		}
+		return resp, nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	if !resp.OK {
+		for _, f := range files {
+			f.Close()
+		}
+		if resp.Error == nil {
+			return resp, nil, &APIError{Kind: wire.KindInternal, Message: "the agent refused without saying why"}
+		}
+		return resp, nil, &APIError{Kind: resp.Error.Kind, Message: resp.Error.Message}
+	}
+	return resp, files, nil
+}
+
+// Lease is a sealed shard leased to this process.
+type Lease struct {
+	// Seal is the signed seal record the agent sent. Check it before
+	// use: VerifySeal asks the agent, which knows the key.
+	Seal sealer.Seal
+	// Size is the shard's size in bytes.
+	Size uint64
+	// Memory is what File is: "memfd" on the simulated GPU.
+	Memory string
+	// File is the shard's memory. Map maps it; it stays the consumer's
+	// after Close, for as long as it keeps it open or mapped.
+	File *os.File
+
+	c  *Consumer
+	id string
+}
+
+// Open leases a sealed shard and receives its memory.
+func (c *Consumer) Open(ctx context.Context, id string) (*Lease, error) {
+	resp, files, err := c.call(ctx, wire.Request{Op: wire.OpOpen, ID: id})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", id, err)
+	}
+	if len(files) != 1 || resp.Files != 1 {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("open %s: the answer carried %d descriptors, want 1", id, len(files))
+	}
+	seal, err := sealer.ParseSeal(resp.Seal)
+	if err != nil {
+		files[0].Close()
+		return nil, fmt.Errorf("open %s: the seal record: %w", id, err)
+	}
+	if seal.ShardID != id || seal.VRAMBytes != resp.Size {
+		files[0].Close()
+		return nil, fmt.Errorf("open %s: the answer's seal is of shard %q, %d bytes (size %d)", id, seal.ShardID, seal.VRAMBytes, resp.Size)
+	}
+	return &Lease{Seal: seal, Size: resp.Size, Memory: resp.Memory, File: files[0], c: c, id: id}, nil
+}
+
+// ErrNotMappable is returned by Map for memory that is not a memfd (a
+// CUDA handle is imported with the driver instead).
+var ErrNotMappable = errors.New("this shard's memory is not mapped with mmap")
+
+// Map maps the shard read-only (shared: the agent's verification reads the
+// same pages). Unmap it with Unmap.
+func (s *Lease) Map() ([]byte, error) {
+	if s.Memory != sealer.MemoryMemfd {
+		return nil, fmt.Errorf("%s: %w (%s)", s.id, ErrNotMappable, s.Memory)
+	}
+	if s.Size == 0 || s.Size > uint64(int(^uint(0)>>1)) {
+		return nil, fmt.Errorf("%s: cannot map %d bytes", s.id, s.Size)
+	}
+	m, err := unix.Mmap(int(s.File.Fd()), 0, int(s.Size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("%s: mmap: %w", s.id, err)
+	}
+	return m, nil
+}
+
+// Unmap unmaps what Map returned.
+func Unmap(m []byte) error { return unix.Munmap(m) }
+
+// Close ends the lease and closes File. A mapping made with Map stays
+// valid until it is unmapped.
+func (s *Lease) Close(ctx context.Context) error {
+	_, _, err := s.c.call(ctx, wire.Request{Op: wire.OpClose, ID: s.id})
+	return errors.Join(err, s.File.Close())
+}
+
+// VerifySeal asks the agent whether a seal record it signed still holds
+// for the shard in memory (verify-before-use): the agent checks the
+// signature and every field, then verifies the shard now.
+func (c *Consumer) VerifySeal(ctx context.Context, seal sealer.Seal) (sealer.VerifyResult, error) {
+	raw, err := json.Marshal(seal)
+	if err != nil {
+		return sealer.VerifyResult{}, err
+	}
+	return c.VerifySealRecord(ctx, raw)
+}
+
+// VerifySealRecord is VerifySeal for a seal record as JSON.
+func (c *Consumer) VerifySealRecord(ctx context.Context, record []byte) (sealer.VerifyResult, error) {
+	resp, _, err := c.call(ctx, wire.Request{Op: wire.OpVerify, Seal: record})
+	if err != nil {
+		return sealer.VerifyResult{}, fmt.Errorf("verify: %w", err)
+	}
+	var res sealer.VerifyResult
+	if err := json.Unmarshal(resp.Result, &res); err != nil {
+		return sealer.VerifyResult{}, fmt.Errorf("verify: the answer: %w", err)
+	}
+	return res, nil
+}

@@ -14,7 +14,8 @@ import (
 )
 
 // DefaultLibrary is the driver library Open loads when Options.LibraryPath
-// is empty: the name the NVIDIA driver installs, found on the loader path.
+// is empty: the name the NVIDIA driver installs, found by the loader's
+// search or in one of DriverFolders.
 const DefaultLibrary = "libcuda.so.1"
 
 // ErrNoDriver is wrapped by Open's error when no usable CUDA driver can be
@@ -31,7 +32,9 @@ var ErrClosed = errors.New("cuda: device closed")
 
 // Options configure Open.
 type Options struct {
-	// LibraryPath is the driver library to load (DefaultLibrary when "").
+	// LibraryPath is the driver library to load, and the only one tried.
+	// When "", DefaultLibrary is searched for: the loader's search first
+	// (LD_LIBRARY_PATH, the loader cache), then DriverFolders.
 	LibraryPath string
 	// Devices are the CUDA ordinals to open (all when empty).
 	Devices []int
@@ -65,8 +68,10 @@ type Properties struct {
 	// for a MIG instance).
 	UUID string
 	// MIGInstance is true when the device is a MIG compute instance: its
-	// own UUID (cuDeviceGetUuid_v2) differs from its GPU's (cuDeviceGetUuid).
-	// When false, MIG mode is not known from the driver API alone.
+	// own UUID (cuDeviceGetUuid_v2) differs from its GPU's (the legacy
+	// cuDeviceGetUuid, on drivers older than CUDA 13, where it still gives
+	// the physical GPU's). When false, MIG mode is not known from the
+	// driver API alone (Limitations says why when the probe could not run).
 	MIGInstance bool
 	// Integrated is true for a GPU that shares memory with the host.
 	Integrated bool
@@ -128,31 +133,16 @@ type AllocationMemory struct {
 	Managed bool
 }
 
-// sharedLib counts the devices using one loaded driver.
-type sharedLib struct {
-	drv  *driver
-	mu   sync.Mutex
-	refs int
-}
-
-func (s *sharedLib) release() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refs--
-	if s.refs == 0 {
-		return s.drv.lib.Close()
-	}
-	return nil
-}
-
 // Open loads the driver, initialises it and opens the requested GPUs: each
 // gets its primary context retained and made current on its worker
 // threads. Without a usable driver it returns an error wrapping
 // ErrNoDriver; without GPUs one wrapping ErrNoDevice. It never panics.
+//
+// Once cuInit has been called on a library, the library stays loaded for
+// the life of the process, whatever Open returns and after every Device is
+// closed: the driver starts threads of its own that run its code, and
+// unloading it under them crashes the process (a second Open reuses it).
 func Open(ctx context.Context, opts Options) ([]*Device, error) {
-	if opts.LibraryPath == "" {
-		opts.LibraryPath = DefaultLibrary
-	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
@@ -166,17 +156,23 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 	if load == nil {
 		load = dlOpen
 	}
-	lib, err := load(opts.LibraryPath)
+	lib, name, err := loadDriver(load, opts.LibraryPath)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: %w: %w (is the NVIDIA driver installed and its library on the loader path?)", ErrNoDriver, err)
+		return nil, fmt.Errorf("cuda: %w: %w (is the NVIDIA driver installed?)", ErrNoDriver, err)
 	}
 	drv, err := bind(lib)
 	if err != nil {
 		lib.Close()
-		return nil, fmt.Errorf("cuda: %w: %s: %w", ErrNoDriver, opts.LibraryPath, err)
+		return nil, fmt.Errorf("cuda: %w: %s: %w", ErrNoDriver, name, err)
 	}
+	drv.path = name
+	if addr, err := lib.Sym("cuInit"); err == nil {
+		if file := mappedFile(addr); file != "" {
+			drv.path = file
+		}
+	}
+	// From here on the library is never closed (see above).
 	if err := call("cuInit", drv.cuInit(0)); err != nil {
-		lib.Close()
 		switch {
 		case errors.Is(err, ResultNoDevice):
 			return nil, fmt.Errorf("cuda: %w: %w", ErrNoDevice, err)
@@ -188,7 +184,6 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 	var version, count int32
 	if err := errors.Join(call("cuDriverGetVersion", drv.cuDriverGetVersion(&version)),
 		call("cuDeviceGetCount", drv.cuDeviceGetCount(&count))); err != nil {
-		lib.Close()
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	ordinals := opts.Devices
@@ -198,16 +193,13 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 		}
 	}
 	if len(ordinals) == 0 {
-		lib.Close()
 		return nil, fmt.Errorf("cuda: %w: the driver reports 0 devices", ErrNoDevice)
 	}
-	shared := &sharedLib{drv: drv, refs: 1} // the 1 is Open's own, dropped below
 	var devs []*Device
 	fail := func(err error) ([]*Device, error) {
 		for _, d := range devs {
 			d.Close()
 		}
-		shared.release()
 		return nil, err
 	}
 	seen := map[int]bool{}
@@ -222,13 +214,12 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 			return fail(fmt.Errorf("cuda: GPU %d is named twice", ord))
 		}
 		seen[ord] = true
-		d, err := openDevice(ctx, shared, ord, int(version), opts)
+		d, err := openDevice(ctx, drv, ord, int(version), opts)
 		if err != nil {
 			return fail(err)
 		}
 		devs = append(devs, d)
 	}
-	shared.release()
 	return devs, nil
 }
 
@@ -236,7 +227,6 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 // sealer.LeafDigester. All driver calls run on the device's worker
 // goroutines, each locked to its OS thread with the primary context current.
 type Device struct {
-	lib     *sharedLib
 	drv     *driver
 	ordinal int32
 	props   Properties
@@ -252,6 +242,10 @@ type Device struct {
 	mu     sync.Mutex
 	live   map[*allocation]bool
 	closed bool
+
+	// limits are the features an optional driver symbol would have served
+	// that this device runs without (Limitations).
+	limits []string
 
 	kernelMu   sync.Mutex
 	module     uintptr
@@ -278,32 +272,32 @@ type worker struct {
 	size    int
 }
 
-func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, opts Options) (*Device, error) {
-	drv := shared.drv
+func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Options) (*Device, error) {
 	var dev int32
 	if err := call("cuDeviceGet", drv.cuDeviceGet(&dev, int32(ordinal))); err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
-	props, err := readProperties(drv, dev, ordinal, version)
+	props, limits, err := readProperties(drv, dev, ordinal, version)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
 	d := &Device{
-		lib: shared, drv: drv, ordinal: dev, props: props, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
-		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{},
+		drv: drv, ordinal: dev, props: props, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
+		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits,
 	}
 	if !opts.SpinWait {
 		// CU_CTX_SCHED_YIELD, before the context is first made current.
-		if err := call("cuDevicePrimaryCtxSetFlags_v2", drv.cuDevicePrimaryCtxSetFlags(dev, ctxSchedYield)); err != nil {
-			return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
+		// Without it the driver's threads spin while they wait: slower for
+		// the node's other work, never wrong.
+		if drv.cuDevicePrimaryCtxSetFlags == nil {
+			d.limits = append(d.limits, "waiting threads spin: the driver lacks cuDevicePrimaryCtxSetFlags_v2")
+		} else if err := call("cuDevicePrimaryCtxSetFlags_v2", drv.cuDevicePrimaryCtxSetFlags(dev, ctxSchedYield)); err != nil {
+			d.limits = append(d.limits, fmt.Sprintf("waiting threads spin: %v", err))
 		}
 	}
 	if err := call("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&d.pctx, dev)); err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
-	shared.mu.Lock()
-	shared.refs++
-	shared.mu.Unlock()
 	started := make(chan error, opts.Workers)
 	for range opts.Workers {
 		d.wg.Add(1)
@@ -322,15 +316,14 @@ func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, op
 	return d, nil
 }
 
-func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, error) {
+func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, []string, error) {
 	p := Properties{Ordinal: ordinal, DriverVersion: version}
 	var name [256]byte
-	var uuid, gpuUUID [16]byte
+	var uuid [16]byte
 	var integrated, ecc, major, minor int32
 	err := errors.Join(
 		call("cuDeviceGetName", drv.cuDeviceGetName(&name[0], int32(len(name)), dev)),
 		call("cuDeviceGetUuid_v2", drv.cuDeviceGetUuid(&uuid, dev)),
-		call("cuDeviceGetUuid", drv.cuDeviceGetUuidV1(&gpuUUID, dev)),
 		call("cuDeviceTotalMem_v2", drv.cuDeviceTotalMem(&p.TotalMemory, dev)),
 		call("cuDeviceGetAttribute(INTEGRATED)", drv.cuDeviceGetAttribute(&integrated, attrIntegrated, dev)),
 		call("cuDeviceGetAttribute(ECC_ENABLED)", drv.cuDeviceGetAttribute(&ecc, attrECCEnabled, dev)),
@@ -338,20 +331,49 @@ func readProperties(drv *driver, dev int32, ordinal, version int) (Properties, e
 		call("cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)", drv.cuDeviceGetAttribute(&minor, attrComputeMinor, dev)),
 	)
 	if err != nil {
-		return p, err
+		return p, nil, err
 	}
 	if i := bytes.IndexByte(name[:], 0); i >= 0 {
 		p.Name = string(name[:i])
 	}
 	p.UUID = FormatUUID(uuid)
-	if uuid != gpuUUID {
+	mig, limit := migInstance(drv, dev, uuid, version)
+	if mig {
 		p.MIGInstance = true
 		p.UUID = "MIG-" + strings.TrimPrefix(p.UUID, "GPU-")
 	}
+	var limits []string
+	if limit != "" {
+		limits = append(limits, limit)
+	}
 	p.Integrated, p.ECCEnabled = integrated != 0, ecc != 0
 	p.ComputeMajor, p.ComputeMinor = int(major), int(minor)
-	return p, nil
+	return p, limits, nil
 }
+
+// migInstance tells whether the device is a MIG instance by comparing its
+// UUID with the legacy cuDeviceGetUuid's. When it cannot tell, it says why,
+// and the answer is false (unknown): the legacy symbol is missing or fails,
+// or the driver is CUDA 13 or newer, where the legacy call gives MIG UUIDs
+// too and the comparison proves nothing.
+func migInstance(drv *driver, dev int32, uuid [16]byte, version int) (bool, string) {
+	switch {
+	case version >= 13000:
+		return false, "MIG instance unknown from the driver API: on CUDA 13 drivers cuDeviceGetUuid gives MIG UUIDs too"
+	case drv.cuDeviceGetUuidLegacy == nil:
+		return false, "MIG instance unknown from the driver API: the driver lacks cuDeviceGetUuid"
+	}
+	var gpu [16]byte
+	if err := call("cuDeviceGetUuid", drv.cuDeviceGetUuidLegacy(&gpu, dev)); err != nil {
+		return false, fmt.Sprintf("MIG instance unknown from the driver API: %v", err)
+	}
+	return gpu != uuid, ""
+}
+
+// Limitations lists the features this device runs without because an
+// optional driver symbol is missing or failed (MIG instance unknown,
+// waiting threads spinning), one sentence each; empty when none.
+func (d *Device) Limitations() []string { return append([]string(nil), d.limits...) }
 
 // FormatUUID writes a device UUID as nvidia-smi does: GPU-8-4-4-4-12 hex.
 func FormatUUID(u [16]byte) string {
@@ -445,6 +467,11 @@ func (d *Device) errf(err error) error {
 	}
 	return fmt.Errorf("GPU %d: %w", d.ordinal, err)
 }
+
+// Library is the driver library file the device runs on, as the process
+// mapped it (e.g. /usr/lib/x86_64-linux-gnu/libcuda.so.570.133.20), or the
+// name it was loaded by when the mapping cannot be read.
+func (d *Device) Library() string { return d.drv.path }
 
 // Index is the CUDA ordinal.
 func (d *Device) Index() int { return int(d.ordinal) }
@@ -582,8 +609,8 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (All
 }
 
 // Close unloads the kernel, stops the workers (freeing their streams and
-// pinned buffers), releases the primary context and, with the last device,
-// the driver library. Allocations still live are freed with the context.
+// pinned buffers) and releases the primary context. Allocations still live
+// are freed with the context. The driver library stays loaded (see Open).
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -604,7 +631,6 @@ func (d *Device) Close() error {
 	d.wg.Wait()
 	if d.pctx != 0 {
 		errs = append(errs, call("cuDevicePrimaryCtxRelease_v2", d.drv.cuDevicePrimaryCtxRelease(d.ordinal)))
-		errs = append(errs, d.lib.release())
 	}
 	return d.errf(errors.Join(errs...))
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -52,10 +51,20 @@ type Options struct {
 	// and the node's inference processes get the CPU.
 	SpinWait bool
 
+	// VerifyInFlight bounds the verifications on the GPU (LeafDigests
+	// calls, TreeDigests shards) the device runs at once
+	// (DefaultVerifyInFlight when 0). Each keeps a device and a pinned
+	// host buffer of 32 bytes per leaf of the largest shard it verified,
+	// reused until Close.
+	VerifyInFlight int
+
 	// load replaces dlOpen in tests.
 	load loader
 	// launchBytes replaces the bytes hashed per kernel launch in tests.
 	launchBytes uint64
+	// beforeRoot, in tests, is called before TreeDigests computes shard
+	// i's root on the host.
+	beforeRoot func(i int)
 }
 
 // Properties are a device's static properties, read once at Open.
@@ -148,6 +157,9 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 	}
 	if opts.StagingBytes <= 0 {
 		opts.StagingBytes = 1 << 20
+	}
+	if opts.VerifyInFlight <= 0 {
+		opts.VerifyInFlight = DefaultVerifyInFlight
 	}
 	if opts.launchBytes == 0 {
 		opts.launchBytes = defaultLaunchBytes
@@ -243,6 +255,12 @@ type Device struct {
 	live   map[*allocation]bool
 	closed bool
 
+	// slots are the verifications on the GPU that may be in flight, each
+	// with its reusable buffers; closing ends new ones at Close.
+	slots      chan *digestSlot
+	closing    chan struct{}
+	beforeRoot func(i int)
+
 	// limits are the features an optional driver symbol would have served
 	// that this device runs without (Limitations).
 	limits []string
@@ -258,20 +276,6 @@ var (
 	_ sealer.LeafDigester = (*Device)(nil)
 )
 
-type job struct {
-	fn   func(w *worker) error
-	done chan error
-}
-
-// worker is one locked OS thread with the device's context current.
-type worker struct {
-	dev     *Device
-	drv     *driver
-	streams [2]uintptr
-	stage   [2]unsafe.Pointer // pinned host buffers
-	size    int
-}
-
 func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Options) (*Device, error) {
 	var dev int32
 	if err := call("cuDeviceGet", drv.cuDeviceGet(&dev, int32(ordinal))); err != nil {
@@ -284,6 +288,10 @@ func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Opt
 	d := &Device{
 		drv: drv, ordinal: dev, props: props, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
 		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits,
+		slots: make(chan *digestSlot, opts.VerifyInFlight), closing: make(chan struct{}), beforeRoot: opts.beforeRoot,
+	}
+	for range opts.VerifyInFlight {
+		d.slots <- &digestSlot{}
 	}
 	if !opts.SpinWait {
 		// CU_CTX_SCHED_YIELD, before the context is first made current.
@@ -390,77 +398,6 @@ func FormatUUID(u [16]byte) string {
 	return s.String()
 }
 
-// work is one worker: it locks its OS thread, makes the primary context
-// current, creates its streams and pinned buffers, and runs jobs until
-// Close. The thread stays locked until the goroutine ends, so the OS
-// thread, with the context current, is never reused for other Go code.
-func (d *Device) work(started chan<- error) {
-	defer d.wg.Done()
-	runtime.LockOSThread()
-	w := &worker{dev: d, drv: d.drv, size: d.staging}
-	if err := w.init(d.pctx); err != nil {
-		w.destroy()
-		started <- err
-		return
-	}
-	started <- nil
-	defer w.destroy()
-	for {
-		select {
-		case j := <-d.jobs:
-			j.done <- j.fn(w)
-		case <-d.quit:
-			return
-		}
-	}
-}
-
-func (w *worker) init(pctx uintptr) error {
-	if err := call("cuCtxSetCurrent", w.drv.cuCtxSetCurrent(pctx)); err != nil {
-		return err
-	}
-	for i := range w.streams {
-		// CU_STREAM_NON_BLOCKING: no implicit sync with the legacy stream.
-		if err := call("cuStreamCreate", w.drv.cuStreamCreate(&w.streams[i], 1)); err != nil {
-			return err
-		}
-		if err := call("cuMemHostAlloc", w.drv.cuMemHostAlloc(&w.stage[i], uint64(w.size), 0)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (w *worker) destroy() {
-	for i := range w.streams {
-		if w.streams[i] != 0 {
-			w.drv.cuStreamSynchronize(w.streams[i])
-			w.drv.cuStreamDestroy(w.streams[i])
-			w.streams[i] = 0
-		}
-		if w.stage[i] != nil {
-			w.drv.cuMemFreeHost(w.stage[i])
-			w.stage[i] = nil
-		}
-	}
-}
-
-// buf is staging buffer i as a byte slice.
-func (w *worker) buf(i int) []byte { return unsafe.Slice((*byte)(w.stage[i]), w.size) }
-
-// do runs fn on one of the device's worker threads and waits for it.
-func (d *Device) do(ctx context.Context, fn func(w *worker) error) error {
-	j := job{fn: fn, done: make(chan error, 1)}
-	select {
-	case d.jobs <- j:
-	case <-d.quit:
-		return fmt.Errorf("GPU %d: %w", d.ordinal, ErrClosed)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return <-j.done
-}
-
 func (d *Device) errf(err error) error {
 	if err == nil {
 		return nil
@@ -540,29 +477,6 @@ func (d *Device) acquire(a sealer.Allocation, off, n uint64) (*allocation, error
 	return al, nil
 }
 
-// Write copies p into the allocation at off through the pinned staging
-// buffers, two copies in flight on two streams.
-func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p []byte) error {
-	al, err := d.acquire(a, off, uint64(len(p)))
-	if err != nil {
-		return err
-	}
-	defer al.use.RUnlock()
-	return d.errf(d.do(ctx, func(w *worker) error { return w.write(ctx, al.ptr+off, p) }))
-}
-
-// Read copies len(p) bytes of the allocation at off into p through the
-// pinned staging buffers, the next copy in flight while the last is
-// unpacked.
-func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []byte) error {
-	al, err := d.acquire(a, off, uint64(len(p)))
-	if err != nil {
-		return err
-	}
-	defer al.use.RUnlock()
-	return d.errf(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) }))
-}
-
 // Free releases the allocation (cuMemFree). A second Free wraps
 // sealer.ErrAllocationMissing.
 func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
@@ -608,8 +522,9 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (All
 	return out, d.errf(err)
 }
 
-// Close unloads the kernel, stops the workers (freeing their streams and
-// pinned buffers) and releases the primary context. Allocations still live
+// Close waits for the verifications on the GPU in flight, frees their
+// buffers, unloads the kernel, stops the workers (freeing their streams
+// and pinned buffers) and releases the primary context. Allocations still live
 // are freed with the context. The driver library stays loaded (see Open).
 func (d *Device) Close() error {
 	d.mu.Lock()
@@ -619,7 +534,9 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
-	var errs []error
+	close(d.closing)
+	// The verifications in flight end; their buffers are freed.
+	errs := []error{d.freeSlots()}
 	d.kernelMu.Lock()
 	if d.module != 0 {
 		mod := d.module
@@ -633,83 +550,6 @@ func (d *Device) Close() error {
 		errs = append(errs, call("cuDevicePrimaryCtxRelease_v2", d.drv.cuDevicePrimaryCtxRelease(d.ordinal)))
 	}
 	return d.errf(errors.Join(errs...))
-}
-
-// write copies p to device address dst in staging-sized chunks,
-// alternating buffers and streams: while one chunk's DMA runs, the next is
-// packed into the other buffer.
-func (w *worker) write(ctx context.Context, dst uint64, p []byte) (err error) {
-	var busy [2]bool
-	defer func() { err = errors.Join(err, w.drain(&busy)) }()
-	for i, off := 0, 0; off < len(p); i, off = i+1, off+w.size {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		k := i % 2
-		if busy[k] {
-			busy[k] = false
-			if err := call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[k])); err != nil {
-				return err
-			}
-		}
-		n := copy(w.buf(k), p[off:])
-		if err := call("cuMemcpyHtoDAsync_v2", w.drv.cuMemcpyHtoDAsync(dst+uint64(off), w.stage[k], uint64(n), w.streams[k])); err != nil {
-			return err
-		}
-		busy[k] = true
-	}
-	return nil
-}
-
-// read copies device address src into p: chunk i+1's DMA is in flight while
-// chunk i is unpacked from its staging buffer.
-func (w *worker) read(ctx context.Context, p []byte, src uint64) (err error) {
-	var busy [2]bool
-	defer func() { err = errors.Join(err, w.drain(&busy)) }()
-	chunks := (len(p) + w.size - 1) / w.size
-	issue := func(i int) error {
-		off := i * w.size
-		n := min(w.size, len(p)-off)
-		k := i % 2
-		busy[k] = true
-		return call("cuMemcpyDtoHAsync_v2", w.drv.cuMemcpyDtoHAsync(w.stage[k], src+uint64(off), uint64(n), w.streams[k]))
-	}
-	if chunks > 0 {
-		if err := issue(0); err != nil {
-			return err
-		}
-	}
-	for i := range chunks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if i+1 < chunks {
-			if err := issue(i + 1); err != nil {
-				return err
-			}
-		}
-		k := i % 2
-		busy[k] = false
-		if err := call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[k])); err != nil {
-			return err
-		}
-		off := i * w.size
-		copy(p[off:min(off+w.size, len(p))], w.buf(k))
-	}
-	return nil
-}
-
-// drain waits for the streams still busy, so a staging buffer is never
-// reused or freed under a copy.
-func (w *worker) drain(busy *[2]bool) error {
-	var errs []error
-	for k := range busy {
-		if busy[k] {
-			busy[k] = false
-			errs = append(errs, call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[k])))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Devices returns ds as sealer Devices.

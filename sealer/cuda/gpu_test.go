@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 )
 
-// openGPU opens the real driver's first GPU, or skips the test when this
-// machine has none. With VRAMSEAL_REQUIRE_GPU=1 (set by `make gpu-check`)
-// a missing driver fails the test instead.
+// openGPU opens the real driver's first GPU (VRAMSEAL_CUDA_LIBRARY, which
+// `make gpu-check` sets to the file it found, or the agent's own search),
+// or skips the test when this machine has none. With VRAMSEAL_REQUIRE_GPU=1
+// (set by `make gpu-check`) a missing driver fails the test instead.
 func openGPU(t *testing.T) *Device {
 	t.Helper()
 	lib := os.Getenv("VRAMSEAL_CUDA_LIBRARY")
@@ -22,7 +24,7 @@ func openGPU(t *testing.T) *Device {
 		if os.Getenv("VRAMSEAL_REQUIRE_GPU") == "1" {
 			t.Fatalf("VRAMSEAL_REQUIRE_GPU=1 but no GPU: %v", err)
 		}
-		t.Skipf("no NVIDIA GPU here (%v): this test runs on a GPU machine, see make gpu-check", err)
+		testenv.NoGPU(t, err)
 	}
 	t.Cleanup(func() { devs[0].Close() })
 	return devs[0]
@@ -118,5 +120,28 @@ func TestGPUSealVerify(t *testing.T) {
 	}
 	if _, err := s.Release(ctx, seal.ShardID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGPUTreeDigests runs the pipelined verification on the GPU over
+// shards of several sizes and leaf sizes and compares each root with the
+// CPU's, twice, so the second pass runs on reused buffers.
+func TestGPUTreeDigests(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	var shards []sealedShard
+	for _, leaf := range []uint64{4096, 16 << 10, 256 << 10} {
+		shards = append(shards, writeShards(t, d, []uint64{1, 4097, 64<<20 + 999, 32 << 20}, leaf)...)
+	}
+	for pass := range 2 {
+		res, err := d.TreeDigests(ctx, requests(shards))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil || sealer.FormatDigest(r.Root) != shards[i].want.Digest {
+				t.Fatalf("pass %d shard %d (L=%d, %d bytes): %v", pass, i, shards[i].req.LeafSize, shards[i].req.Size, r.Err)
+			}
+		}
 	}
 }

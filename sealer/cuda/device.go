@@ -189,7 +189,8 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 		case errors.Is(err, ResultNoDevice):
 			return nil, fmt.Errorf("cuda: %w: %w", ErrNoDevice, err)
 		case errors.Is(err, ResultStubLibrary):
-			return nil, fmt.Errorf("cuda: %w: %w", ErrNoDriver, err)
+			return nil, fmt.Errorf("cuda: %w: %s is a CUDA toolkit's stub, not the driver (take its folder off LD_LIBRARY_PATH, or set cuda.library): %w",
+				ErrNoDriver, drv.path, err)
 		}
 		return nil, fmt.Errorf("cuda: initialising the driver: %w", err)
 	}

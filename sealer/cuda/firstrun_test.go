@@ -75,12 +75,17 @@ func TestDriverNeverUnloaded(t *testing.T) {
 	if _, err := Open(ctx, Options{LibraryPath: "libcuda.so.1", load: l.load}); !errors.Is(err, ErrNoDevice) {
 		t.Fatalf("cuInit failing: %v", err)
 	}
+	f.failNext(t, "cuInit", ResultStubLibrary, 1)
+	if _, err := Open(ctx, Options{LibraryPath: "libcuda.so.1", load: l.load}); !errors.Is(err, ErrNoDriver) ||
+		!strings.Contains(err.Error(), f.path) || !strings.Contains(err.Error(), "stub") {
+		t.Errorf("a stub library: %v: want ErrNoDriver naming the file", err)
+	}
 	if l.closed != 0 {
 		t.Errorf("the driver library was closed %d times after cuInit", l.closed)
 	}
 	// The fake still answers: its state survived every Close.
-	if f.get("calls:cuInit") != 5 {
-		t.Errorf("cuInit called %d times, want 5", f.get("calls:cuInit"))
+	if f.get("calls:cuInit") != 6 {
+		t.Errorf("cuInit called %d times, want 6", f.get("calls:cuInit"))
 	}
 	f.expectClean(t)
 

@@ -155,7 +155,7 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 	}
 	defer d.putSlot(s)
 	err = d.do(ctx, func(w *worker) error {
-		_, err := w.hashLeaves(ctx, s, fn, al.ptr, n, leafSize)
+		_, _, err := w.hashLeaves(ctx, s, fn, al.ptr, n, leafSize)
 		return err
 	})
 	if err != nil {

@@ -106,32 +106,32 @@ func (w *worker) reserve(s *digestSlot, need uint64) error {
 // hashLeaves runs the leaf kernel over the first n bytes at src on the
 // worker's first stream, launch window by launch window (the context is
 // checked between them), and copies the digests into the slot's pinned
-// buffer. It returns the time the kernels took.
-func (w *worker) hashLeaves(ctx context.Context, s *digestSlot, fn uintptr, src, n, leafSize uint64) (time.Duration, error) {
+// buffer. It returns when the kernels started and the time they took.
+func (w *worker) hashLeaves(ctx context.Context, s *digestSlot, fn uintptr, src, n, leafSize uint64) (time.Time, time.Duration, error) {
 	count := sealer.LeafCount(n, leafSize)
 	if err := w.reserve(s, count*32); err != nil {
-		return 0, err
+		return time.Time{}, 0, err
 	}
 	start := time.Now()
 	per := max(1, w.dev.launchBytes/leafSize)
 	for first := uint64(0); first < count; first += per {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return time.Time{}, 0, err
 		}
 		c := min(per, count-first)
 		if err := w.launch(fn, [6]uint64{src, n, leafSize, first, c, s.dev}, c); err != nil {
-			return 0, err
+			return time.Time{}, 0, err
 		}
 		if err := call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[0])); err != nil {
-			return 0, fmt.Errorf("running the leaf kernel: %w", err)
+			return time.Time{}, 0, fmt.Errorf("running the leaf kernel: %w", err)
 		}
 	}
 	kernel := time.Since(start)
 	if err := errors.Join(call("cuMemcpyDtoHAsync_v2", w.drv.cuMemcpyDtoHAsync(s.host, s.dev, count*32, w.streams[0])),
 		call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[0]))); err != nil {
-		return 0, fmt.Errorf("copying the leaf digests back: %w", err)
+		return time.Time{}, 0, fmt.Errorf("copying the leaf digests back: %w", err)
 	}
-	return kernel, nil
+	return start, kernel, nil
 }
 
 // leafBytes is the slot's pinned buffer holding count digests.
@@ -168,9 +168,12 @@ type TreeResult struct {
 	Root [sha256.Size]byte
 	// Leaves are the leaf digests, which locate a change.
 	Leaves []sealer.LeafHash
-	// Kernel is the time the leaf kernel ran; the rest of the shard's
-	// time went to copies and the root on the host.
-	Kernel time.Duration
+	// KernelStart and Kernel are when the shard's leaf kernel was launched
+	// and how long it ran until done; the rest of the shard's time went to
+	// copies and the root on the host. Kernels of shards in flight together
+	// may overlap.
+	KernelStart time.Time
+	Kernel      time.Duration
 	// Err is this shard's failure; the other shards' results stand.
 	Err error
 }
@@ -216,10 +219,11 @@ func (d *Device) treeDigest(ctx context.Context, s *digestSlot, fn uintptr, i in
 	if err != nil {
 		return TreeResult{Err: err}
 	}
+	var started time.Time
 	var kernel time.Duration
 	err = d.do(ctx, func(w *worker) error {
 		var err error
-		kernel, err = w.hashLeaves(ctx, s, fn, al.ptr, r.Size, r.LeafSize)
+		started, kernel, err = w.hashLeaves(ctx, s, fn, al.ptr, r.Size, r.LeafSize)
 		return err
 	})
 	al.use.RUnlock()
@@ -232,7 +236,8 @@ func (d *Device) treeDigest(ctx context.Context, s *digestSlot, fn uintptr, i in
 	}
 	count := sealer.LeafCount(r.Size, r.LeafSize)
 	raw := s.leafBytes(count)
-	res := TreeResult{Root: treeRoot(r.Size, r.LeafSize, raw), Leaves: make([]sealer.LeafHash, count), Kernel: kernel}
+	res := TreeResult{Root: treeRoot(r.Size, r.LeafSize, raw), Leaves: make([]sealer.LeafHash, count),
+		KernelStart: started, Kernel: kernel}
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&res.Leaves[0])), count*32), raw)
 	return res
 }

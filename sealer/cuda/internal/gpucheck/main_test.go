@@ -10,8 +10,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
 // TestRunOnFakeDriver runs the whole check against the fake driver of
@@ -72,5 +75,22 @@ func TestRunOnFakeDriver(t *testing.T) {
 		if !strings.Contains(facts.String(), want) {
 			t.Errorf("facts lack %q:\n%s", want, facts.String())
 		}
+	}
+}
+
+func TestKernelBusy(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := time.Millisecond
+	res := []cuda.TreeResult{
+		{KernelStart: t0.Add(5 * ms), Kernel: 10 * ms}, // 5-15
+		{KernelStart: t0, Kernel: 8 * ms},              // 0-8, overlapping the first
+		{KernelStart: t0.Add(20 * ms), Kernel: 2 * ms}, // 20-22
+		{KernelStart: t0.Add(21 * ms), Kernel: ms},     // inside the last
+	}
+	if got := kernelBusy(res); got != 17*ms {
+		t.Errorf("kernelBusy = %s, want 17ms", got)
+	}
+	if res[0].KernelStart != t0.Add(5*ms) {
+		t.Error("kernelBusy reordered its argument")
 	}
 }

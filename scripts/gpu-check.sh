@@ -32,7 +32,6 @@ bytes=${GPU_CHECK_BYTES:-$((8 << 30))}
 data=${GPU_CHECK_DATA:-${TMPDIR:-/tmp}}
 leaf=${GPU_CHECK_LEAF:-16384}
 gpu=${GPU_CHECK_GPU:-0}
-report=${GPU_CHECK_REPORT:-$bin/report.txt}
 step_timeout=${GPU_CHECK_STEP_TIMEOUT:-240}
 # A test binary stops itself a little before its step's timeout.
 test_timeout=$((step_timeout > 10 ? step_timeout - 5 : step_timeout))
@@ -41,8 +40,15 @@ if [[ ! -f $bin/cuda.test || ! -f $bin/gpucheck ]]; then
 	echo "gpu-check: no binaries in $bin: run 'make gpu-check-build' on a machine with Go, then copy the tree (with $bin) here" >&2
 	exit 2
 fi
-# A copy of the tree may have lost the execute bits.
-chmod +x "$bin"/*.test "$bin/gpucheck" || exit 2
+# A copy of the tree may have lost the execute bits; where the folder is
+# read-only, the binaries run from a copy.
+if ! chmod +x "$bin"/*.test "$bin/gpucheck" 2>/dev/null; then
+	copy=$(mktemp -d)
+	cp "$bin"/* "$copy"/ && chmod +x "$copy"/*.test "$copy/gpucheck" || exit 2
+	echo "gpu-check: $bin is read-only: running the binaries from $copy"
+	bin=$copy
+fi
+report=${GPU_CHECK_REPORT:-$bin/report.txt}
 
 # Tests that find no GPU fail here instead of skipping.
 export VRAMSEAL_REQUIRE_GPU=1

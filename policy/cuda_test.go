@@ -92,6 +92,7 @@ func TestCUDAGPUs(t *testing.T) {
 	set("major", 5)
 	set("ecc", 0)
 	set("mig", 1)
+	set("version", 12080) // a MIG instance shows through the driver API before CUDA 13 only
 	rec2 := &audit.Recorder{}
 	// Properties are read at Open: reopen to see the new ones.
 	devs2, err := cuda.Open(ctx, cuda.Options{LibraryPath: path, Workers: 1, Devices: []int{0}})

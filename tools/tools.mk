@@ -76,3 +76,43 @@ systemd-analyze: ## Install systemd-analyze (Debian's systemd package) where it 
 
 test: systemd-analyze
 tools: systemd-analyze
+
+# NVIDIA's PTX assembler, for the test that assembles the committed leaf
+# kernel (sealer/cuda, ptxas_test.go): Debian's non-free nvidia-cuda-toolkit,
+# pinned by version and sha256, downloaded with apt-get under a private
+# sources list and private state and cache folders (the machine's apt setup
+# is neither read for packages nor changed), unpacked with dpkg -x into the
+# cache. Nothing is installed. The mirror is the first URIs: line of the
+# machine's Debian sources (CUDA_TOOLKIT_MIRROR overrides it).
+CUDA_TOOLKIT_VERSION := 11.8.89~11.8.0-5~deb12u1
+CUDA_TOOLKIT_SHA256  := d1156026e704fe0368b6295db06224ed00a727966fb13454f34e3f3102db0457
+CUDA_TOOLKIT_SUITE   := bookworm
+CUDA_TOOLKIT_DIR     := $(TOOLS_CACHE)/cuda-toolkit-$(subst ~,_,$(CUDA_TOOLKIT_VERSION))
+CUDA_TOOLKIT_MIRROR  ?= $(or $(shell awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null),http://deb.debian.org/debian)
+PTXAS                := $(CUDA_TOOLKIT_DIR)/usr/bin/ptxas
+
+$(PTXAS):
+	rm -rf $(CUDA_TOOLKIT_DIR).tmp && mkdir -p $(CUDA_TOOLKIT_DIR).tmp/apt/state/partial $(CUDA_TOOLKIT_DIR).tmp/apt/cache/archives/partial
+	echo 'deb $(CUDA_TOOLKIT_MIRROR) $(CUDA_TOOLKIT_SUITE) non-free' > $(CUDA_TOOLKIT_DIR).tmp/apt/sources.list
+	cd $(CUDA_TOOLKIT_DIR).tmp && apt="-o Dir::Etc::SourceList=$$PWD/apt/sources.list -o Dir::Etc::SourceParts=- \
+		-o Dir::State::Lists=$$PWD/apt/state -o Dir::Cache=$$PWD/apt/cache -o Debug::NoLocking=1" && \
+		apt-get -q $$apt update > apt/update.log 2>&1 || { cat apt/update.log; exit 1; }; \
+		apt-get -q $$apt download 'nvidia-cuda-toolkit=$(CUDA_TOOLKIT_VERSION)' > apt/download.log 2>&1 || { cat apt/download.log; exit 1; }; \
+		echo "$(CUDA_TOOLKIT_SHA256)  $$(ls nvidia-cuda-toolkit_*.deb)" | sha256sum -c --quiet - && \
+		dpkg -x nvidia-cuda-toolkit_*.deb . && rm -rf apt nvidia-cuda-toolkit_*.deb
+	rm -rf $(CUDA_TOOLKIT_DIR) && mv $(CUDA_TOOLKIT_DIR).tmp $(CUDA_TOOLKIT_DIR)
+	$(PTXAS) --version | tail -1
+
+.PHONY: ptxas
+ptxas: $(PTXAS) ## Fetch the pinned ptxas (Debian non-free nvidia-cuda-toolkit) into the cache.
+
+tools: $(PTXAS)
+test: ptxas-check
+export VRAMSEAL_PTXAS := $(PTXAS)
+
+# The committed PTX assembled for sm_80 and sm_90, its register count
+# printed, and a broken copy refused (also part of the full test run).
+.PHONY: ptxas-check
+ptxas-check: $(PTXAS) ## Assemble the committed leaf kernel with ptxas (sm_80, sm_90) and show its registers.
+	@out=$$(VRAMSEAL_REQUIRE_TOOLS=1 $(GO) test -count=1 -v -run '^TestPTXAS' ./sealer/cuda 2>&1) || { echo "$$out"; exit 1; }; \
+		echo "$$out" | grep -E '^(--- |ok)|ptxas_test.go:.*(registers|refused)'

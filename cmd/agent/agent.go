@@ -93,6 +93,13 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		return nil, usageErr(err)
 	}
 	a.sims = a.gpus.sims
+	for _, d := range a.gpus.cudaDevs {
+		l := log.WithFields(logrus.Fields{logFieldComponent: "cuda", logFieldGPU: d.Index()})
+		l.WithField(logFieldLibrary, d.Library()).Debug("CUDA GPU opened")
+		for _, lim := range d.Limitations() {
+			l.Warn(lim) // a feature this driver lacks, reported unknown or off
+		}
+	}
 	var indexes []int
 	for _, d := range a.gpus.devs {
 		indexes = append(indexes, d.Index())

@@ -29,6 +29,8 @@ const (
 	logFieldReleased   = "released"
 	logFieldVersion    = "version"
 	logFieldExitStatus = "exit_status"
+	logFieldGPU        = "gpu"
+	logFieldLibrary    = "library"
 )
 
 // newLogger returns the operational logger: level is debug, info, warn or

@@ -45,6 +45,16 @@ func TestOpenDevicesNeverSimulatesSilently(t *testing.T) {
 			t.Errorf("device %s: %v", dev, err)
 		}
 	}
+	// cuda.library reaches the driver loader.
+	var opened cuda.Options
+	record := func(_ context.Context, o cuda.Options) ([]*cuda.Device, error) {
+		opened = o
+		return noDriver(context.Background(), o)
+	}
+	_, _ = openDevices(context.Background(), &config.Config{Device: config.DeviceCUDA, CUDA: config.CUDA{Library: "/drv/libcuda.so.1"}}, record)
+	if opened.LibraryPath != "/drv/libcuda.so.1" {
+		t.Errorf("cuda.library reached cuda.Open as %q", opened.LibraryPath)
+	}
 	cfg := config.Default()
 	cfg.Device, cfg.Sim.GPUs = config.DeviceSim, 3
 	g, err := openDevices(context.Background(), &cfg, noDriver)

@@ -28,6 +28,8 @@ type Config struct {
 	Device string `yaml:"device"`
 	// Sim describes the simulated GPUs (device: sim).
 	Sim Sim `yaml:"sim"`
+	// CUDA configures the NVIDIA driver backend (device: cuda or auto).
+	CUDA CUDA `yaml:"cuda"`
 	// SealSecretFile is the seal secret's path.
 	SealSecretFile string `yaml:"seal_secret_file"`
 	// ModelDirs are the directories the control API may seal files from.
@@ -83,6 +85,14 @@ type SimGPU struct {
 	ECCEnabled        *bool   `yaml:"ecc_enabled"`
 	MIGEnabled        *bool   `yaml:"mig_enabled"`
 	ManagedMemory     *bool   `yaml:"managed_memory"`
+}
+
+// CUDA configures the NVIDIA driver backend.
+type CUDA struct {
+	// Library is the driver library to load: an absolute path, or "" to
+	// let the loader search and then try the usual driver folders
+	// (sealer/cuda.Options.LibraryPath).
+	Library string `yaml:"library"`
 }
 
 // Control is who may use the control socket.
@@ -252,6 +262,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := sealer.ParseComputeCapability(c.Sim.ComputeCapability); err != nil {
 		return c.errorf("sim.compute_capability", "%v", err)
+	}
+	if l := c.CUDA.Library; l != "" && !filepath.IsAbs(l) {
+		return c.errorf("cuda.library", "%q is not an absolute path (leave it empty to let the loader search)", l)
 	}
 	seenGPU := map[int]int{}
 	for i, g := range c.Sim.PerGPU {

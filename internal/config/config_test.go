@@ -27,6 +27,7 @@ sim:
   ecc_enabled: false
   per_gpu:
     - {gpu: 1, mig_enabled: true, compute_capability: "5.2"}
+cuda: {library: /usr/local/nvidia/lib64/libcuda.so.1}
 seal_secret_file: /etc/vramseal/seal.key
 model_dirs: [/models, /srv/models]
 control: {group: vramseal, allowed_uids: [1000], allowed_gids: [2000, 2001]}
@@ -46,6 +47,9 @@ func TestParseFull(t *testing.T) {
 	}
 	if c.WorkerID != "node-a" || c.Device != DeviceSim || c.Sim.GPUs != 2 || c.Sim.MemoryBytes != 8<<30 {
 		t.Errorf("top level: %+v", c)
+	}
+	if c.CUDA.Library != "/usr/local/nvidia/lib64/libcuda.so.1" {
+		t.Errorf("cuda: %+v", c.CUDA)
 	}
 	if c.Verify.Interval != 90*time.Second || c.Verify.Jitter != 0.25 || c.Verify.MaxBytesPerSecond != 1e9 || c.Verify.Mode != "gpu" {
 		t.Errorf("verify: %+v", c.Verify)
@@ -138,6 +142,8 @@ func TestBadInput(t *testing.T) {
 		{"mapping for a string", "seal_secret_file: {a: b}\n", "a.yml: seal_secret_file (line 1): want a string, got a mapping"},
 		{"missing secret file", "device: sim\n", "a.yml: seal_secret_file: required"},
 		{"bad leaf size", "seal_secret_file: /k\nseal: {leaf_size: 1000}\n", "a.yml: seal.leaf_size (line 2): leaf size 1000"},
+		{"relative driver library", "seal_secret_file: /k\ncuda: {library: libcuda.so.1}\n", `a.yml: cuda.library (line 2): "libcuda.so.1" is not an absolute path`},
+		{"cuda unknown key", "seal_secret_file: /k\ncuda: {lib: /x}\n", "a.yml: cuda.lib (line 2): unknown key; known keys here: library"},
 		{"relative model dir", "seal_secret_file: /k\nmodel_dirs: [models]\n", `a.yml: model_dirs[0] (line 2): "models" is not an absolute path`},
 		{"duplicate shard id", "seal_secret_file: /k\nshards:\n  - {id: a, path: /m/a}\n  - {id: a, path: /m/b}\n", `a.yml: shards[1].id (line 4): duplicate shard id "a" (also shards[0])`},
 		{"bad shard id", "seal_secret_file: /k\nshards:\n  - {id: ../etc, path: /m/a}\n", `a.yml: shards[0].id (line 3): shard id "../etc"`},

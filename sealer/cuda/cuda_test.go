@@ -118,10 +118,8 @@ func TestOpenErrors(t *testing.T) {
 		{"cuDeviceGet", ResultInvalidDevice, ResultInvalidDevice},
 		{"cuDeviceGetName", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceGetUuid_v2", ResultInvalidValue, ResultInvalidValue},
-		{"cuDeviceGetUuid", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceGetAttribute", ResultInvalidValue, ResultInvalidValue},
 		{"cuDeviceTotalMem_v2", ResultInvalidValue, ResultInvalidValue},
-		{"cuDevicePrimaryCtxSetFlags_v2", ResultInvalidValue, ResultInvalidValue},
 		{"cuDevicePrimaryCtxRetain", ResultOutOfMemory, ResultOutOfMemory},
 		{"cuCtxSetCurrent", ResultInvalidContext, ResultInvalidContext},
 		{"cuStreamCreate", ResultOutOfMemory, ResultOutOfMemory},
@@ -196,8 +194,10 @@ func TestProperties(t *testing.T) {
 	if fl := f.get("ctx_flags"); fl != ctxSchedYield {
 		t.Errorf("primary context flags %#x, want CU_CTX_SCHED_YIELD", fl)
 	}
+	// Before CUDA 13 the legacy cuDeviceGetUuid tells a MIG instance.
 	g := newFake(t, fakeFull)
 	g.set("mig", 1)
+	g.set("version", 12080)
 	mig := open(t, g, func(o *Options) { o.SpinWait = true })[0].StaticProperties()
 	if fl := g.get("ctx_flags"); fl != -1 {
 		t.Errorf("SpinWait: primary context flags set to %#x", fl)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -14,7 +13,8 @@ import (
 )
 
 // DefaultLibrary is the driver library Open loads when Options.LibraryPath
-// is empty: the name the NVIDIA driver installs, found on the loader path.
+// is empty: the name the NVIDIA driver installs, found by the loader's
+// search or in one of DriverFolders.
 const DefaultLibrary = "libcuda.so.1"
 
 // ErrNoDriver is wrapped by Open's error when no usable CUDA driver can be
@@ -31,7 +31,9 @@ var ErrClosed = errors.New("cuda: device closed")
 
 // Options configure Open.
 type Options struct {
-	// LibraryPath is the driver library to load (DefaultLibrary when "").
+	// LibraryPath is the driver library to load, and the only one tried.
+	// When "", DefaultLibrary is searched for: the loader's search first
+	// (LD_LIBRARY_PATH, the loader cache), then DriverFolders.
 	LibraryPath string
 	// Devices are the CUDA ordinals to open (all when empty).
 	Devices []int
@@ -49,10 +51,20 @@ type Options struct {
 	// and the node's inference processes get the CPU.
 	SpinWait bool
 
+	// VerifyInFlight bounds the verifications on the GPU (LeafDigests
+	// calls, TreeDigests shards) the device runs at once
+	// (DefaultVerifyInFlight when 0). Each keeps a device and a pinned
+	// host buffer of 32 bytes per leaf of the largest shard it verified,
+	// reused until Close.
+	VerifyInFlight int
+
 	// load replaces dlOpen in tests.
 	load loader
 	// launchBytes replaces the bytes hashed per kernel launch in tests.
 	launchBytes uint64
+	// beforeRoot, in tests, is called before TreeDigests computes shard
+	// i's root on the host.
+	beforeRoot func(i int)
 }
 
 // cuDeviceGetAttribute attributes.
@@ -97,36 +109,24 @@ func (m MemoryType) String() string {
 	return fmt.Sprintf("unknown (%d)", int(m))
 }
 
-// sharedLib counts the devices using one loaded driver.
-type sharedLib struct {
-	drv  *driver
-	mu   sync.Mutex
-	refs int
-}
-
-func (s *sharedLib) release() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refs--
-	if s.refs == 0 {
-		return s.drv.lib.Close()
-	}
-	return nil
-}
-
 // Open loads the driver, initialises it and opens the requested GPUs: each
 // gets its primary context retained and made current on its worker
 // threads. Without a usable driver it returns an error wrapping
 // ErrNoDriver; without GPUs one wrapping ErrNoDevice. It never panics.
+//
+// Once cuInit has been called on a library, the library stays loaded for
+// the life of the process, whatever Open returns and after every Device is
+// closed: the driver starts threads of its own that run its code, and
+// unloading it under them crashes the process (a second Open reuses it).
 func Open(ctx context.Context, opts Options) ([]*Device, error) {
-	if opts.LibraryPath == "" {
-		opts.LibraryPath = DefaultLibrary
-	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
 	if opts.StagingBytes <= 0 {
 		opts.StagingBytes = 1 << 20
+	}
+	if opts.VerifyInFlight <= 0 {
+		opts.VerifyInFlight = DefaultVerifyInFlight
 	}
 	if opts.launchBytes == 0 {
 		opts.launchBytes = defaultLaunchBytes
@@ -135,29 +135,35 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 	if load == nil {
 		load = dlOpen
 	}
-	lib, err := load(opts.LibraryPath)
+	lib, name, err := loadDriver(load, opts.LibraryPath)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: %w: %w (is the NVIDIA driver installed and its library on the loader path?)", ErrNoDriver, err)
+		return nil, fmt.Errorf("cuda: %w: %w (is the NVIDIA driver installed?)", ErrNoDriver, err)
 	}
 	drv, err := bind(lib)
 	if err != nil {
 		lib.Close()
-		return nil, fmt.Errorf("cuda: %w: %s: %w", ErrNoDriver, opts.LibraryPath, err)
+		return nil, fmt.Errorf("cuda: %w: %s: %w", ErrNoDriver, name, err)
 	}
+	drv.path = name
+	if addr, err := lib.Sym("cuInit"); err == nil {
+		if file := mappedFile(addr); file != "" {
+			drv.path = file
+		}
+	}
+	// From here on the library is never closed (see above).
 	if err := call("cuInit", drv.cuInit(0)); err != nil {
-		lib.Close()
 		switch {
 		case errors.Is(err, ResultNoDevice):
 			return nil, fmt.Errorf("cuda: %w: %w", ErrNoDevice, err)
 		case errors.Is(err, ResultStubLibrary):
-			return nil, fmt.Errorf("cuda: %w: %w", ErrNoDriver, err)
+			return nil, fmt.Errorf("cuda: %w: %s is a CUDA toolkit's stub, not the driver (take its folder off LD_LIBRARY_PATH, or set cuda.library): %w",
+				ErrNoDriver, drv.path, err)
 		}
 		return nil, fmt.Errorf("cuda: initialising the driver: %w", err)
 	}
 	var version, count int32
 	if err := errors.Join(call("cuDriverGetVersion", drv.cuDriverGetVersion(&version)),
 		call("cuDeviceGetCount", drv.cuDeviceGetCount(&count))); err != nil {
-		lib.Close()
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	ordinals := opts.Devices
@@ -167,16 +173,13 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 		}
 	}
 	if len(ordinals) == 0 {
-		lib.Close()
 		return nil, fmt.Errorf("cuda: %w: the driver reports 0 devices", ErrNoDevice)
 	}
-	shared := &sharedLib{drv: drv, refs: 1} // the 1 is Open's own, dropped below
 	var devs []*Device
 	fail := func(err error) ([]*Device, error) {
 		for _, d := range devs {
 			d.Close()
 		}
-		shared.release()
 		return nil, err
 	}
 	seen := map[int]bool{}
@@ -191,13 +194,12 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 			return fail(fmt.Errorf("cuda: GPU %d is named twice", ord))
 		}
 		seen[ord] = true
-		d, err := openDevice(ctx, shared, ord, int(version), opts)
+		d, err := openDevice(ctx, drv, ord, int(version), opts)
 		if err != nil {
 			return fail(err)
 		}
 		devs = append(devs, d)
 	}
-	shared.release()
 	return devs, nil
 }
 
@@ -205,7 +207,6 @@ func Open(ctx context.Context, opts Options) ([]*Device, error) {
 // sealer.LeafDigester. All driver calls run on the device's worker
 // goroutines, each locked to its OS thread with the primary context current.
 type Device struct {
-	lib     *sharedLib
 	drv     *driver
 	ordinal int32
 	props   sealer.GPUProperties // read at Open
@@ -223,6 +224,16 @@ type Device struct {
 	live   map[*allocation]bool
 	closed bool
 
+	// slots are the verifications on the GPU that may be in flight, each
+	// with its reusable buffers; closing ends new ones at Close.
+	slots      chan *digestSlot
+	closing    chan struct{}
+	beforeRoot func(i int)
+
+	// limits are the features an optional driver symbol would have served
+	// that this device runs without (Limitations).
+	limits []string
+
 	kernelMu   sync.Mutex
 	module     uintptr
 	kernel     uintptr
@@ -235,46 +246,36 @@ var (
 	_ sealer.GPUDescriber = (*Device)(nil)
 )
 
-type job struct {
-	fn   func(w *worker) error
-	done chan error
-}
-
-// worker is one locked OS thread with the device's context current.
-type worker struct {
-	dev     *Device
-	drv     *driver
-	streams [2]uintptr
-	stage   [2]unsafe.Pointer // pinned host buffers
-	size    int
-}
-
-func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, opts Options) (*Device, error) {
-	drv := shared.drv
+func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Options) (*Device, error) {
 	var dev int32
 	if err := call("cuDeviceGet", drv.cuDeviceGet(&dev, int32(ordinal))); err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
-	props, err := readProperties(drv, dev, ordinal)
+	props, limits, err := readProperties(drv, dev, ordinal, version)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
 	d := &Device{
-		lib: shared, drv: drv, ordinal: dev, props: props, version: version, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
-		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{},
+		drv: drv, ordinal: dev, props: props, version: version, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
+		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits,
+		slots: make(chan *digestSlot, opts.VerifyInFlight), closing: make(chan struct{}), beforeRoot: opts.beforeRoot,
+	}
+	for range opts.VerifyInFlight {
+		d.slots <- &digestSlot{}
 	}
 	if !opts.SpinWait {
 		// CU_CTX_SCHED_YIELD, before the context is first made current.
-		if err := call("cuDevicePrimaryCtxSetFlags_v2", drv.cuDevicePrimaryCtxSetFlags(dev, ctxSchedYield)); err != nil {
-			return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
+		// Without it the driver's threads spin while they wait: slower for
+		// the node's other work, never wrong.
+		if drv.cuDevicePrimaryCtxSetFlags == nil {
+			d.limits = append(d.limits, "waiting threads spin: the driver lacks cuDevicePrimaryCtxSetFlags_v2")
+		} else if err := call("cuDevicePrimaryCtxSetFlags_v2", drv.cuDevicePrimaryCtxSetFlags(dev, ctxSchedYield)); err != nil {
+			d.limits = append(d.limits, fmt.Sprintf("waiting threads spin: %v", err))
 		}
 	}
 	if err := call("cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain(&d.pctx, dev)); err != nil {
 		return nil, fmt.Errorf("cuda: GPU %d: %w", ordinal, err)
 	}
-	shared.mu.Lock()
-	shared.refs++
-	shared.mu.Unlock()
 	started := make(chan error, opts.Workers)
 	for range opts.Workers {
 		d.wg.Add(1)
@@ -294,18 +295,17 @@ func openDevice(ctx context.Context, shared *sharedLib, ordinal, version int, op
 }
 
 // readProperties reads a device's static properties. MIG is enabled for a
-// MIG compute instance (its own UUID, cuDeviceGetUuid_v2, differs from its
-// GPU's, cuDeviceGetUuid) and unknown otherwise: the driver API alone does
-// not tell (the agent asks NVML).
-func readProperties(drv *driver, dev int32, ordinal int) (sealer.GPUProperties, error) {
+// MIG compute instance (migInstance) and unknown otherwise: the driver API
+// alone does not tell (the agent asks NVML). The strings are the features
+// the driver lacks (Limitations).
+func readProperties(drv *driver, dev int32, ordinal, version int) (sealer.GPUProperties, []string, error) {
 	p := sealer.GPUProperties{Index: ordinal}
 	var name [256]byte
-	var uuid, gpuUUID [16]byte
+	var uuid [16]byte
 	var integrated, ecc, major, minor int32
 	err := errors.Join(
 		call("cuDeviceGetName", drv.cuDeviceGetName(&name[0], int32(len(name)), dev)),
 		call("cuDeviceGetUuid_v2", drv.cuDeviceGetUuid(&uuid, dev)),
-		call("cuDeviceGetUuid", drv.cuDeviceGetUuidV1(&gpuUUID, dev)),
 		call("cuDeviceTotalMem_v2", drv.cuDeviceTotalMem(&p.TotalMemory, dev)),
 		call("cuDeviceGetAttribute(INTEGRATED)", drv.cuDeviceGetAttribute(&integrated, attrIntegrated, dev)),
 		call("cuDeviceGetAttribute(ECC_ENABLED)", drv.cuDeviceGetAttribute(&ecc, attrECCEnabled, dev)),
@@ -313,20 +313,49 @@ func readProperties(drv *driver, dev int32, ordinal int) (sealer.GPUProperties, 
 		call("cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)", drv.cuDeviceGetAttribute(&minor, attrComputeMinor, dev)),
 	)
 	if err != nil {
-		return p, err
+		return p, nil, err
 	}
 	if i := bytes.IndexByte(name[:], 0); i >= 0 {
 		p.Name = string(name[:i])
 	}
 	p.UUID = FormatUUID(uuid)
-	if uuid != gpuUUID {
+	mig, limit := migInstance(drv, dev, uuid, version)
+	if mig {
 		p.MIG = sealer.MIGEnabled
 		p.UUID = "MIG-" + strings.TrimPrefix(p.UUID, "GPU-")
 	}
+	var limits []string
+	if limit != "" {
+		limits = append(limits, limit)
+	}
 	p.Integrated, p.ECCEnabled = integrated != 0, ecc != 0
 	p.Compute = sealer.ComputeCapability{Major: int(major), Minor: int(minor)}
-	return p, nil
+	return p, limits, nil
 }
+
+// migInstance tells whether the device is a MIG instance by comparing its
+// UUID with the legacy cuDeviceGetUuid's. When it cannot tell, it says why,
+// and the answer is false (unknown): the legacy symbol is missing or fails,
+// or the driver is CUDA 13 or newer, where the legacy call gives MIG UUIDs
+// too and the comparison proves nothing.
+func migInstance(drv *driver, dev int32, uuid [16]byte, version int) (bool, string) {
+	switch {
+	case version >= 13000:
+		return false, "MIG instance unknown from the driver API: on CUDA 13 drivers cuDeviceGetUuid gives MIG UUIDs too"
+	case drv.cuDeviceGetUuidLegacy == nil:
+		return false, "MIG instance unknown from the driver API: the driver lacks cuDeviceGetUuid"
+	}
+	var gpu [16]byte
+	if err := call("cuDeviceGetUuid", drv.cuDeviceGetUuidLegacy(&gpu, dev)); err != nil {
+		return false, fmt.Sprintf("MIG instance unknown from the driver API: %v", err)
+	}
+	return gpu != uuid, ""
+}
+
+// Limitations lists the features this device runs without because an
+// optional driver symbol is missing or failed (MIG instance unknown,
+// waiting threads spinning), one sentence each; empty when none.
+func (d *Device) Limitations() []string { return append([]string(nil), d.limits...) }
 
 // FormatUUID writes a device UUID as nvidia-smi does: GPU-8-4-4-4-12 hex.
 func FormatUUID(u [16]byte) string {
@@ -343,83 +372,17 @@ func FormatUUID(u [16]byte) string {
 	return s.String()
 }
 
-// work is one worker: it locks its OS thread, makes the primary context
-// current, creates its streams and pinned buffers, and runs jobs until
-// Close. The thread stays locked until the goroutine ends, so the OS
-// thread, with the context current, is never reused for other Go code.
-func (d *Device) work(started chan<- error) {
-	defer d.wg.Done()
-	runtime.LockOSThread()
-	w := &worker{dev: d, drv: d.drv, size: d.staging}
-	if err := w.init(d.pctx); err != nil {
-		w.destroy()
-		started <- err
-		return
-	}
-	started <- nil
-	defer w.destroy()
-	for {
-		select {
-		case j := <-d.jobs:
-			j.done <- j.fn(w)
-		case <-d.quit:
-			return
-		}
-	}
-}
-
-func (w *worker) init(pctx uintptr) error {
-	if err := call("cuCtxSetCurrent", w.drv.cuCtxSetCurrent(pctx)); err != nil {
-		return err
-	}
-	for i := range w.streams {
-		// CU_STREAM_NON_BLOCKING: no implicit sync with the legacy stream.
-		if err := call("cuStreamCreate", w.drv.cuStreamCreate(&w.streams[i], 1)); err != nil {
-			return err
-		}
-		if err := call("cuMemHostAlloc", w.drv.cuMemHostAlloc(&w.stage[i], uint64(w.size), 0)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (w *worker) destroy() {
-	for i := range w.streams {
-		if w.streams[i] != 0 {
-			w.drv.cuStreamSynchronize(w.streams[i])
-			w.drv.cuStreamDestroy(w.streams[i])
-			w.streams[i] = 0
-		}
-		if w.stage[i] != nil {
-			w.drv.cuMemFreeHost(w.stage[i])
-			w.stage[i] = nil
-		}
-	}
-}
-
-// buf is staging buffer i as a byte slice.
-func (w *worker) buf(i int) []byte { return unsafe.Slice((*byte)(w.stage[i]), w.size) }
-
-// do runs fn on one of the device's worker threads and waits for it.
-func (d *Device) do(ctx context.Context, fn func(w *worker) error) error {
-	j := job{fn: fn, done: make(chan error, 1)}
-	select {
-	case d.jobs <- j:
-	case <-d.quit:
-		return fmt.Errorf("GPU %d: %w", d.ordinal, ErrClosed)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return <-j.done
-}
-
 func (d *Device) errf(err error) error {
 	if err == nil {
 		return nil
 	}
 	return fmt.Errorf("GPU %d: %w", d.ordinal, err)
 }
+
+// Library is the driver library file the device runs on, as the process
+// mapped it (e.g. /usr/lib/x86_64-linux-gnu/libcuda.so.570.133.20), or the
+// name it was loaded by when the mapping cannot be read.
+func (d *Device) Library() string { return d.drv.path }
 
 // Index is the CUDA ordinal.
 func (d *Device) Index() int { return int(d.ordinal) }
@@ -501,29 +464,6 @@ func (d *Device) acquire(a sealer.Allocation, off, n uint64) (*allocation, error
 	return al, nil
 }
 
-// Write copies p into the allocation at off through the pinned staging
-// buffers, two copies in flight on two streams.
-func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p []byte) error {
-	al, err := d.acquire(a, off, uint64(len(p)))
-	if err != nil {
-		return err
-	}
-	defer al.use.RUnlock()
-	return d.errf(d.do(ctx, func(w *worker) error { return w.write(ctx, al.ptr+off, p) }))
-}
-
-// Read copies len(p) bytes of the allocation at off into p through the
-// pinned staging buffers, the next copy in flight while the last is
-// unpacked.
-func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []byte) error {
-	al, err := d.acquire(a, off, uint64(len(p)))
-	if err != nil {
-		return err
-	}
-	defer al.use.RUnlock()
-	return d.errf(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) }))
-}
-
 // Free releases the allocation (cuMemFree). A second Free wraps
 // sealer.ErrAllocationMissing.
 func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
@@ -569,9 +509,10 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sea
 	return out, d.errf(err)
 }
 
-// Close unloads the kernel, stops the workers (freeing their streams and
-// pinned buffers), releases the primary context and, with the last device,
-// the driver library. Allocations still live are freed with the context.
+// Close waits for the verifications on the GPU in flight, frees their
+// buffers, unloads the kernel, stops the workers (freeing their streams
+// and pinned buffers) and releases the primary context. Allocations still live
+// are freed with the context. The driver library stays loaded (see Open).
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -580,7 +521,9 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
-	var errs []error
+	close(d.closing)
+	// The verifications in flight end; their buffers are freed.
+	errs := []error{d.freeSlots()}
 	d.kernelMu.Lock()
 	if d.module != 0 {
 		mod := d.module
@@ -592,86 +535,8 @@ func (d *Device) Close() error {
 	d.wg.Wait()
 	if d.pctx != 0 {
 		errs = append(errs, call("cuDevicePrimaryCtxRelease_v2", d.drv.cuDevicePrimaryCtxRelease(d.ordinal)))
-		errs = append(errs, d.lib.release())
 	}
 	return d.errf(errors.Join(errs...))
-}
-
-// write copies p to device address dst in staging-sized chunks,
-// alternating buffers and streams: while one chunk's DMA runs, the next is
-// packed into the other buffer.
-func (w *worker) write(ctx context.Context, dst uint64, p []byte) (err error) {
-	var busy [2]bool
-	defer func() { err = errors.Join(err, w.drain(&busy)) }()
-	for i, off := 0, 0; off < len(p); i, off = i+1, off+w.size {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		k := i % 2
-		if busy[k] {
-			busy[k] = false
-			if err := call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[k])); err != nil {
-				return err
-			}
-		}
-		n := copy(w.buf(k), p[off:])
-		if err := call("cuMemcpyHtoDAsync_v2", w.drv.cuMemcpyHtoDAsync(dst+uint64(off), w.stage[k], uint64(n), w.streams[k])); err != nil {
-			return err
-		}
-		busy[k] = true
-	}
-	return nil
-}
-
-// read copies device address src into p: chunk i+1's DMA is in flight while
-// chunk i is unpacked from its staging buffer.
-func (w *worker) read(ctx context.Context, p []byte, src uint64) (err error) {
-	var busy [2]bool
-	defer func() { err = errors.Join(err, w.drain(&busy)) }()
-	chunks := (len(p) + w.size - 1) / w.size
-	issue := func(i int) error {
-		off := i * w.size
-		n := min(w.size, len(p)-off)
-		k := i % 2
-		busy[k] = true
-		return call("cuMemcpyDtoHAsync_v2", w.drv.cuMemcpyDtoHAsync(w.stage[k], src+uint64(off), uint64(n), w.streams[k]))
-	}
-	if chunks > 0 {
-		if err := issue(0); err != nil {
-			return err
-		}
-	}
-	for i := range chunks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if i+1 < chunks {
-			if err := issue(i + 1); err != nil {
-				return err
-			}
-		}
-		k := i % 2
-		busy[k] = false
-		if err := call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[k])); err != nil {
-			return err
-		}
-		off := i * w.size
-		copy(p[off:min(off+w.size, len(p))], w.buf(k))
-	}
-	return nil
-}
-
-// drain waits for the streams still busy, so a staging buffer is never
-// reused or freed under a copy.
-func (w *worker) drain(busy *[2]bool) error {
-	var errs []error
-	for k := range busy {
-		if busy[k] {
-			busy[k] = false
-			errs = append(errs, call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[k])))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Devices returns ds as sealer Devices.

@@ -15,6 +15,13 @@
 // go-nvml, so tests exercise the real dlopen path against a fake
 // libcuda.so that they compile with gcc (testdata/fakecuda.c).
 //
+// Without Options.LibraryPath, Open lets the loader search for
+// libcuda.so.1 and then tries DriverFolders (never a toolkit's stubs);
+// nothing is executed to find it. Once cuInit has been called the library
+// is never unloaded. Symbols that serve a single feature are optional: a
+// driver without them, or failing them, opens with that feature unknown or
+// off (Device.Limitations).
+//
 // # Threads and contexts
 //
 // Each device's primary context is retained at Open and made current on
@@ -52,7 +59,14 @@
 // first LeafDigests or PrepareKernel (cuModuleLoadDataEx, whose compiler
 // logs KernelInfo returns and a failure carries), so users need no
 // CUDA toolkit. `make generate-ptx` regenerates it; a test fails when the
-// committed file is stale.
+// committed file is stale, and `make test` assembles it with NVIDIA's
+// ptxas for sm_80 and sm_90 (ptxas_test.go).
+//
+// At most Options.VerifyInFlight verifications use a GPU at once, each
+// with a device and a pinned digest buffer reused from shard to shard.
+// TreeDigests verifies many shards pipelined: one shard's digests are
+// copied back and its root computed on the host while the next shard's
+// kernel runs.
 //
 // Device indexes are CUDA ordinals. To make them agree with nvidia-smi and
 // NVML indexes, run the agent with CUDA_DEVICE_ORDER=PCI_BUS_ID (the

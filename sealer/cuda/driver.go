@@ -12,14 +12,20 @@ import (
 // symbols of a loaded libcuda. Every function returns a CUresult.
 type driver struct {
 	lib library
+	// path is the library's file (Device.Library).
+	path string
 
-	cuInit                     func(flags uint32) Result
-	cuDriverGetVersion         func(v *int32) Result
-	cuDeviceGetCount           func(n *int32) Result
-	cuDeviceGet                func(dev *int32, ordinal int32) Result
-	cuDeviceGetName            func(name *byte, size int32, dev int32) Result
-	cuDeviceGetUuid            func(uuid *[16]byte, dev int32) Result
-	cuDeviceGetUuidV1          func(uuid *[16]byte, dev int32) Result
+	cuInit             func(flags uint32) Result
+	cuDriverGetVersion func(v *int32) Result
+	cuDeviceGetCount   func(n *int32) Result
+	cuDeviceGet        func(dev *int32, ordinal int32) Result
+	cuDeviceGetName    func(name *byte, size int32, dev int32) Result
+	cuDeviceGetUuid    func(uuid *[16]byte, dev int32) Result
+	// cuDeviceGetUuidLegacy and cuDevicePrimaryCtxSetFlags are optional
+	// (nil when the driver lacks them): each serves one feature, which is
+	// reported unknown or off without it (Device.Limitations); Open never
+	// fails for one.
+	cuDeviceGetUuidLegacy      func(uuid *[16]byte, dev int32) Result
 	cuDeviceGetAttribute       func(v *int32, attr int32, dev int32) Result
 	cuDeviceTotalMem           func(bytes *uint64, dev int32) Result
 	cuDevicePrimaryCtxRetain   func(ctx *uintptr, dev int32) Result
@@ -45,43 +51,47 @@ type driver struct {
 }
 
 // symbol binds one driver function: the first of names the library exports
-// (newest ABI first) is registered into fn.
+// (newest ABI first) is registered into fn. An optional symbol the library
+// lacks leaves fn nil.
 type symbol struct {
-	fn    any
-	names []string
+	fn       any
+	names    []string
+	optional bool
 }
 
 func (d *driver) symbols() []symbol {
 	return []symbol{
-		{&d.cuInit, []string{"cuInit"}},
-		{&d.cuDriverGetVersion, []string{"cuDriverGetVersion"}},
-		{&d.cuDeviceGetCount, []string{"cuDeviceGetCount"}},
-		{&d.cuDeviceGet, []string{"cuDeviceGet"}},
-		{&d.cuDeviceGetName, []string{"cuDeviceGetName"}},
-		{&d.cuDeviceGetUuid, []string{"cuDeviceGetUuid_v2"}},
-		{&d.cuDeviceGetUuidV1, []string{"cuDeviceGetUuid"}},
-		{&d.cuDeviceGetAttribute, []string{"cuDeviceGetAttribute"}},
-		{&d.cuDeviceTotalMem, []string{"cuDeviceTotalMem_v2"}},
-		{&d.cuDevicePrimaryCtxRetain, []string{"cuDevicePrimaryCtxRetain"}},
-		{&d.cuDevicePrimaryCtxRelease, []string{"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"}},
-		{&d.cuDevicePrimaryCtxSetFlags, []string{"cuDevicePrimaryCtxSetFlags_v2"}},
-		{&d.cuCtxSetCurrent, []string{"cuCtxSetCurrent"}},
-		{&d.cuMemGetInfo, []string{"cuMemGetInfo_v2"}},
-		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}},
-		{&d.cuMemFree, []string{"cuMemFree_v2"}},
-		{&d.cuMemHostAlloc, []string{"cuMemHostAlloc"}},
-		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}},
-		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
-		{&d.cuMemcpyDtoHAsync, []string{"cuMemcpyDtoHAsync_v2"}},
-		{&d.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}},
-		{&d.cuStreamCreate, []string{"cuStreamCreate"}},
-		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}},
-		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}},
-		{&d.cuPointerGetAttribute, []string{"cuPointerGetAttribute"}},
-		{&d.cuModuleLoadDataEx, []string{"cuModuleLoadDataEx"}},
-		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
-		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},
-		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}},
+		{&d.cuInit, []string{"cuInit"}, false},
+		{&d.cuDriverGetVersion, []string{"cuDriverGetVersion"}, false},
+		{&d.cuDeviceGetCount, []string{"cuDeviceGetCount"}, false},
+		{&d.cuDeviceGet, []string{"cuDeviceGet"}, false},
+		{&d.cuDeviceGetName, []string{"cuDeviceGetName"}, false},
+		{&d.cuDeviceGetUuid, []string{"cuDeviceGetUuid_v2", "cuDeviceGetUuid"}, false},
+		// The legacy call, before CUDA 13 the physical GPU's UUID even for
+		// a MIG instance: compared with the above, it tells a MIG instance.
+		{&d.cuDeviceGetUuidLegacy, []string{"cuDeviceGetUuid"}, true},
+		{&d.cuDeviceGetAttribute, []string{"cuDeviceGetAttribute"}, false},
+		{&d.cuDeviceTotalMem, []string{"cuDeviceTotalMem_v2"}, false},
+		{&d.cuDevicePrimaryCtxRetain, []string{"cuDevicePrimaryCtxRetain"}, false},
+		{&d.cuDevicePrimaryCtxRelease, []string{"cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease"}, false},
+		{&d.cuDevicePrimaryCtxSetFlags, []string{"cuDevicePrimaryCtxSetFlags_v2"}, true},
+		{&d.cuCtxSetCurrent, []string{"cuCtxSetCurrent"}, false},
+		{&d.cuMemGetInfo, []string{"cuMemGetInfo_v2"}, false},
+		{&d.cuMemAlloc, []string{"cuMemAlloc_v2"}, false},
+		{&d.cuMemFree, []string{"cuMemFree_v2"}, false},
+		{&d.cuMemHostAlloc, []string{"cuMemHostAlloc"}, false},
+		{&d.cuMemFreeHost, []string{"cuMemFreeHost"}, false},
+		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}, false},
+		{&d.cuMemcpyDtoHAsync, []string{"cuMemcpyDtoHAsync_v2"}, false},
+		{&d.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}, false},
+		{&d.cuStreamCreate, []string{"cuStreamCreate"}, false},
+		{&d.cuStreamDestroy, []string{"cuStreamDestroy_v2", "cuStreamDestroy"}, false},
+		{&d.cuStreamSynchronize, []string{"cuStreamSynchronize"}, false},
+		{&d.cuPointerGetAttribute, []string{"cuPointerGetAttribute"}, false},
+		{&d.cuModuleLoadDataEx, []string{"cuModuleLoadDataEx"}, false},
+		{&d.cuModuleUnload, []string{"cuModuleUnload"}, false},
+		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}, false},
+		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}, false},
 	}
 }
 
@@ -99,6 +109,9 @@ func bind(lib library) (*driver, error) {
 				break
 			}
 			errs = append(errs, err)
+		}
+		if addr == 0 && s.optional {
+			continue
 		}
 		if addr == 0 {
 			return nil, fmt.Errorf("the driver lacks %s (too old for vramseal, which needs CUDA 12 or newer): %w",

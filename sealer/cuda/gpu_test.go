@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 )
 
-// openGPU opens the real driver's first GPU, or skips the test when this
-// machine has none. With VRAMSEAL_REQUIRE_GPU=1 (set by `make gpu-check`)
-// a missing driver fails the test instead.
+// openGPU opens the real driver's first GPU (VRAMSEAL_CUDA_LIBRARY, which
+// `make gpu-check` sets to the file it found, or the agent's own search),
+// or skips the test when this machine has none. With VRAMSEAL_REQUIRE_GPU=1
+// (set by `make gpu-check`) a missing driver fails the test instead.
 func openGPU(t *testing.T) *Device {
 	t.Helper()
 	lib := os.Getenv("VRAMSEAL_CUDA_LIBRARY")
@@ -22,7 +24,7 @@ func openGPU(t *testing.T) *Device {
 		if os.Getenv("VRAMSEAL_REQUIRE_GPU") == "1" {
 			t.Fatalf("VRAMSEAL_REQUIRE_GPU=1 but no GPU: %v", err)
 		}
-		t.Skipf("no NVIDIA GPU here (%v): this test runs on a GPU machine, see make gpu-check", err)
+		testenv.NoGPU(t, err)
 	}
 	t.Cleanup(func() { devs[0].Close() })
 	return devs[0]
@@ -70,6 +72,8 @@ func TestGPUWriteReadAndMemory(t *testing.T) {
 // TestGPULeafDigestsMatchCPU runs the PTX kernel on the GPU over shards of
 // awkward sizes and leaf sizes and compares every leaf digest with the CPU,
 // then changes one byte in VRAM and expects exactly that leaf to differ.
+// With -test.short (make gpu-check runs it so under compute-sanitizer,
+// which slows the kernel a hundredfold) only the shards up to 1 MiB.
 func TestGPULeafDigestsMatchCPU(t *testing.T) {
 	d := openGPU(t)
 	ctx := context.Background()
@@ -78,6 +82,9 @@ func TestGPULeafDigestsMatchCPU(t *testing.T) {
 		{4095, 4096}, {4096, 4096}, {4097, 4096}, {7*4096 + 5, 4096}, {1<<20 + 3, 16 << 10},
 		{64<<20 + 777, 16 << 10}, {64 << 20, 256 << 10}, {40<<20 + 1, 16 << 20},
 	} {
+		if testing.Short() && c.n > 1<<20+3 {
+			continue
+		}
 		a, data, want := checkLeafDigests(ctx, t, d, c.n, c.n, c.leaf)
 		off := c.n / 2
 		if err := d.Write(ctx, a, off, []byte{data[off] ^ 0x10}); err != nil {
@@ -118,5 +125,28 @@ func TestGPUSealVerify(t *testing.T) {
 	}
 	if _, err := s.Release(ctx, seal.ShardID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGPUTreeDigests runs the pipelined verification on the GPU over
+// shards of several sizes and leaf sizes and compares each root with the
+// CPU's, twice, so the second pass runs on reused buffers.
+func TestGPUTreeDigests(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	var shards []sealedShard
+	for _, leaf := range []uint64{4096, 16 << 10, 256 << 10} {
+		shards = append(shards, writeShards(t, d, []uint64{1, 4097, 64<<20 + 999, 32 << 20}, leaf)...)
+	}
+	for pass := range 2 {
+		res, err := d.TreeDigests(ctx, requests(shards))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil || sealer.FormatDigest(r.Root) != shards[i].want.Digest {
+				t.Fatalf("pass %d shard %d (L=%d, %d bytes): %v", pass, i, shards[i].req.LeafSize, shards[i].req.Size, r.Err)
+			}
+		}
 	}
 }

@@ -131,7 +131,8 @@ func (d *Device) KernelInfo() string {
 // LeafDigests computes the sha256-tree-v1 leaf digests of the first n bytes
 // of the allocation on the GPU: one thread per leaf, digests written to a
 // device buffer and only they copied back. The result equals
-// sealer.HashLeaves over the same bytes.
+// sealer.HashLeaves over the same bytes. It takes one of the device's
+// Options.VerifyInFlight slots (waiting for one) and reuses its buffers.
 func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSize uint64) ([]sealer.LeafHash, error) {
 	if err := sealer.CheckLeafSize(leafSize); err != nil {
 		return nil, d.errf(err)
@@ -148,36 +149,21 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 	if err != nil {
 		return nil, d.errf(err)
 	}
-	count := sealer.LeafCount(n, leafSize)
-	raw := make([]byte, count*32)
+	s, err := d.takeSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer d.putSlot(s)
 	err = d.do(ctx, func(w *worker) error {
-		var out uint64
-		if err := call("cuMemAlloc_v2", w.drv.cuMemAlloc(&out, count*32)); err != nil {
-			return fmt.Errorf("allocating the digest buffer: %w", err)
-		}
-		defer w.drv.cuMemFree(out)
-		per := max(1, d.launchBytes/leafSize)
-		for first := uint64(0); first < count; first += per {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			c := min(per, count-first)
-			if err := w.launch(fn, [6]uint64{al.ptr, n, leafSize, first, c, out}, c); err != nil {
-				return err
-			}
-			if err := call("cuStreamSynchronize", w.drv.cuStreamSynchronize(w.streams[0])); err != nil {
-				return fmt.Errorf("running the leaf kernel: %w", err)
-			}
-		}
-		return w.read(ctx, raw, out)
+		_, _, err := w.hashLeaves(ctx, s, fn, al.ptr, n, leafSize)
+		return err
 	})
 	if err != nil {
 		return nil, d.errf(err)
 	}
+	count := sealer.LeafCount(n, leafSize)
 	leaves := make([]sealer.LeafHash, count)
-	for i := range leaves {
-		copy(leaves[i][:], raw[32*i:])
-	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&leaves[0])), count*32), s.leafBytes(count))
 	return leaves, nil
 }
 

@@ -10,22 +10,33 @@ import (
 // an error whose message names the code.
 type Result int32
 
-// Results the binding refers to by name.
+// Results the binding refers to by name (cuda.h, CUDA 13).
 const (
-	Success              Result = 0
-	ResultInvalidValue   Result = 1
-	ResultOutOfMemory    Result = 2
-	ResultNotInitialized Result = 3
-	ResultDeinitialized  Result = 4
-	ResultStubLibrary    Result = 34
-	ResultNoDevice       Result = 100
-	ResultInvalidDevice  Result = 101
-	ResultInvalidContext Result = 201
-	ResultInvalidPTX     Result = 218
-	ResultNotFound       Result = 500
-	ResultIllegalAddress Result = 700
-	ResultLaunchFailed   Result = 719
-	ResultUnknown        Result = 999
+	Success                   Result = 0
+	ResultInvalidValue        Result = 1
+	ResultOutOfMemory         Result = 2
+	ResultNotInitialized      Result = 3
+	ResultDeinitialized       Result = 4
+	ResultStubLibrary         Result = 34
+	ResultDeviceUnavailable   Result = 46
+	ResultNoDevice            Result = 100
+	ResultInvalidDevice       Result = 101
+	ResultInvalidContext      Result = 201
+	ResultECCUncorrectable    Result = 214
+	ResultInvalidPTX          Result = 218
+	ResultNVLinkUncorrectable Result = 220
+	ResultNotFound            Result = 500
+	ResultIllegalAddress      Result = 700
+	ResultLaunchTimeout       Result = 702
+	ResultContextIsDestroyed  Result = 709
+	ResultAssert              Result = 710
+	ResultHardwareStackError  Result = 714
+	ResultIllegalInstruction  Result = 715
+	ResultMisalignedAddress   Result = 716
+	ResultInvalidAddressSpace Result = 717
+	ResultInvalidPC           Result = 718
+	ResultLaunchFailed        Result = 719
+	ResultUnknown             Result = 999
 )
 
 // resultNames maps the driver's codes (cuda.h, CUDA 13) to their names and
@@ -112,9 +123,16 @@ func (r Result) Is(target error) bool {
 	return false
 }
 
+// sticky reports whether r leaves the context unusable: every later call
+// in the process fails. A kernel that ran past the watchdog
+// (LAUNCH_TIMEOUT) is one: the driver tears the context down as for an
+// illegal address.
 func (r Result) sticky() bool {
 	switch r {
-	case ResultDeinitialized, 46, 214, 220, ResultIllegalAddress, 709, 710, 714, 715, 716, 717, 718, ResultLaunchFailed:
+	case ResultDeinitialized, ResultDeviceUnavailable, ResultECCUncorrectable, ResultNVLinkUncorrectable,
+		ResultIllegalAddress, ResultLaunchTimeout, ResultContextIsDestroyed, ResultAssert,
+		ResultHardwareStackError, ResultIllegalInstruction, ResultMisalignedAddress,
+		ResultInvalidAddressSpace, ResultInvalidPC, ResultLaunchFailed:
 		return true
 	}
 	return false

@@ -14,7 +14,10 @@
 //
 // Build: gcc -shared -fPIC -O2 -o libcuda.so.1 fakecuda.c -lpthread
 // (-DFAKECUDA_OMIT_MEMGETINFO leaves out cuMemGetInfo_v2, for the
-// missing-symbol test.)
+// missing-symbol test; -DFAKECUDA_OMIT_OPTIONAL leaves out the optional
+// legacy cuDeviceGetUuid and cuDevicePrimaryCtxSetFlags_v2;
+// -DFAKECUDA_WARN adds code gcc warns about, as a newer gcc may warn about
+// code that builds cleanly today.)
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +45,10 @@ enum {
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
+#ifdef FAKECUDA_WARN
+static int fakecuda_never_used; // -Wall: defined but not used
+#endif
+
 // ---- configuration and counters ----
 static long long cfg_devices = 1;
 static long long cfg_total = 1LL << 30;
@@ -52,6 +59,7 @@ static long long cfg_minor = 0;
 static long long cfg_memtype = 2; // CU_MEMORYTYPE_DEVICE
 static long long cfg_managed = 0;
 static long long cfg_mig = 0;
+static long long cfg_version = 13000; // what cuDriverGetVersion reports
 static long long cfg_corrupt_kernel = 0; // flip a bit of each digest the "kernel" writes
 
 static int initialized;
@@ -133,6 +141,7 @@ static long long *key(const char *k) {
 	if (!strcmp(k, "memtype")) return &cfg_memtype;
 	if (!strcmp(k, "managed")) return &cfg_managed;
 	if (!strcmp(k, "mig")) return &cfg_mig;
+	if (!strcmp(k, "version")) return &cfg_version;
 	if (!strcmp(k, "corrupt_kernel")) return &cfg_corrupt_kernel;
 	if (!strcmp(k, "used")) return &used;
 	if (!strcmp(k, "streams")) return &streams_live;
@@ -213,7 +222,7 @@ CUresult cuInit(unsigned flags) {
 CUresult cuDriverGetVersion(int *v) {
 	int rc = enter("cuDriverGetVersion");
 	if (rc) return rc;
-	*v = 13000;
+	*v = (int)cfg_version;
 	return OK;
 }
 
@@ -244,6 +253,7 @@ CUresult cuDeviceGetUuid_v2(unsigned char *uuid, CUdevice d) {
 	return OK;
 }
 
+#ifndef FAKECUDA_OMIT_OPTIONAL
 // cuDeviceGetUuid (v1) gives the physical GPU's UUID, which differs from the
 // device's own for a MIG instance (setting "mig").
 CUresult cuDeviceGetUuid(unsigned char *uuid, CUdevice d) {
@@ -253,6 +263,7 @@ CUresult cuDeviceGetUuid(unsigned char *uuid, CUdevice d) {
 	if (cfg_mig) uuid[15] ^= 0x55;
 	return OK;
 }
+#endif
 
 CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice d) {
 	ENTER("cuDeviceGetAttribute");
@@ -293,6 +304,7 @@ CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) {
 	return ok ? OK : INVALID_CONTEXT;
 }
 
+#ifndef FAKECUDA_OMIT_OPTIONAL
 CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice d, unsigned flags) {
 	ENTER("cuDevicePrimaryCtxSetFlags_v2");
 	if (d < 0 || d >= cfg_devices || d >= 64) return INVALID_DEVICE;
@@ -302,6 +314,7 @@ CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice d, unsigned flags) {
 	pthread_mutex_unlock(&mu);
 	return OK;
 }
+#endif
 
 CUresult cuCtxSetCurrent(void *ctx) {
 	ENTER("cuCtxSetCurrent");

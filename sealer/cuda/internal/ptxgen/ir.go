@@ -277,7 +277,7 @@ func (b *Builder) Kernel() (*Kernel, error) {
 func (k *Kernel) Registers(t Type) int { return k.nregs[t] }
 
 // PTX prints the kernel as a PTX module for the given ISA version and
-// target (e.g. "8.0", "sm_80").
+// target (e.g. "7.8", "sm_80").
 func (k *Kernel) PTX(version, target, header string) string {
 	var s strings.Builder
 	for _, l := range strings.Split(strings.TrimRight(header, "\n"), "\n") {

@@ -157,9 +157,15 @@ func (c *Control) VerifySeal(ctx context.Context, record []byte) (VerifyResponse
 }
 
 // Release releases a shard.
-func (c *Control) Release(ctx context.Context, id string) (sealer.ReleaseResult, error) {
+// A shard that consumers hold is refused (kind busy, naming them) unless
+// force, which revokes their leases.
+func (c *Control) Release(ctx context.Context, id string, force bool) (sealer.ReleaseResult, error) {
 	var r sealer.ReleaseResult
-	return r, c.do(ctx, http.MethodDelete, "/v1/shards/"+url.PathEscape(id), nil, &r)
+	path := "/v1/shards/" + url.PathEscape(id)
+	if force {
+		path += "?force=true"
+	}
+	return r, c.do(ctx, http.MethodDelete, path, nil, &r)
 }
 
 // Debug calls a debug endpoint ("corrupt", "ecc", "gpu-lost",

@@ -142,6 +142,7 @@ type sealCollector struct {
 	verifyInterval time.Duration
 
 	shardInfo, shardVerified, shardLastVerified *prometheus.Desc
+	shardLeases                                 *prometheus.Desc
 	sealedShards, sealedBytes                   *prometheus.Desc
 	interval, overdue                           *prometheus.Desc
 
@@ -160,6 +161,8 @@ type shardMetrics struct {
 	info     prometheus.Metric
 	verified prometheus.Metric
 	lastTS   prometheus.Metric
+	nLeases  int
+	leases   prometheus.Metric
 	gen      uint64 // the scrape that last saw the shard
 }
 
@@ -172,6 +175,8 @@ func newSealCollector(o Options) *sealCollector {
 			"Whether the shard was intact at its last verification (1; also before the first, as sealed) or not (0: altered, allocation missing, seal invalid or unreadable).", []string{"shard_id", "gpu"}, nil),
 		shardLastVerified: prometheus.NewDesc(Namespace+"_shard_last_verified_timestamp_seconds",
 			"When the shard was last verified intact (its seal time until its first successful verification).", []string{"shard_id", "gpu"}, nil),
+		shardLeases: prometheus.NewDesc(Namespace+"_shard_leases",
+			"Consumer leases open on the shard: processes that hold its memory through the consumer socket.", []string{"shard_id", "gpu"}, nil),
 		sealedShards: prometheus.NewDesc(Namespace+"_sealed_shards", "Shards sealed on the GPU.", []string{"gpu"}, nil),
 		sealedBytes:  prometheus.NewDesc(Namespace+"_sealed_bytes", "Bytes of VRAM held by the shards sealed on the GPU.", []string{"gpu"}, nil),
 		interval:     prometheus.NewDesc(Namespace+"_verify_interval_seconds", "The configured interval between verifications of a shard.", nil, nil),
@@ -181,7 +186,7 @@ func newSealCollector(o Options) *sealCollector {
 }
 
 func (c *sealCollector) describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.shardInfo, c.shardVerified, c.shardLastVerified, c.sealedShards, c.sealedBytes, c.interval, c.overdue} {
+	for _, d := range []*prometheus.Desc{c.shardInfo, c.shardVerified, c.shardLastVerified, c.shardLeases, c.sealedShards, c.sealedBytes, c.interval, c.overdue} {
 		ch <- d
 	}
 	if c.obs != nil {
@@ -215,6 +220,7 @@ func (c *sealCollector) update(ch chan<- prometheus.Metric) error {
 		ch <- m.info
 		ch <- m.verified
 		ch <- m.lastTS
+		ch <- m.leases
 	}
 	for id, m := range c.cache {
 		if m.gen != c.gen {
@@ -260,6 +266,10 @@ func (c *sealCollector) shard(st sealer.ShardStatus) *shardMetrics {
 	if m.lastTS == nil || !m.last.Equal(last) {
 		m.last = last
 		m.lastTS = prometheus.MustNewConstMetric(c.shardLastVerified, prometheus.GaugeValue, unixSeconds(last), s.ShardID, gpu)
+	}
+	if m.leases == nil || m.nLeases != len(st.Leases) {
+		m.nLeases = len(st.Leases)
+		m.leases = prometheus.MustNewConstMetric(c.shardLeases, prometheus.GaugeValue, float64(m.nLeases), s.ShardID, gpu)
 	}
 	m.gen = c.gen
 	return m

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"

@@ -4,13 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"io"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/vramseal/vramseal/client"
 )
 
 // clientFlags are the flags every client subcommand has.

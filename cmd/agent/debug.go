@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/vramseal/vramseal/client"
 )
 
 // debugCommand returns the "debug" command, creating it on first use.

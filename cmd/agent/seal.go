@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"path/filepath"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/vramseal/vramseal/client"
 )
 
 func init() {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/vramseal/vramseal/client"
 )
 
 func init() {

@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"io"
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/sealer"
 )
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/sealer/cuda"
 )

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/vramseal/vramseal/client"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 

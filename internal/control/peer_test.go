@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"io"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/internal/testenv"
 )
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/vramseal/vramseal/client"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -45,6 +45,7 @@ type Sealer interface {
 	VerifyAll(ctx context.Context) ([]sealer.VerifyResult, error)
 	VerifySeal(ctx context.Context, presented sealer.Seal) (sealer.VerifyResult, error)
 	Release(ctx context.Context, id string) (sealer.ReleaseResult, error)
+	ForceRelease(ctx context.Context, id string) (sealer.ReleaseResult, error)
 }
 
 // Faults injects faults into the simulated GPU: what the debug endpoints
@@ -224,6 +225,8 @@ func writeSealerError(w http.ResponseWriter, err error) {
 		status, kind = http.StatusForbidden, k.String()
 	case sealer.KindCancelled:
 		status, kind = http.StatusServiceUnavailable, k.String()
+	case sealer.KindBusy:
+		status, kind = http.StatusConflict, k.String()
 	}
 	writeError(w, status, kind, err.Error())
 }
@@ -340,7 +343,16 @@ func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request) {
-	res, err := s.cfg.Sealer.Release(r.Context(), r.PathValue("id"))
+	release := s.cfg.Sealer.Release
+	switch r.URL.Query().Get("force") {
+	case "", "false":
+	case "true":
+		release = s.cfg.Sealer.ForceRelease
+	default:
+		writeError(w, http.StatusBadRequest, client.KindInvalid, "force: want true or false")
+		return
+	}
+	res, err := release(r.Context(), r.PathValue("id"))
 	if err != nil {
 		writeSealerError(w, err)
 		return

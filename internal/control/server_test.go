@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/vramseal/vramseal/client"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
@@ -145,11 +145,11 @@ func TestSealListVerifyCorruptRelease(t *testing.T) {
 	if _, err := f.client.Verify(ctx, "nope"); apiStatus(err) != http.StatusNotFound {
 		t.Errorf("verify of an unknown shard: %v", err)
 	}
-	rel, err := f.client.Release(ctx, "a")
+	rel, err := f.client.Release(ctx, "a", false)
 	if err != nil || rel.FreedBytes != 1<<20+17 || rel.RemainingUsed != 0 {
 		t.Fatalf("release %+v, %v", rel, err)
 	}
-	if _, err := f.client.Release(ctx, "a"); apiStatus(err) != http.StatusNotFound {
+	if _, err := f.client.Release(ctx, "a", false); apiStatus(err) != http.StatusNotFound {
 		t.Errorf("second release: %v", err)
 	}
 	if f.devs[1].LiveAllocations() != 0 {

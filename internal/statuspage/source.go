@@ -199,7 +199,7 @@ func shardRows(shards []sealer.ShardStatus, sched Schedule) (rows []ShardView, t
 	for i, s := range ordered {
 		rows[i] = ShardView{
 			ID: s.Seal.ShardID, GPU: s.Seal.GPUDevice, Bytes: s.Seal.VRAMBytes, ModelRef: cut(s.Seal.ModelRef),
-			State: s.State, LastResult: s.LastResult, LastVerified: s.LastVerifiedAt,
+			State: s.State, LastResult: s.LastResult, LastVerified: s.LastVerifiedAt, LastChecked: s.LastCheckedAt,
 			Origin: "sealed", Leases: 0, // filled from the sealer by the consumer hand-off work
 		}
 		if sched != nil {

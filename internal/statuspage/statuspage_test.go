@@ -71,7 +71,7 @@ func source() statuspage.Source {
 	hostile := shard(hostileID, 0, 4<<20, sealer.StateSealed)
 	hostile.Seal.ModelRef = hostileRef
 	failed := shard("llama-00002", 0, 2<<30, sealer.StateFailed)
-	failed.LastResult = "digest_mismatch"
+	failed.LastResult, failed.LastCheckedAt = "digest_mismatch", t0.Add(-5*time.Second)
 	return statuspage.Source{
 		WorkerID: "node-a", Device: "sim", Version: "1.2.3", Simulated: true, VerifyInterval: 5 * time.Minute,
 		Ready: func() (bool, string) { return false, "GPU 1: integrated_gpu (<b>integrated</b>)" },
@@ -163,7 +163,7 @@ func TestRenderEverySection(t *testing.T) {
 		"policy ok", "policy: blocked", "integrated_gpu", "ECC corrected 7, uncorrected", ">2<",
 		// shards: every column, failed first, ages and due times
 		`<section id="shards">`, "<th>origin</th>", "<th>leases</th>", "<th>next due</th>",
-		"llama-00001", "org/model@rev", "30s ago", "in 1m30s", "due now (10s late)", "digest_mismatch", "1.0 GiB",
+		"llama-00001", "org/model@rev", "30s ago", "in 1m30s", "due now (10s late)", `digest_mismatch <span class="muted">(checked 5s ago)</span>`, "1.0 GiB",
 		// audit pipeline
 		`<section id="audit">`, "export failing", "12 records pending", "spool 3.0 MiB", "2m00s old", "written 40, shipped 28", "export failures</dt><dd>4<",
 		// events

@@ -126,8 +126,9 @@ type ShardView struct {
 	// State is sealed or failed; LastResult the last verification's
 	// result ("" before the first).
 	State, LastResult string
-	// LastVerified is the last successful verification (zero: none).
-	LastVerified time.Time
+	// LastVerified is the last successful verification, LastChecked the
+	// last one whatever its result (zero: none).
+	LastVerified, LastChecked time.Time
 	// NextDue is when the schedule verifies the shard next (zero: not
 	// scheduled).
 	NextDue time.Time

@@ -324,3 +324,37 @@ func (g *gpuCollector) emit(ch chan<- prometheus.Metric, t GPUTelemetry) {
 		gauge(g.retired, float64(t.RetiredDoubleBit), "double_bit_ecc")
 	}
 }
+
+// GPUSnapshot is the GPU telemetry the collector holds, as a scrape would
+// serve it: the last successful read and what became of the reads since.
+type GPUSnapshot struct {
+	// GPUs is the last successful read (a copy; nil before the first).
+	GPUs []GPUTelemetry
+	// ReadAt is when that read ended (zero before the first).
+	ReadAt time.Time
+	// Fresh is whether a scrape serves GPUs now: a read no older than two
+	// intervals plus the timeout.
+	Fresh bool
+	// Err is why the last read failed or hangs (nil when it succeeded).
+	Err error
+}
+
+// GPUTelemetry returns the telemetry the background reads cached, without
+// reading the GPUs (the status page shows the same numbers as /metrics).
+// It is safe for concurrent use and cheap.
+func (s *Set) GPUTelemetry() GPUSnapshot {
+	g := s.gpu
+	if g.src == nil {
+		return GPUSnapshot{Err: fmt.Errorf("%w: no GPU source configured", ErrNoData)}
+	}
+	g.mu.Lock()
+	snap := GPUSnapshot{GPUs: append([]GPUTelemetry(nil), g.data...), ReadAt: g.readAt, Err: g.err}
+	hung := g.inflight && g.now().Sub(g.started) > g.timeout
+	started := g.started
+	g.mu.Unlock()
+	snap.Fresh = !snap.ReadAt.IsZero() && g.now().Sub(snap.ReadAt) <= 2*g.interval+g.timeout
+	if hung {
+		snap.Err = fmt.Errorf("GPU telemetry read hung since %s (timeout %s)", started.Format(time.RFC3339), g.timeout)
+	}
+	return snap
+}

@@ -327,3 +327,31 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestGPUTelemetryReadsTheCache: GPUTelemetry serves what the last
+// background read cached (the numbers /metrics serves), never reads the
+// GPUs itself, and is a copy.
+func TestGPUTelemetryReadsTheCache(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	if snap := e.set.GPUTelemetry(); snap.GPUs != nil || snap.Fresh || !snap.ReadAt.IsZero() {
+		t.Fatalf("before the first read: %+v", snap)
+	}
+	e.seal(t, "cached", 1, 4096)
+	e.refresh(t)
+	e.devs[1].AddECC(3, 1) // not read yet: the snapshot keeps the cached counts
+	snap := e.set.GPUTelemetry()
+	if !snap.Fresh || snap.Err != nil || len(snap.GPUs) != 2 {
+		t.Fatalf("after a read: fresh %v, err %v, %d GPUs", snap.Fresh, snap.Err, len(snap.GPUs))
+	}
+	if g := snap.GPUs[1]; g.UsedBytes != 4096 || g.ECCCorrected != 0 || !g.Up {
+		t.Errorf("GPU 1: used %d, corrected ECC %d, up %v; want the cached 4096, 0, true", g.UsedBytes, g.ECCCorrected, g.Up)
+	}
+	snap.GPUs[0].UsedBytes = 1 << 40
+	if again := e.set.GPUTelemetry(); again.GPUs[0].UsedBytes == 1<<40 {
+		t.Error("GPUTelemetry hands out the cache itself, not a copy")
+	}
+	none := newEnv(t, envOpts{mutate: func(o *collector.Options) { o.GPU = nil }})
+	if snap := none.set.GPUTelemetry(); !errors.Is(snap.Err, collector.ErrNoData) {
+		t.Errorf("no GPU source: %v, want ErrNoData", snap.Err)
+	}
+}

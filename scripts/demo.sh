@@ -126,7 +126,7 @@ if [[ $ready != 1 ]]; then
 fi
 ADDR=$(sed -nE 's/.*msg="Listening on" address="?([^" ]+)"?.*/\1/p' "$LOG" | head -n 1)
 events
-echo "    web: http://$ADDR/ (landing page), /metrics, /healthz, /readyz"
+echo "    web: http://$ADDR/ (status page), /metrics, /healthz, /readyz"
 cli status
 
 bold "3. List the sealed shards"

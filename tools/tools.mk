@@ -15,6 +15,22 @@ tools: $(PROMETHEUS) $(PROMTOOL) ## Build the pinned test tools into the cache.
 export VRAMSEAL_PROMETHEUS := $(PROMETHEUS)
 export VRAMSEAL_PROMTOOL   := $(PROMTOOL)
 
+# Debian's headless Chromium, for the status page's browser test (the page
+# as a browser renders it, with a screenshot checked to be non-blank).
+# Installed with apt-get only when missing; root or sudo is needed then.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: chromium
+chromium: ## Install Debian's chromium (headless) for the status page test, when missing.
+	@if ! test -x $(CHROMIUM); then \
+		echo "installing chromium with apt-get (for the status page test)"; \
+		SUDO=; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
+test: chromium
+export VRAMSEAL_CHROMIUM := $(CHROMIUM)
+
 # OpenTelemetry Collector for the audit export tests: the OTLP receiver and the
 # contrib file exporter (tools/otelcol/builder-config.yaml), every collector
 # module at one release, built with the pinned collector builder. The builder's

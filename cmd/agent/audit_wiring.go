@@ -24,6 +24,8 @@ type auditPipeline struct {
 	Emitter audit.Emitter
 	// Counters counts events and emit failures by name (for metrics).
 	Counters *audit.Counters
+	// Recent keeps the last events in memory, for the status page.
+	Recent *audit.Recent
 	// Stats is the spool's state, for metrics.
 	Stats collector.AuditStats
 	// TracerProvider makes the spans around seal, verify and release, so
@@ -32,6 +34,10 @@ type auditPipeline struct {
 	// Close flushes what is pending to local disk, bounded by ctx.
 	Close func(ctx context.Context) error
 }
+
+// recentEvents is how many of the last audit events the status page can
+// show (kept in memory: a few hundred bytes each).
+const recentEvents = 50
 
 // newAuditPipeline opens (and repairs) the durable audit spool under
 // audit.spool_dir and starts shipping it over OTLP as the OTEL_* variables
@@ -54,9 +60,11 @@ func newAuditPipeline(ctx context.Context, cfg *config.Config, sec secret.Secret
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: audit: %w", cfg.File, err))
 	}
+	recent := audit.NewRecent(recentEvents)
 	return &auditPipeline{
-		Emitter:        audit.Tee{Primary: p, Also: []audit.Emitter{audit.NewLogEmitter(alog, nil)}},
+		Emitter:        audit.Tee{Primary: p, Also: []audit.Emitter{audit.NewLogEmitter(alog, nil), recent}},
 		Counters:       counters,
+		Recent:         recent,
 		Stats:          p,
 		TracerProvider: p.TracerProvider(),
 		Close:          p.Close,

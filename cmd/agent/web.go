@@ -2,17 +2,18 @@ package main
 
 import (
 	"fmt"
-	"html"
 	"net/http"
 
 	"github.com/prometheus/common/version"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/internal/statuspage"
 )
 
-// newWebHandler serves the landing page, /healthz, /readyz and the
-// registry at telemetryPath.
+// newWebHandler serves the status page at /, /healthz, /readyz and the
+// registry at telemetryPath. The web server wraps it with the TLS and
+// basic auth of --web.config.file, so the page is behind the same
+// protection as the metrics.
 func newWebHandler(a *agent, telemetryPath string) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle(telemetryPath, collector.Handler(a.registry, a.log.WithField(logFieldComponent, "metrics")))
@@ -30,24 +31,30 @@ func newWebHandler(a *agent, telemetryPath string) (http.Handler, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	desc := "Seals model shards in GPU memory, re-verifies them and audits every step."
-	name := "vramseal agent"
-	if a.sims != nil {
-		name = "vramseal agent (SIMULATED GPUs)"
-		desc += " This agent runs on SIMULATED GPUs (device: sim), for tests and demos only."
-	}
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name: name, Description: desc, Version: version.Info(), Profiling: "false",
-		ExtraHTML: fmt.Sprintf("<p>Worker <code>%s</code>, device <code>%s</code>.</p>", html.EscapeString(a.cfg.WorkerID), html.EscapeString(a.cfg.Device)),
-		Links: []web.LandingLinks{
-			{Address: telemetryPath, Text: "Metrics"},
-			{Address: "/healthz", Text: "Health", Description: "200 while the agent runs"},
-			{Address: "/readyz", Text: "Readiness", Description: "200 once every declared shard is sealed"},
-		},
-	})
+	mode, err := statuspage.ParseMode(a.cfg.Web.StatusPage)
 	if err != nil {
 		return nil, err
 	}
-	mux.Handle("/", landing)
+	mux.Handle("/", statuspage.Handler(a.statusSource(telemetryPath), mode, nil, a.log.WithField(logFieldComponent, "web")))
 	return mux, nil
+}
+
+// statusSource is the status page's view of the agent: the parts the
+// metrics collectors read.
+func (a *agent) statusSource(telemetryPath string) statuspage.Source {
+	return statuspage.Source{
+		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), Version: version.Version, Simulated: a.sims != nil,
+		VerifyInterval: a.schedule.Interval(),
+		Ready: func() (bool, string) {
+			ok, _, why := a.ready()
+			return ok, why
+		},
+		Links: []statuspage.Link{
+			{Href: telemetryPath, Text: "Metrics"},
+			{Href: "/healthz", Text: "Health", Description: "200 while the agent runs"},
+			{Href: "/readyz", Text: "Readiness", Description: "200 once every declared shard is sealed"},
+		},
+		Shards: a.sealer, Schedule: a.schedule, Policy: a.policy, Telemetry: a.metrics,
+		Audit: a.audit.Stats, Events: a.audit.Recent,
+	}
 }

@@ -149,7 +149,14 @@ func TestWebEndpoints(t *testing.T) {
 		t.Errorf("/metrics: %d", code)
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, "SIMULATED") {
-		t.Errorf("landing page: %d", code)
+		t.Errorf("status page: %d", code)
+	} else {
+		for _, want := range []string{`<section id="gpus">`, `<section id="shards">`, `<section id="audit">`, `<section id="events">`,
+			"declared shards not sealed yet: a", `<a href="/metrics">`, `<a href="/healthz">`, `<a href="/readyz">`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("status page lacks %q", want)
+			}
+		}
 	}
 	if code, _ := get("/nope"); code != 404 {
 		t.Errorf("/nope: %d", code)

@@ -46,6 +46,8 @@ type Config struct {
 	Policy policy.Config `yaml:"policy"`
 	// Audit is the local audit spool.
 	Audit Audit `yaml:"audit"`
+	// Web is what the web port serves besides the metrics.
+	Web Web `yaml:"web"`
 	// Shards are sealed at start-up and kept sealed.
 	Shards []Shard `yaml:"shards"`
 
@@ -140,6 +142,23 @@ type Audit struct {
 	MinFreeBytes uint64        `yaml:"min_free_bytes"`
 }
 
+// What the status page at / shows (the web.status_page key).
+const (
+	// StatusPageFull shows everything, audit event details included.
+	StatusPageFull = "full"
+	// StatusPageSummary shows the state without event details, uids,
+	// pids or executables.
+	StatusPageSummary = "summary"
+	// StatusPageOff serves only the links to /metrics, /healthz, /readyz.
+	StatusPageOff = "off"
+)
+
+// Web is what the web port serves besides the metrics.
+type Web struct {
+	// StatusPage is full, summary or off.
+	StatusPage string `yaml:"status_page"`
+}
+
 // Shard is a shard declared in the configuration.
 type Shard struct {
 	ID       string `yaml:"id"`
@@ -168,6 +187,7 @@ func Default() Config {
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
 		},
+		Web: Web{StatusPage: StatusPageSummary},
 	}
 }
 
@@ -327,6 +347,11 @@ func (c *Config) validate() error {
 	}
 	if c.Audit.Retention < time.Hour {
 		return c.errorf("audit.retention", "%s: want at least 1h", c.Audit.Retention)
+	}
+	switch c.Web.StatusPage {
+	case StatusPageFull, StatusPageSummary, StatusPageOff:
+	default:
+		return c.errorf("web.status_page", "%q is not one of full, summary, off", c.Web.StatusPage)
 	}
 	ids := map[string]int{}
 	for i, s := range c.Shards {

@@ -35,6 +35,7 @@ seal: {leaf_size: 1048576}
 verify: {interval: 90s, jitter: 0.25, max_bytes_per_second: 1000000000, mode: gpu}
 policy: {min_memory_bytes: 2147483648, min_compute_capability: "7.0", require_ecc: true, allow_mig: false, exit_on_violation: true}
 audit: {spool_dir: /var/lib/x, segment_bytes: 1048576, retention: 24h, min_free_bytes: 0}
+web: {status_page: full}
 shards:
   - {id: llama-00001, path: /models/a.safetensors, gpu: 0, sha256: "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", model_ref: "hf:meta/llama@abc"}
   - {id: llama-00002, path: rel/b.safetensors, gpu: 1, leaf_size: 4096}
@@ -62,6 +63,9 @@ func TestParseFull(t *testing.T) {
 	}
 	if c.Audit.Retention != 24*time.Hour || c.Audit.SpoolDir != "/var/lib/x" {
 		t.Errorf("audit: %+v", c.Audit)
+	}
+	if c.Web.StatusPage != StatusPageFull {
+		t.Errorf("web: %+v", c.Web)
 	}
 	if got := c.Shards[1].Path; got != "/etc/vramseal/rel/b.safetensors" {
 		t.Errorf("relative shard path resolved to %q, want it next to the config file", got)
@@ -91,7 +95,8 @@ func TestDefaults(t *testing.T) {
 	if same, diff := c.SameExceptShards(&want); !same {
 		t.Errorf("defaults differ in %v", diff)
 	}
-	if c.Device != "auto" || c.Verify.Interval != 5*time.Minute || !c.Policy.AllowMIG || !c.Sim.ECCEnabled || c.Seal.LeafSize != 262144 {
+	if c.Device != "auto" || c.Verify.Interval != 5*time.Minute || !c.Policy.AllowMIG || !c.Sim.ECCEnabled || c.Seal.LeafSize != 262144 ||
+		c.Web.StatusPage != "summary" {
 		t.Errorf("defaults: %+v", c)
 	}
 }
@@ -137,6 +142,7 @@ func TestBadInput(t *testing.T) {
 		{"interval too short", "seal_secret_file: /k\nverify: {interval: 10ms}\n", "a.yml: verify.interval (line 2): 10ms: want at least 1s"},
 		{"jitter out of range", "seal_secret_file: /k\nverify: {jitter: 1.5}\n", "a.yml: verify.jitter (line 2): 1.5: want a fraction"},
 		{"bad verify mode", "seal_secret_file: /k\nverify: {mode: cpu}\n", `a.yml: verify.mode (line 2): "cpu" is not one of host, gpu`},
+		{"bad status page", "seal_secret_file: /k\nweb: {status_page: on}\n", `a.yml: web.status_page (line 2): "on" is not one of full, summary, off`},
 		{"bad device", "seal_secret_file: /k\ndevice: tpu\n", `a.yml: device (line 2): "tpu" is not one of sim, cuda, auto`},
 		{"list for a mapping", "seal_secret_file: /k\nsim: [1, 2]\n", "a.yml: sim (line 2): want a mapping of keys, got a list"},
 		{"mapping for a string", "seal_secret_file: {a: b}\n", "a.yml: seal_secret_file (line 1): want a string, got a mapping"},

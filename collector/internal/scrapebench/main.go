@@ -1,15 +1,20 @@
 // Command scrapebench measures the cost of a full /metrics scrape with many
 // simulated GPUs and sealed shards, beside an empty registry's scrape in
-// the same run (scripts/bench.d/30-metrics.sh runs it).
+// the same run, and the cost of the status page at / over the same node
+// (scripts/bench.d/30-metrics.sh runs it).
 //
 // Each scrape is a real HTTP GET on loopback, with gzip as Prometheus asks
 // for it, reading the whole body: the baseline through promhttp.HandlerFor
 // over an empty registry, the full scrape through collector.Handler over
-// the collectors and the Go and process collectors. Baseline and full
-// scrapes alternate so that both see the same machine load.
+// the collectors and the Go and process collectors, the status page
+// through statuspage.Handler (summary, as the agent serves it by default)
+// reading the same sealer, GPU telemetry cache and audit events. The three
+// alternate so that all see the same machine load. The page's render alone
+// (Snapshot and Render, no HTTP) is measured too.
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -19,6 +24,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -33,6 +39,7 @@ import (
 	"github.com/vramseal/vramseal/collector/internal/simnode"
 	"github.com/vramseal/vramseal/collector/metricstest"
 	"github.com/vramseal/vramseal/collector/simsource"
+	"github.com/vramseal/vramseal/internal/statuspage"
 )
 
 type config struct {
@@ -59,6 +66,7 @@ func main() {
 type result struct {
 	name     string
 	cpu      time.Duration // process CPU (server and client) per scrape
+	page     bool          // the status page (HTML, no series)
 	series   int
 	bytes    int
 	p50, p99 time.Duration
@@ -67,15 +75,16 @@ type result struct {
 
 // run measures and prints the table; it reports whether the goal was met.
 func run(ctx context.Context, c config, w io.Writer) (bool, error) {
-	full, cleanup, err := agentRegistry(ctx, c.gpus, c.shards)
+	a, err := newAgent(ctx, c.gpus, c.shards)
 	if err != nil {
 		return false, err
 	}
-	defer cleanup()
-	cases := []*result{{name: "empty registry (baseline)"}, {name: "vramseal /metrics"}}
+	defer a.node.Close()
+	cases := []*result{{name: "empty registry (baseline)"}, {name: "vramseal /metrics"}, {name: "vramseal status page /", page: true}}
 	servers := []*httptest.Server{
 		httptest.NewServer(promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})),
-		httptest.NewServer(collector.Handler(full, nil)), // what the agent serves on /metrics
+		httptest.NewServer(collector.Handler(a.reg, nil)),                                      // what the agent serves on /metrics
+		httptest.NewServer(statuspage.Handler(a.statusSource(), statuspage.Summary, nil, nil)), // and on /
 	}
 	defer func() {
 		for _, s := range servers {
@@ -111,7 +120,9 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 			r.samples = append(r.samples, d)
 			if r.bytes == 0 {
 				r.bytes = len(body)
-				r.series = metricstest.Samples(body)
+				if !r.page {
+					r.series = metricstest.Samples(body)
+				}
 			}
 		}
 	}
@@ -127,17 +138,44 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 		}
 		cases[j].cpu = (cpuTime() - before) / time.Duration(n)
 	}
+	// The page's render alone: Snapshot and Render into memory.
+	render := &result{name: "status page render alone (no HTTP)", page: true}
+	src := a.statusSource()
+	var buf bytes.Buffer
+	for i := 0; i < warmup+c.scrapes; i++ {
+		buf.Reset()
+		start := time.Now()
+		if err := statuspage.Render(&buf, statuspage.Snapshot(src, statuspage.Summary, time.Now())); err != nil {
+			return false, err
+		}
+		if i >= warmup {
+			render.samples = append(render.samples, time.Since(start))
+		}
+	}
+	render.bytes = buf.Len()
+	before := cpuTime()
+	n := max(c.scrapes/4, 10)
+	for i := 0; i < n; i++ {
+		buf.Reset()
+		_ = statuspage.Render(&buf, statuspage.Snapshot(src, statuspage.Summary, time.Now()))
+	}
+	render.cpu = (cpuTime() - before) / time.Duration(n)
+	cases = append(cases, render)
 	for _, r := range cases {
 		slices.Sort(r.samples)
 		r.p50 = r.samples[len(r.samples)/2]
 		r.p99 = r.samples[(len(r.samples)*99)/100]
 	}
-	fmt.Fprintf(w, "metrics scrape: %d simulated GPUs x %d shards, %d scrapes per case (HTTP on loopback, gzip)\n",
+	fmt.Fprintf(w, "metrics scrape and status page: %d simulated GPUs x %d shards, %d requests per case (HTTP on loopback, gzip)\n",
 		c.gpus, c.shards, c.scrapes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tseries\tbytes (uncompressed)\tp50 ms\tp99 ms\tCPU ms/scrape\t")
+	fmt.Fprintln(tw, "case\tseries\tbytes (uncompressed)\tp50 ms\tp99 ms\tCPU ms/request\t")
 	for _, r := range cases {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", r.name, r.series, r.bytes, ms(r.p50), ms(r.p99), ms(r.cpu))
+		series := strconv.Itoa(r.series)
+		if r.page {
+			series = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f\t%.3f\t%.3f\t\n", r.name, series, r.bytes, ms(r.p50), ms(r.p99), ms(r.cpu))
 	}
 	tw.Flush()
 	ok := ms(cases[1].p99) < c.goalMS
@@ -151,9 +189,39 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// agent is what the agent serves from: a sealed simulated node, its
+// registry and the collectors (whose GPU telemetry cache the page reads).
+type agent struct {
+	node *simnode.Node
+	reg  *prometheus.Registry
+	set  *collector.Set
+}
+
+// statusSource is the status page's view of the node, as the agent wires
+// it (no schedule or policy: their rows show "—" and "unknown").
+func (a *agent) statusSource() statuspage.Source {
+	return statuspage.Source{
+		WorkerID: "bench", Device: "sim", Simulated: true, VerifyInterval: 5 * time.Minute,
+		Links:  []statuspage.Link{{Href: "/metrics", Text: "Metrics"}, {Href: "/healthz", Text: "Health"}, {Href: "/readyz", Text: "Readiness"}},
+		Shards: a.node.Sealer, Telemetry: a.set, Events: a.node.Recent, Audit: noSpool,
+	}
+}
+
+var noSpool = collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} })
+
 // agentRegistry is the registry the agent serves, on simulated GPUs with
 // shards sealed and verified.
 func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry, func(), error) {
+	a, err := newAgent(ctx, gpus, shards)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a.reg, a.node.Close, nil
+}
+
+// newAgent seals gpus x shards shards on simulated GPUs, verifies them and
+// registers the collectors, with the GPU telemetry read once.
+func newAgent(ctx context.Context, gpus, shards int) (*agent, error) {
 	var sealed []simnode.Shard
 	for g := 0; g < gpus; g++ {
 		for i := 0; i < shards; i++ {
@@ -163,9 +231,9 @@ func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry,
 	}
 	node, err := simnode.New(ctx, simnode.Config{Name: "scrapebench", WorkerID: "bench", GPUs: gpus, LeafSize: 4096, Shards: sealed})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	fail := func(err error) (*prometheus.Registry, func(), error) { node.Close(); return nil, nil, err }
+	fail := func(err error) (*agent, error) { node.Close(); return nil, err }
 	if _, err := node.Sealer.VerifyAll(ctx); err != nil {
 		return fail(err)
 	}
@@ -173,8 +241,7 @@ func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	set, err := collector.Register(reg, collector.Options{
 		WorkerID: "bench", Device: "sim", GPU: simsource.New(node.Devices), Sealer: node.Sealer, Observer: node.Observer,
-		VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters, Logger: node.Logger,
-		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
+		VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters, Logger: node.Logger, AuditStats: noSpool,
 	})
 	if err != nil {
 		return fail(err)
@@ -182,7 +249,7 @@ func agentRegistry(ctx context.Context, gpus, shards int) (*prometheus.Registry,
 	if err := set.Refresh(ctx); err != nil {
 		return fail(err)
 	}
-	return reg, node.Close, nil
+	return &agent{node: node, reg: reg, set: set}, nil
 }
 
 // loadAverage describes the machine's load, for reading the numbers.

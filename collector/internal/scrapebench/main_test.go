@@ -15,7 +15,7 @@ func TestRunSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"empty registry (baseline)", "vramseal /metrics", "goal p99 < 1e+09 ms: met"} {
+	for _, want := range []string{"empty registry (baseline)", "vramseal /metrics", "vramseal status page /", "status page render alone", "goal p99 < 1e+09 ms: met"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
 		}

@@ -40,6 +40,7 @@ type Node struct {
 	Sealer   *sealer.Sealer
 	Observer *collector.Observer
 	Counters *audit.Counters
+	Recent   *audit.Recent  // the last audit events, as the agent keeps them
 	Logger   *logrus.Logger // discards everything
 	dir      string
 }
@@ -76,8 +77,10 @@ func (n *Node) start(ctx context.Context, cfg Config) error {
 	}
 	n.Observer = collector.NewObserver(idx)
 	n.Counters = audit.NewCounters()
+	n.Recent = audit.NewRecent(50)
+	emitter := audit.Tee{Primary: audit.NewLogEmitter(n.Logger, n.Counters), Also: []audit.Emitter{n.Recent}}
 	n.Sealer, err = sealer.New(sealer.Config{WorkerID: cfg.WorkerID, Devices: simgpu.Devices(devs), Signer: signer,
-		Emitter: audit.NewLogEmitter(n.Logger, n.Counters), Observer: n.Observer, Logger: n.Logger, LeafSize: cfg.LeafSize})
+		Emitter: emitter, Observer: n.Observer, Logger: n.Logger, LeafSize: cfg.LeafSize})
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/config
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/control
 	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/control
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(or $(FUZZTIME),20s) ./internal/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzParseComputeCapability$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
 	$(GO) test -run '^$$' -fuzz '^FuzzScanFrames$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool

@@ -54,12 +54,18 @@ func (c *Consumer) call(ctx context.Context, req wire.Request) (wire.Response, [
 	_ = c.c.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := wire.Write(c.c, req); err != nil {
-		return wire.Response{}, nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
-	}
+	werr := wire.Write(c.c, req)
+	// Read even when the write failed: an agent that refuses a caller
+	// answers at once and closes, and its answer says why.
 	var resp wire.Response
 	files, err := wire.Read(c.c, &resp)
+	if err == nil && werr != nil && resp.OK {
+		err = werr
+	}
 	if err != nil {
+		if werr != nil {
+			err = werr
+		}
 		if ctx.Err() != nil {
 			return resp, nil, ctx.Err()
 		}

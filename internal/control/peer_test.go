@@ -101,15 +101,7 @@ func TestHelperCall(t *testing.T) {
 // check decides.
 func TestCallerOfAnotherUser(t *testing.T) {
 	testenv.Root(t, "to start a process under another uid")
-	exe := filepath.Join(t.TempDir(), "control.test")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(exe, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	openUp(t, filepath.Dir(exe))
+	exe := testenv.TestBinaryForAnyUser(t)
 	const nobody, group = 65534, 4242
 	gid := uint32(group)
 	for _, tc := range []struct {
@@ -124,7 +116,7 @@ func TestCallerOfAnotherUser(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, 4<<20, tc.access, true)
-			openUp(t, filepath.Dir(f.socket))
+			testenv.OpenUp(t, filepath.Dir(f.socket))
 			if err := os.Chmod(f.socket, 0o666); err != nil {
 				t.Fatal(err)
 			}
@@ -154,15 +146,6 @@ func TestCallerOfAnotherUser(t *testing.T) {
 }
 
 // openUp makes dir and its parents up to the temp root traversable by others.
-func openUp(t *testing.T, dir string) {
-	t.Helper()
-	root := filepath.Clean(os.TempDir())
-	for d := dir; strings.HasPrefix(d, root) && d != root; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 func TestListen(t *testing.T) {
 	dir := t.TempDir()

@@ -11,6 +11,8 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -63,4 +65,34 @@ func Root(t testing.TB, why string) {
 func NoGPU(t testing.TB, err error) {
 	t.Helper()
 	t.Skipf("no NVIDIA GPU here (%v): this test runs on a GPU machine, see make gpu-check", err)
+}
+
+// OpenUp makes dir and its parents up to the temporary folder
+// world-searchable (0755), so a process under another uid reaches a
+// socket or binary there.
+func OpenUp(t testing.TB, dir string) {
+	t.Helper()
+	root := filepath.Clean(os.TempDir())
+	for d := filepath.Clean(dir); strings.HasPrefix(d, root) && d != root; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBinaryForAnyUser copies the running test binary where a process under
+// another uid can execute it, and returns its path.
+func TestBinaryForAnyUser(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, filepath.Base(os.Args[0]))
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	OpenUp(t, dir)
+	return exe
 }

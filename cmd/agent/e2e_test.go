@@ -201,7 +201,7 @@ func (e *env) start(overrides ...string) {
 // cli runs a client subcommand and returns its exit status and output.
 func (e *env) cli(args ...string) (int, string, string) {
 	e.t.Helper()
-	if args[0] != "digest" && args[0] != "audit" { // offline commands
+	if args[0] != "digest" && args[0] != "audit" && args[0] != "open" { // offline commands, and the consumer socket's
 		args = append(args, "--control.socket", e.socket)
 	}
 	cmd := exec.Command(e.bin, args...)

@@ -87,6 +87,7 @@ seal_secret_file: $DEMO/seal.key
 model_dirs: [$DEMO/models]
 verify: {interval: 3s, jitter: 0.1}
 audit: {spool_dir: $DEMO/audit}
+handoff: {socket: $DEMO/run/handoff.sock}   # engines open sealed shards here (docs/consumers.md)
 shards:
   - {id: llama-00001, path: models/llama/model-00001-of-00002.safetensors, gpu: 0, model_ref: "demo/llama@1"}
   - {id: llama-00002, path: models/llama/model-00002-of-00002.safetensors, gpu: 1, model_ref: "demo/llama@1"}
@@ -145,22 +146,27 @@ bold "5. Refusals: a file outside model_dirs, and a file whose SHA-256 is not th
 cli seal /etc/hostname --id outside
 cli seal "$DEMO/models/llama/model-00001-of-00002.safetensors" --id pinned --sha256 "$SHA"
 
-bold "6. Verify every shard now"
+bold "6. Open a shard as an inference engine does: its own memory, no copy, checked against the seal"
+printf '\n  $ vramseal-agent open llama-00002 --handoff.socket %s\n' "$DEMO/run/handoff.sock"
+"$BIN" open llama-00002 --handoff.socket "$DEMO/run/handoff.sock" 2>&1 | sed 's/^/    /'
+events
+
+bold "7. Verify every shard now"
 cli verify --all
 
-bold "7. Flip one bit of llama-00001 in simulated VRAM, then verify it"
+bold "8. Flip one bit of llama-00001 in simulated VRAM, then verify it"
 cli debug corrupt llama-00001 --offset 5000000
 cli verify llama-00001
 
-bold "8. The schedule re-verifies on its own (every 3s here) and reports the failure again"
+bold "9. The schedule re-verifies on its own (every 3s here) and reports the failure again"
 sleep 3.5
 events
 cli list
 
-bold "9. Release a shard"
+bold "10. Release a shard"
 cli release extra
 
-bold "10. A few of the series /metrics serves (docs/metrics.md lists them all)"
+bold "11. A few of the series /metrics serves (docs/metrics.md lists them all)"
 printf '  $ curl -s http://%s/metrics | grep -E ...\n' "$ADDR"
 if exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR##*:}" 2>/dev/null; then
 	printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$ADDR" >&3
@@ -173,7 +179,7 @@ rc=
 if [[ $DEMO_EXIT != 1 ]]; then
 	bold "The agent keeps running on two simulated GPUs: try it (Ctrl-C stops it)"
 	cat <<EOF
-    landing page: http://$ADDR/
+    status page:  http://$ADDR/
     metrics:      http://$ADDR/metrics   (also /healthz, /readyz)
 
   In another terminal, from this folder:
@@ -181,6 +187,7 @@ if [[ $DEMO_EXIT != 1 ]]; then
     $SHOW_BIN list --control.socket $SOCK
     $SHOW_BIN verify --all --control.socket $SOCK   # exit 1: llama-00001 stays corrupted
     $SHOW_BIN seal $DEMO/models/extra.safetensors --id extra --gpu 1 --control.socket $SOCK
+    $SHOW_BIN open llama-00002 --handoff.socket $DEMO/run/handoff.sock   # as an engine: exit 0 while intact
     $SHOW_BIN debug corrupt llama-00002 --offset 0 --control.socket $SOCK
     $SHOW_BIN audit show --spool.dir $DEMO/audit --severity CRITICAL
     curl -s http://$ADDR/metrics | grep '^vramseal_shard'
@@ -199,7 +206,7 @@ EOF
 	SHOWN=$(wc -l <"$LOG")
 fi
 
-bold "11. Stop the agent (SIGTERM): the schedule stops, every shard is released, exit 0"
+bold "12. Stop the agent (SIGTERM): the schedule stops, every shard is released, exit 0"
 if [[ -z $rc ]]; then
 	kill -TERM "$AGENT_PID" 2>/dev/null || true
 	rc=0
@@ -216,7 +223,7 @@ if [[ $rc != 0 ]]; then
 fi
 echo "    agent exited with status 0"
 
-bold "12. The audit spool is a hash chain with HMAC checkpoints: check it offline"
+bold "13. The audit spool is a hash chain with HMAC checkpoints: check it offline"
 printf '\n  $ vramseal-agent audit verify --spool.dir %s --seal.secret-file %s\n' "$DEMO/audit" "$DEMO/seal.key"
 "$BIN" audit verify --spool.dir "$DEMO/audit" --seal.secret-file "$DEMO/seal.key" 2>&1 | sed 's/^/    /'
 bold "Done. Try the same commands on your own files: see README.md and docs/config.md."

@@ -24,7 +24,7 @@ func allEvents() []Event {
 // required fields (DESIGN.md, "Audit events").
 func TestEventSchema(t *testing.T) {
 	required := map[string][]string{
-		NameVRAMSealed:             {"shard_id", "gpu_device", "vram_bytes", "digest", "content_sha256", "leaf_size", "model_ref", "seal_signature"},
+		NameVRAMSealed:             {"shard_id", "gpu_device", "vram_bytes", "digest", "content_sha256", "leaf_size", "model_ref", "seal_signature", "origin"},
 		NameSealVerified:           {"shard_id", "gpu_device", "digest"},
 		NameSealVerificationFailed: {"shard_id", "reason", "expected_digest", "actual_digest", "severity", "gpu_device", "first_bad_offset", "bad_chunks"},
 		NameVRAMDeallocated:        {"shard_id", "freed_bytes", "remaining_used", "gpu_device", "reason", "still_mapped_by"},

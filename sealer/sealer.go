@@ -110,6 +110,7 @@ type shard struct {
 	verify sync.Mutex          // held by the one verification in flight
 	mem    sync.RWMutex        // read-held by Memory's callers; Release waits for them
 	leases map[*Lease]struct{} // open consumer leases; guarded by Sealer.mu
+	origin string              // OriginSealed or OriginAttached; set when sealed
 
 	// guarded by Sealer.mu
 	sealing     bool
@@ -362,6 +363,16 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		s.observeSeal(req.GPU, ResultError)
 		return fail(k, err)
 	}
+	return s.complete(ctx, req, sh, dev, alloc, size, leafSize, expected, d, OriginSealed, undo)
+}
+
+// complete finishes a seal (or an attach) whose bytes are hashed: it checks
+// the content digest against the expected one and the allocation against
+// the policy, signs the seal, emits vram.sealed and makes the shard
+// visible. On failure it calls undo, which frees what was taken.
+func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev Device, alloc Allocation,
+	size, leafSize uint64, expected string, d Digests, origin string, undo func()) (Seal, error) {
+	fail := func(k Kind, err error) (Seal, error) { return Seal{}, opErr("seal", req.ID, k, err) }
 	if expected != "" && !hmac.Equal([]byte(expected), []byte(d.ContentSHA256)) {
 		undo()
 		s.observeSeal(req.GPU, audit.ReasonContentDigestMismatch)
@@ -380,7 +391,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		}
 	}
 
-	seal = s.cfg.Signer.Sign(Seal{
+	seal := s.cfg.Signer.Sign(Seal{
 		ShardID:       req.ID,
 		GPUDevice:     req.GPU,
 		VRAMBytes:     size,
@@ -396,10 +407,10 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	s.emit(ctx, audit.VRAMSealed{
 		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
 		Digest: seal.Digest, ContentSHA256: seal.ContentSHA256, LeafSize: leafSize,
-		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature,
+		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature, Origin: origin,
 	})
 	s.mu.Lock()
-	sh.seal, sh.alloc, sh.leaves, sh.sealing = seal, alloc, d.Leaves, false
+	sh.seal, sh.alloc, sh.leaves, sh.sealing, sh.origin = seal, alloc, d.Leaves, false, origin
 	s.mu.Unlock()
 	s.observeSeal(req.GPU, ResultOK)
 	return seal, nil
@@ -893,14 +904,23 @@ func (s *Sealer) ForceRelease(ctx context.Context, id string) (ReleaseResult, er
 	return s.release(ctx, id, true, audit.DeallocForced)
 }
 
-func (s *Sealer) release(ctx context.Context, id string, force bool, reason string) (res ReleaseResult, err error) {
+func (s *Sealer) release(ctx context.Context, id string, force bool, reason string) (ReleaseResult, error) {
+	s.mu.Lock()
+	sh, ok := s.shards[id]
+	s.mu.Unlock()
+	if !ok {
+		return ReleaseResult{}, opErr("release", id, KindNotFound, errors.New("no such shard"))
+	}
+	return s.releaseShard(ctx, sh, force, reason)
+}
+
+// releaseShard releases sh if it is still the shard of its id.
+func (s *Sealer) releaseShard(ctx context.Context, sh *shard, force bool, reason string) (res ReleaseResult, err error) {
+	id := sh.seal.ShardID
 	ctx, span := s.tracer.Start(ctx, "vramseal.release", trace.WithAttributes(attribute.String("vramseal.shard.id", id)))
 	defer func() { endSpan(span, err) }()
 	s.mu.Lock()
-	sh, ok := s.shards[id]
-	if ok && sh.sealing {
-		ok = false
-	}
+	ok := s.shards[id] == sh && !sh.sealing
 	if ok && !force && len(sh.leases) > 0 {
 		holders := sh.holders()
 		s.mu.Unlock()
@@ -943,6 +963,9 @@ type ShardStatus struct {
 	LastResult string `json:"last_result"`
 	// Leases are the consumers holding the shard (Open).
 	Leases []audit.Caller `json:"leases"`
+	// Origin is "sealed" (the agent loaded the file) or "attached" (an
+	// engine's own memory, sealed in place).
+	Origin string `json:"origin"`
 }
 
 // Shard states.
@@ -988,7 +1011,7 @@ func (s *Sealer) Shard(id string) (ShardStatus, error) {
 // status must be called with Sealer.mu held.
 func (sh *shard) status() ShardStatus {
 	st := ShardStatus{Seal: sh.seal, State: StateSealed, LastVerifiedAt: sh.lastOK, LastCheckedAt: sh.lastChecked, LastResult: sh.lastResult,
-		Leases: sh.holders()}
+		Leases: sh.holders(), Origin: sh.origin}
 	if sh.failed {
 		st.State = StateFailed
 	}

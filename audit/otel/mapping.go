@@ -54,6 +54,7 @@ var Mappings = []Mapping{
 	{audit.NameVRAMSealed, "model_ref", "vramseal.model.ref", "string"},
 	{audit.NameVRAMSealed, "seal", "vramseal.seal.record", "string"},
 	{audit.NameVRAMSealed, "seal_signature", "vramseal.seal.signature", "string"},
+	{audit.NameVRAMSealed, "origin", "vramseal.shard.origin", "string"},
 
 	{audit.NameSealVerified, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameSealVerified, "gpu_device", "gpu.device.index", "int"},

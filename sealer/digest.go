@@ -1,6 +1,7 @@
 package sealer
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -115,13 +116,16 @@ type Digests struct {
 // the leaves are hashed on others. It reads in bounded buffers; the whole
 // stream is never held in memory. An empty stream is an error.
 func DigestReader(r io.Reader, leafSize uint64) (Digests, error) {
-	th, err := newTreeHasher(leafSize)
+	th, err := newTreeHasher(leafSize, nil)
 	if err != nil {
 		return Digests{}, err
 	}
 	defer th.stop() // a no-op once finish ran
 	for {
-		buf := th.buffer()
+		buf, err := th.buffer(context.Background())
+		if err != nil {
+			return Digests{}, err
+		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
 			th.submit(buf[:n])
@@ -143,8 +147,10 @@ func DigestReader(r io.Reader, leafSize uint64) (Digests, error) {
 // the last one; the content hash and the leaf hashes run concurrently.
 type treeHasher struct {
 	leafSize uint64
-	bufSize  int
-	pool     chan []byte
+	src      bufferSource
+	pool     chan []byte // buffers taken from src and free again
+	held     int         // buffers taken from src
+	inFlight sync.WaitGroup
 
 	content hash.Hash
 	contCh  chan job
@@ -168,27 +174,29 @@ type job struct {
 // raised to the leaf size when leaves are larger.
 const streamBuffer = 4 << 20
 
-// streamBuffers is the number of buffers in flight.
+// streamBuffers is the most buffers one stream has in flight.
 const streamBuffers = 4
 
-func newTreeHasher(leafSize uint64) (*treeHasher, error) {
+// newTreeHasher returns a hasher taking its buffers from pool (allocating
+// its own when pool is nil or leaves are larger than its buffers). It takes
+// them as it needs them, so a small file holds one buffer, and gives them
+// back when it stops.
+func newTreeHasher(leafSize uint64, pool *BufferPool) (*treeHasher, error) {
 	if err := CheckLeafSize(leafSize); err != nil {
 		return nil, err
 	}
-	size := uint64(streamBuffer)
-	if leafSize > size {
-		size = leafSize
+	var src bufferSource = heapBuffers{n: max(uint64(streamBuffer), leafSize)}
+	if pool != nil && leafSize <= BufferSize {
+		src = pool
 	}
+	size := src.size()
 	th := &treeHasher{
 		leafSize: leafSize,
-		bufSize:  int(size),
+		src:      src,
 		pool:     make(chan []byte, streamBuffers),
 		content:  sha256.New(),
 		contCh:   make(chan job, streamBuffers),
 		leafCh:   make(chan job, streamBuffers*int(size/leafSize)),
-	}
-	for range streamBuffers {
-		th.pool <- make([]byte, size)
 	}
 	th.wg.Add(1)
 	go func() {
@@ -215,8 +223,36 @@ func newTreeHasher(leafSize uint64) (*treeHasher, error) {
 	return th, nil
 }
 
-// buffer takes a free buffer (blocking while all are in flight).
-func (th *treeHasher) buffer() []byte { return <-th.pool }
+// buffer takes a free buffer: one of its own when one is free, else a new
+// one from the source while it holds fewer than streamBuffers, else it waits
+// for one of its own to be hashed (or for ctx to end).
+func (th *treeHasher) buffer(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-th.pool:
+		return b, nil
+	default:
+	}
+	if th.held == 0 {
+		b, err := th.src.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		th.held++
+		return b, nil
+	}
+	if th.held < streamBuffers {
+		if b, ok := th.src.tryGet(); ok {
+			th.held++
+			return b, nil
+		}
+	}
+	select {
+	case b := <-th.pool:
+		return b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 // put gives an unused buffer back.
 func (th *treeHasher) put(b []byte) { th.pool <- b[:cap(b)] }
@@ -243,7 +279,9 @@ func (th *treeHasher) submit(data []byte) {
 		hi := min(lo+th.leafSize, uint64(len(data)))
 		th.leafCh <- job{off: off + lo, data: data[lo:hi], done: done}
 	}
+	th.inFlight.Add(1)
 	go func() {
+		defer th.inFlight.Done()
 		done.Wait()
 		th.pool <- data[:cap(data)]
 	}()
@@ -273,6 +311,11 @@ func (th *treeHasher) stop() {
 	close(th.contCh)
 	close(th.leafCh)
 	th.wg.Wait()
+	th.inFlight.Wait()
+	for th.held > 0 {
+		th.src.put(<-th.pool)
+		th.held--
+	}
 }
 
 // HashLeaves hashes data (a whole shard held in memory) into its leaves, in

@@ -99,7 +99,14 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
 	}
+	// One pool of read buffers for the whole process, within its budget.
+	bufs, err := sealer.NewBufferPool(cfg.Verify.BufferBudgetBytes)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("%s: verify.buffer_budget_bytes: %w", cfg.File, err))
+	}
+	a.closers = append(a.closers, func() error { bufs.Close(); return nil })
 	a.sealer, err = sealer.New(sealer.Config{
+		Buffers: bufs, MaxVerifyInFlightPerGPU: cfg.Verify.MaxInFlightPerGPU,
 		WorkerID: cfg.WorkerID, Devices: a.gpus.devs, Signer: signer, Emitter: a.audit.Emitter,
 		Admission: a.policy, AllocationChecker: a.policy,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,

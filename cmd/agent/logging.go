@@ -29,6 +29,8 @@ const (
 	logFieldReleased   = "released"
 	logFieldVersion    = "version"
 	logFieldExitStatus = "exit_status"
+	// logFieldMemoryLimit is the Go runtime's soft memory limit in force.
+	logFieldMemoryLimit = "memory_limit_bytes"
 )
 
 // newLogger returns the operational logger: level is debug, info, warn or

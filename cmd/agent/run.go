@@ -88,6 +88,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 		return exitFailed
 	}
 	defer a.close()
+	memLimit := applyMemoryLimit(memoryLimit(ctx, cfg, a.gpus.devs, os.Getenv))
 	// The VRAM-only policy checks the GPUs in use before anything is sealed.
 	if err := a.policy.CheckStartup(ctx, usedGPUs(cfg)); err != nil {
 		log.WithError(err).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
@@ -107,7 +108,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	fields := logrus.Fields{
 		logFieldVersion: version.Info(), logFieldWorkerID: cfg.WorkerID, logFieldDevice: cfg.Device,
 		logFieldGPUs: a.sealer.GPUs(), logFieldSocket: o.socket, logFieldListen: *o.web.WebListenAddresses,
-		logFieldConfigFile: o.configFile,
+		logFieldConfigFile: o.configFile, logFieldMemoryLimit: memLimit,
 	}
 	log.WithFields(fields).Info("vramseal agent starting")
 	if a.sims != nil {

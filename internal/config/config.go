@@ -46,6 +46,9 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Shards are sealed at start-up and kept sealed.
 	Shards []Shard `yaml:"shards"`
+	// MemoryLimitBytes is the Go runtime's soft memory limit (0: the
+	// agent's default, see docs/config.md).
+	MemoryLimitBytes uint64 `yaml:"memory_limit_bytes"`
 
 	// File is the path the configuration was read from ("" when parsed
 	// from bytes).
@@ -92,6 +95,8 @@ type Control struct {
 	Group       string   `yaml:"group"`
 	AllowedUIDs []uint32 `yaml:"allowed_uids"`
 	AllowedGIDs []uint32 `yaml:"allowed_gids"`
+	// RateLimit bounds each calling uid's request rate (off by default).
+	RateLimit RateLimit `yaml:"rate_limit"`
 }
 
 // Seal holds the seal defaults.
@@ -105,6 +110,11 @@ type Verify struct {
 	Jitter            float64       `yaml:"jitter"`
 	MaxBytesPerSecond uint64        `yaml:"max_bytes_per_second"`
 	Mode              string        `yaml:"mode"`
+	// MaxInFlightPerGPU bounds the verifications reading one GPU at once.
+	MaxInFlightPerGPU int `yaml:"max_in_flight_per_gpu"`
+	// BufferBudgetBytes bounds the read buffers of every verification and
+	// seal together.
+	BufferBudgetBytes uint64 `yaml:"buffer_budget_bytes"`
 }
 
 // Policy is the VRAM-only policy's configuration.
@@ -145,7 +155,8 @@ func Default() Config {
 			SimProperties: SimProperties{ComputeCapability: "9.0", ECCEnabled: true},
 		},
 		Seal:   Seal{LeafSize: sealer.DefaultLeafSize},
-		Verify: Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost)},
+		Verify: Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost),
+			MaxInFlightPerGPU: sealer.DefaultMaxVerifyInFlightPerGPU, BufferBudgetBytes: sealer.DefaultBufferBudget},
 		Policy: Policy{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
 		Audit: Audit{
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
@@ -286,6 +297,9 @@ func (c *Config) validate() error {
 	case sealer.VerifyHost, sealer.VerifyDevice:
 	default:
 		return c.errorf("verify.mode", "%q is not one of host, gpu", c.Verify.Mode)
+	}
+	if err := c.validateLimits(); err != nil {
+		return err
 	}
 	if _, _, err := policy.ParseComputeCapability(c.Policy.MinComputeCapability); err != nil {
 		return c.errorf("policy.min_compute_capability", "%v", err)

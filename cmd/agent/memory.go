@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"math"
+	"runtime/debug"
+	"time"
+
+	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/sealer"
+)
+
+// baseMemoryLimit is the default soft memory limit before the leaf digests
+// of the GPUs' memory and a simulated GPU's memory are added: the agent's
+// own heap is a few MiB, its read buffers live outside the heap.
+const baseMemoryLimit = 128 << 20
+
+// memoryLimit is the Go runtime's soft memory limit for cfg on these
+// devices (docs/config.md, memory_limit_bytes): the configured one, else
+// -1 when GOMEMLIMIT is set (the runtime's own is kept), else the default.
+func memoryLimit(ctx context.Context, cfg *config.Config, devs []sealer.Device, getenv func(string) string) int64 {
+	if cfg.MemoryLimitBytes != 0 {
+		return int64(min(cfg.MemoryLimitBytes, math.MaxInt64))
+	}
+	if getenv("GOMEMLIMIT") != "" {
+		return -1
+	}
+	limit := uint64(baseMemoryLimit)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, d := range devs {
+		if info, err := d.MemoryInfo(ctx); err == nil {
+			// Each shard keeps its leaf digests; a verification computes a
+			// second set while it runs.
+			limit += 2 * sealer.LeafCount(info.Total, cfg.Seal.LeafSize) * 32
+		}
+	}
+	if cfg.Device == config.DeviceSim {
+		// The simulated GPUs' "VRAM" is the agent's own heap.
+		limit += uint64(cfg.Sim.GPUs) * cfg.Sim.MemoryBytes
+	}
+	return int64(min(limit, math.MaxInt64))
+}
+
+// applyMemoryLimit sets the runtime's soft memory limit and returns the
+// one in force.
+func applyMemoryLimit(limit int64) int64 {
+	if limit < 0 {
+		return debug.SetMemoryLimit(-1) // a negative value reads it
+	}
+	debug.SetMemoryLimit(limit)
+	return limit
+}

@@ -154,7 +154,7 @@ func Default() Config {
 			GPUs: 1, MemoryBytes: 8 << 30,
 			SimProperties: SimProperties{ComputeCapability: "9.0", ECCEnabled: true},
 		},
-		Seal:   Seal{LeafSize: sealer.DefaultLeafSize},
+		Seal: Seal{LeafSize: sealer.DefaultLeafSize},
 		Verify: Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost),
 			MaxInFlightPerGPU: sealer.DefaultMaxVerifyInFlightPerGPU, BufferBudgetBytes: sealer.DefaultBufferBudget},
 		Policy: Policy{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},

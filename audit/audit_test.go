@@ -16,7 +16,7 @@ func allEvents() []Event {
 	return []Event{
 		VRAMSealed{Header: h}, SealVerified{Header: h}, SealVerificationFailed{Header: h},
 		VRAMDeallocated{Header: h}, PolicyViolation{Header: h}, VRAMAllocated{Header: h},
-		VRAMAllocationFailed{Header: h},
+		VRAMAllocationFailed{Header: h}, ControlRateLimited{Header: h},
 	}
 }
 
@@ -31,11 +31,12 @@ func TestEventSchema(t *testing.T) {
 		NamePolicyViolation:        {"policy", "violation", "details", "action_taken", "gpu_device"},
 		NameVRAMAllocated:          {"shard_id", "gpu_device", "requested_bytes", "used_after"},
 		NameVRAMAllocationFailed:   {"shard_id", "gpu_device", "requested_bytes", "available_bytes", "reason"},
+		NameControlRateLimited:     {"caller_uid", "caller_gid", "caller_pid", "endpoint", "requests_per_second", "burst"},
 	}
 	severity := map[string]Severity{
 		NameVRAMSealed: SeverityInfo, NameSealVerified: SeverityInfo, NameSealVerificationFailed: SeverityCritical,
 		NameVRAMDeallocated: SeverityInfo, NamePolicyViolation: SeverityError, NameVRAMAllocated: SeverityInfo,
-		NameVRAMAllocationFailed: SeverityWarn,
+		NameVRAMAllocationFailed: SeverityWarn, NameControlRateLimited: SeverityWarn,
 	}
 	seen := map[string]bool{}
 	for _, ev := range allEvents() {
@@ -61,7 +62,7 @@ func TestEventSchema(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != len(Names) || len(Names) != 7 {
+	if len(seen) != len(Names) || len(Names) != 8 {
 		t.Fatalf("events %v, names %v", seen, Names)
 	}
 	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {

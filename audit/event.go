@@ -51,7 +51,7 @@ const (
 var Names = []string{
 	NameVRAMSealed, NameSealVerified, NameSealVerificationFailed,
 	NameVRAMDeallocated, NamePolicyViolation, NameVRAMAllocated,
-	NameVRAMAllocationFailed,
+	NameVRAMAllocationFailed, NameControlRateLimited,
 }
 
 // NamePrefix is put before an event's name on the wire.

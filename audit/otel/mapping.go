@@ -90,6 +90,13 @@ var Mappings = []Mapping{
 	{audit.NameVRAMAllocationFailed, "available_bytes", "vramseal.vram.available_bytes", "int"},
 	{audit.NameVRAMAllocationFailed, "reason", "vramseal.allocation.reason", "string"},
 
+	{audit.NameControlRateLimited, "caller_uid", "vramseal.caller.uid", "int"},
+	{audit.NameControlRateLimited, "caller_gid", "vramseal.caller.gid", "int"},
+	{audit.NameControlRateLimited, "caller_pid", "vramseal.caller.pid", "int"},
+	{audit.NameControlRateLimited, "endpoint", "vramseal.control.endpoint", "string"},
+	{audit.NameControlRateLimited, "requests_per_second", "vramseal.control.rate_limit.requests_per_second", "string"},
+	{audit.NameControlRateLimited, "burst", "vramseal.control.rate_limit.burst", "int"},
+
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 
 	{spool.NameLoss, "reason", "vramseal.audit.loss.reason", "string"},

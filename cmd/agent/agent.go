@@ -40,8 +40,10 @@ type agent struct {
 	// observer counts the sealer's outcomes; registry is what /metrics
 	// serves; metrics reads GPU telemetry in the background (metrics_wiring.go).
 	observer *collector.Observer
-	registry *prometheus.Registry
-	metrics  *collector.Set
+	// controlCounters counts the control API's refusals (rate limit).
+	controlCounters *collector.ControlCounters
+	registry        *prometheus.Registry
+	metrics         *collector.Set
 	// closers release what the parts opened (NVML), after the GPUs' shards.
 	closers []func() error
 }
@@ -131,7 +133,10 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		return nil, usageErr(err)
 	}
 	a.controlGID = access.Group
+	a.controlCounters = &collector.ControlCounters{}
 	a.control, err = control.NewServer(control.Config{
+		RateLimit: control.RateLimit{RequestsPerSecond: cfg.Control.RateLimit.RequestsPerSecond, Burst: cfg.Control.RateLimit.Burst},
+		Observer:  a.controlCounters, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID,
 		Sealer: a.sealer, SimGPUs: a.sims, ModelDirs: cfg.ModelDirs, Access: access,
 		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
 		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },

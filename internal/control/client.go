@@ -50,6 +50,9 @@ func NewClient(socket string, timeout time.Duration) *Client {
 	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
 }
 
+// CloseIdleConnections closes the connections kept open between calls.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // do sends a request and decodes a 2xx answer into out.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader

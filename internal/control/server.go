@@ -132,12 +132,18 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// idleTimeout closes a control connection idle this long between calls.
+const idleTimeout = 30 * time.Second
+
 // Serve serves on ln until ctx ends, then shuts down (requests in flight
 // get up to 5s) and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		// A client that keeps connections open between calls holds a
+		// goroutine and a descriptor each; idle ones are closed.
+		IdleTimeout: idleTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			p, err := PeerOf(c)
 			return withPeer(ctx, p, err)

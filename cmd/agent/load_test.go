@@ -50,9 +50,9 @@ const (
 
 // floodResult is what the flooding helper prints when it is done.
 type floodResult struct {
-	Refused     int    `json:"refused"`     // 429
-	Rejected    int    `json:"rejected"`    // let through, and the forged record refused (signature_invalid)
-	Unexpected  int    `json:"unexpected"`  // anything else
+	Refused     int    `json:"refused"`      // 429
+	Rejected    int    `json:"rejected"`     // let through, and the forged record refused (signature_invalid)
+	Unexpected  int    `json:"unexpected"`   // anything else
 	FirstOddity string `json:"first_oddity"` // the first unexpected answer
 }
 

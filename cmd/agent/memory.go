@@ -42,6 +42,22 @@ func memoryLimit(ctx context.Context, cfg *config.Config, devs []sealer.Device, 
 	return int64(min(limit, math.MaxInt64))
 }
 
+// defaultGCPercent is the garbage collector's target (as GOGC) unless GOGC
+// is set: the agent's live heap is about 3 MB, so a collection costs about
+// a millisecond, and at the runtime's 100 the garbage of the scrapes alone
+// doubles the idle heap.
+const defaultGCPercent = 50
+
+// applyGCPercent sets the collector's target to defaultGCPercent unless
+// GOGC is set, and returns the GOGC in force ("" when the default).
+func applyGCPercent(getenv func(string) string) string {
+	if v := getenv("GOGC"); v != "" {
+		return v
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return ""
+}
+
 // applyMemoryLimit sets the runtime's soft memory limit and returns the
 // one in force.
 func applyMemoryLimit(limit int64) int64 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime/debug"
 	"testing"
 
 	"github.com/vramseal/vramseal/internal/config"
@@ -31,5 +32,20 @@ func TestMemoryLimit(t *testing.T) {
 	cfg.MemoryLimitBytes = 300 << 20
 	if got := memoryLimit(ctx, &cfg, []sealer.Device{}, noEnv); got != 300<<20 {
 		t.Fatalf("configured limit %d", got)
+	}
+}
+
+func TestGCPercent(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	if got := applyGCPercent(func(k string) string { return map[string]string{"GOGC": "200"}[k] }); got != "200" {
+		t.Fatalf("with GOGC set: %q", got)
+	}
+	if debug.SetGCPercent(100) != 100 {
+		t.Fatal("GOGC set in the environment, yet the agent changed it")
+	}
+	applyGCPercent(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != defaultGCPercent {
+		t.Fatalf("GC percent %d, want %d", got, defaultGCPercent)
 	}
 }

@@ -89,17 +89,6 @@ func (p *BufferPool) Get(ctx context.Context) ([]byte, error) {
 	return p.take()
 }
 
-// tryGet is Get when a buffer is free now; it does not wait.
-func (p *BufferPool) tryGet() ([]byte, bool) {
-	select {
-	case p.tokens <- struct{}{}:
-	default:
-		return nil, false
-	}
-	b, err := p.take()
-	return b, err == nil
-}
-
 // take returns a buffer for a token just taken, giving the token back on
 // failure.
 func (p *BufferPool) take() ([]byte, error) {

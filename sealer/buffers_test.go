@@ -158,3 +158,44 @@ func TestVerifyBoundedPerGPU(t *testing.T) {
 		t.Fatalf("%d bytes still mapped after Trim", pool.Mapped())
 	}
 }
+
+// With a budget of one buffer, seals and verifications running together
+// take turns: every one completes.
+func TestOneBufferBudgetSealsAndVerifies(t *testing.T) {
+	devs, _ := simgpu.New(simgpu.Config{GPUs: 1, MemoryBytes: 512 << 20})
+	signer, _ := sealer.NewSigner(bytes.Repeat([]byte{1}, 32))
+	pool, err := sealer.NewBufferPool(sealer.BufferSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s, err := sealer.New(sealer.Config{WorkerID: "w", Devices: simgpu.Devices(devs), Signer: signer, Emitter: &audit.Recorder{}, Buffers: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	_ = os.WriteFile(p, data(13<<20+5, 3), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := s.Seal(ctx, sealer.SealRequest{ID: "base", Path: p}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			id := string(rune('a' + i))
+			if _, err := s.Seal(ctx, sealer.SealRequest{ID: id, Path: p}); err != nil {
+				t.Errorf("seal %s: %v", id, err)
+			}
+		})
+		wg.Go(func() {
+			if res, err := s.Verify(ctx, "base"); err != nil || !res.Intact() {
+				t.Errorf("verify: %v %+v", err, res)
+			}
+		})
+	}
+	wg.Wait()
+	if pool.Mapped() > pool.Budget() {
+		t.Fatalf("%d bytes mapped, budget %d", pool.Mapped(), pool.Budget())
+	}
+}

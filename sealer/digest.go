@@ -148,8 +148,7 @@ func DigestReader(r io.Reader, leafSize uint64) (Digests, error) {
 type treeHasher struct {
 	leafSize uint64
 	src      bufferSource
-	pool     chan []byte // buffers taken from src and free again
-	held     int         // buffers taken from src
+	slots    chan struct{} // one per buffer this stream holds
 	inFlight sync.WaitGroup
 
 	content hash.Hash
@@ -177,15 +176,17 @@ const streamBuffer = 4 << 20
 // streamBuffers is the most buffers one stream has in flight.
 const streamBuffers = 4
 
-// newTreeHasher returns a hasher taking its buffers from pool (allocating
-// its own when pool is nil or leaves are larger than its buffers). It takes
-// them as it needs them, so a small file holds one buffer, and gives them
-// back when it stops.
+// newTreeHasher returns a hasher taking its buffers from pool (from a
+// small pool of its own when pool is nil or leaves are larger than its
+// buffers). It holds at most streamBuffers at once, takes each as it reads
+// and gives it back as soon as it is hashed, so a small file holds one
+// buffer and, under a spent budget, the waiting verifications and seals
+// take turns.
 func newTreeHasher(leafSize uint64, pool *BufferPool) (*treeHasher, error) {
 	if err := CheckLeafSize(leafSize); err != nil {
 		return nil, err
 	}
-	var src bufferSource = heapBuffers{n: max(uint64(streamBuffer), leafSize)}
+	var src bufferSource = newLocalBuffers(max(uint64(streamBuffer), leafSize), streamBuffers)
 	if pool != nil && leafSize <= BufferSize {
 		src = pool
 	}
@@ -193,7 +194,7 @@ func newTreeHasher(leafSize uint64, pool *BufferPool) (*treeHasher, error) {
 	th := &treeHasher{
 		leafSize: leafSize,
 		src:      src,
-		pool:     make(chan []byte, streamBuffers),
+		slots:    make(chan struct{}, streamBuffers),
 		content:  sha256.New(),
 		contCh:   make(chan job, streamBuffers),
 		leafCh:   make(chan job, streamBuffers*int(size/leafSize)),
@@ -223,39 +224,27 @@ func newTreeHasher(leafSize uint64, pool *BufferPool) (*treeHasher, error) {
 	return th, nil
 }
 
-// buffer takes a free buffer: one of its own when one is free, else a new
-// one from the source while it holds fewer than streamBuffers, else it waits
-// for one of its own to be hashed (or for ctx to end).
+// buffer takes a buffer, waiting while the stream holds streamBuffers or
+// the source has none free, until ctx ends.
 func (th *treeHasher) buffer(ctx context.Context) ([]byte, error) {
 	select {
-	case b := <-th.pool:
-		return b, nil
-	default:
-	}
-	if th.held == 0 {
-		b, err := th.src.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		th.held++
-		return b, nil
-	}
-	if th.held < streamBuffers {
-		if b, ok := th.src.tryGet(); ok {
-			th.held++
-			return b, nil
-		}
-	}
-	select {
-	case b := <-th.pool:
-		return b, nil
+	case th.slots <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	b, err := th.src.get(ctx)
+	if err != nil {
+		<-th.slots
+		return nil, err
+	}
+	return b, nil
 }
 
 // put gives an unused buffer back.
-func (th *treeHasher) put(b []byte) { th.pool <- b[:cap(b)] }
+func (th *treeHasher) put(b []byte) {
+	th.src.put(b[:cap(b)])
+	<-th.slots
+}
 
 // submit hashes data, the next bytes of the stream; data must come from
 // buffer, and its length must be a multiple of the leaf size unless it is the
@@ -283,7 +272,7 @@ func (th *treeHasher) submit(data []byte) {
 	go func() {
 		defer th.inFlight.Done()
 		done.Wait()
-		th.pool <- data[:cap(data)]
+		th.put(data)
 	}()
 }
 
@@ -312,10 +301,6 @@ func (th *treeHasher) stop() {
 	close(th.leafCh)
 	th.wg.Wait()
 	th.inFlight.Wait()
-	for th.held > 0 {
-		th.src.put(<-th.pool)
-		th.held--
-	}
 }
 
 // HashLeaves hashes data (a whole shard held in memory) into its leaves, in

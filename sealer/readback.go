@@ -3,15 +3,14 @@ package sealer
 import (
 	"context"
 	"crypto/sha256"
+	"runtime"
 	"sync"
 )
 
-// bufferSource hands out read-back buffers of one size; get waits, holding
+// bufferSource hands out read buffers of one size; get waits, holding
 // nothing, until one is free or ctx ends.
 type bufferSource interface {
 	get(ctx context.Context) ([]byte, error)
-	// tryGet returns a buffer only when one is free now.
-	tryGet() ([]byte, bool)
 	put(b []byte)
 	size() uint64
 }
@@ -20,20 +19,42 @@ func (p *BufferPool) get(ctx context.Context) ([]byte, error) { return p.Get(ctx
 func (p *BufferPool) put(b []byte)                            { p.Put(b) }
 func (p *BufferPool) size() uint64                            { return BufferSize }
 
-// heapBuffers allocates a fresh buffer per run (ReadBackLeaves, for tools).
-type heapBuffers struct{ n uint64 }
+// localBuffers is a small pool of heap buffers for one stream or one
+// read-back (DigestReader, ReadBackLeaves): it keeps up to keep of them for
+// reuse and allocates beyond.
+type localBuffers struct {
+	n    uint64
+	free chan []byte
+}
 
-func (h heapBuffers) get(context.Context) ([]byte, error) { return make([]byte, h.n), nil }
-func (h heapBuffers) tryGet() ([]byte, bool)              { return make([]byte, h.n), true }
-func (heapBuffers) put([]byte)                            {}
-func (h heapBuffers) size() uint64                        { return h.n }
+func newLocalBuffers(n uint64, keep int) *localBuffers {
+	return &localBuffers{n: n, free: make(chan []byte, keep)}
+}
+
+func (l *localBuffers) get(context.Context) ([]byte, error) {
+	select {
+	case b := <-l.free:
+		return b, nil
+	default:
+		return make([]byte, l.n), nil
+	}
+}
+
+func (l *localBuffers) put(b []byte) {
+	select {
+	case l.free <- b:
+	default:
+	}
+}
+
+func (l *localBuffers) size() uint64 { return l.n }
 
 // ReadBackLeaves reads an allocation back to host memory in runs of leaves,
 // on workers goroutines, and hashes each leaf. A Pacer in ctx (WithPacer) is
 // asked before each run is read. It allocates its buffers on each call: it
 // is for tools; a Sealer reads back through its BufferPool.
 func ReadBackLeaves(ctx context.Context, dev Device, a Allocation, n, leafSize uint64, workers int) ([]LeafHash, error) {
-	return readBack(ctx, dev, a, n, leafSize, workers, heapBuffers{n: max(uint64(BufferSize), leafSize)})
+	return readBack(ctx, dev, a, n, leafSize, workers, newLocalBuffers(max(uint64(BufferSize), leafSize), max(workers, runtime.GOMAXPROCS(0))))
 }
 
 // readBack is ReadBackLeaves with its buffers taken from bufs, one per run

@@ -428,9 +428,18 @@ func newSharedEnv(t *testing.T) *env {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t)
-	e.dir, e.models = dir, filepath.Join(dir, "models")
-	e.socket, e.config = filepath.Join(dir, "run", "agent.sock"), filepath.Join(dir, "agent.yml")
+	bin := os.Getenv("VRAMSEAL_AGENT_BIN") // the one `make test` built
+	if bin == "" {
+		bin = agentBinary(t)
+	}
+	e := &env{t: t, bin: bin, dir: dir, models: filepath.Join(dir, "models"),
+		socket: filepath.Join(dir, "run", "agent.sock"), config: filepath.Join(dir, "agent.yml"), log: &syncBuffer{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	ln.Close()
 	if err := os.Mkdir(e.models, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -199,3 +199,31 @@ func TestOneBufferBudgetSealsAndVerifies(t *testing.T) {
 		t.Fatalf("%d bytes mapped, budget %d", pool.Mapped(), pool.Budget())
 	}
 }
+
+// Leaves larger than a buffer are read and hashed in pieces, with the same
+// digest as the seal computed, and a flipped bit is still found in its leaf.
+func TestLeavesLargerThanABuffer(t *testing.T) {
+	e := newEnv(t, 1, 64<<20, sealer.VerifyHost)
+	ctx := context.Background()
+	content := data(2*sealer.MaxLeafSize+5, 4)
+	p := e.file(t, "big", content)
+	seal, err := e.s.Seal(ctx, sealer.SealRequest{ID: "big", Path: p, LeafSize: sealer.MaxLeafSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := sealer.DigestReader(bytes.NewReader(content), sealer.MaxLeafSize)
+	if err != nil || d.Digest != seal.Digest {
+		t.Fatalf("seal digest %s, offline %s (%v)", seal.Digest, d.Digest, err)
+	}
+	if res, err := e.s.Verify(ctx, "big"); err != nil || !res.Intact() {
+		t.Fatalf("verify: %v %+v", err, res)
+	}
+	off := uint64(sealer.MaxLeafSize + 3*sealer.BufferSize + 7)
+	if err := e.s.DebugCorrupt(ctx, "big", off, 1); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := e.s.Verify(ctx, "big")
+	if res.Result != "digest_mismatch" || res.FirstBadOffset != sealer.MaxLeafSize || res.BadChunks != 1 {
+		t.Fatalf("after a flip at %d: %+v", off, res)
+	}
+}

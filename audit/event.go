@@ -52,7 +52,7 @@ const (
 var Names = []string{
 	NameVRAMSealed, NameSealVerified, NameSealVerificationFailed,
 	NameVRAMDeallocated, NamePolicyViolation, NameVRAMAllocated,
-	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed,
+	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed, NameControlRateLimited,
 }
 
 // NamePrefix is put before an event's name on the wire.

@@ -108,6 +108,13 @@ var Mappings = []Mapping{
 	{audit.NameVRAMClosed, "caller_pid", "vramseal.caller.pid", "int"},
 	{audit.NameVRAMClosed, "caller_executable", "vramseal.caller.executable", "string"},
 
+	{audit.NameControlRateLimited, "caller_uid", "vramseal.caller.uid", "int"},
+	{audit.NameControlRateLimited, "caller_gid", "vramseal.caller.gid", "int"},
+	{audit.NameControlRateLimited, "caller_pid", "vramseal.caller.pid", "int"},
+	{audit.NameControlRateLimited, "endpoint", "vramseal.control.endpoint", "string"},
+	{audit.NameControlRateLimited, "requests_per_second", "vramseal.control.rate_limit.requests_per_second", "string"},
+	{audit.NameControlRateLimited, "burst", "vramseal.control.rate_limit.burst", "int"},
+
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 
 	{spool.NameLoss, "reason", "vramseal.audit.loss.reason", "string"},

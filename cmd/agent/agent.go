@@ -230,8 +230,17 @@ func usedGPUs(cfg *config.Config) []int {
 // status describes the agent for the control API.
 func (a *agent) status() client.Status {
 	ok, pending, why := a.ready()
+	var reasons map[string]string
+	for _, id := range pending {
+		if err := a.declared.LastError(id); err != nil {
+			if reasons == nil {
+				reasons = map[string]string{}
+			}
+			reasons[id] = err.Error()
+		}
+	}
 	return client.Status{
-		NotReady: why,
+		NotReady: why, PendingReasons: reasons,
 		WorkerID: a.cfg.WorkerID, Device: a.cfg.Device, Simulated: a.sims != nil,
 		Ready: ok, Pending: pending, Shards: len(a.sealer.List()), GPUs: a.sealer.GPUs(),
 		VerifyMode: string(a.sealer.VerifyMode()), VerifyEvery: a.schedule.Interval(),

@@ -16,7 +16,7 @@ func allEvents() []Event {
 	return []Event{
 		VRAMSealed{Header: h}, SealVerified{Header: h}, SealVerificationFailed{Header: h},
 		VRAMDeallocated{Header: h}, PolicyViolation{Header: h}, VRAMAllocated{Header: h},
-		VRAMAllocationFailed{Header: h}, VRAMOpened{Header: h}, VRAMClosed{Header: h},
+		VRAMAllocationFailed{Header: h}, VRAMOpened{Header: h}, VRAMClosed{Header: h}, ControlRateLimited{Header: h},
 	}
 }
 
@@ -24,7 +24,7 @@ func allEvents() []Event {
 // required fields (DESIGN.md, "Audit events").
 func TestEventSchema(t *testing.T) {
 	required := map[string][]string{
-		NameVRAMSealed:             {"shard_id", "gpu_device", "vram_bytes", "digest", "content_sha256", "leaf_size", "model_ref", "seal_signature"},
+		NameVRAMSealed:             {"shard_id", "gpu_device", "vram_bytes", "digest", "content_sha256", "leaf_size", "model_ref", "seal_signature", "origin"},
 		NameSealVerified:           {"shard_id", "gpu_device", "digest"},
 		NameSealVerificationFailed: {"shard_id", "reason", "expected_digest", "actual_digest", "severity", "gpu_device", "first_bad_offset", "bad_chunks"},
 		NameVRAMDeallocated:        {"shard_id", "freed_bytes", "remaining_used", "gpu_device", "reason", "still_mapped_by"},
@@ -33,11 +33,12 @@ func TestEventSchema(t *testing.T) {
 		NameVRAMAllocationFailed:   {"shard_id", "gpu_device", "requested_bytes", "available_bytes", "reason"},
 		NameVRAMOpened:             {"shard_id", "gpu_device", "caller_uid", "caller_gid", "caller_pid", "caller_executable"},
 		NameVRAMClosed:             {"shard_id", "gpu_device", "reason", "caller_uid", "caller_gid", "caller_pid", "caller_executable"},
+		NameControlRateLimited:     {"caller_uid", "caller_gid", "caller_pid", "endpoint", "requests_per_second", "burst"},
 	}
 	severity := map[string]Severity{
 		NameVRAMSealed: SeverityInfo, NameSealVerified: SeverityInfo, NameSealVerificationFailed: SeverityCritical,
 		NameVRAMDeallocated: SeverityInfo, NamePolicyViolation: SeverityError, NameVRAMAllocated: SeverityInfo,
-		NameVRAMAllocationFailed: SeverityWarn, NameVRAMOpened: SeverityInfo, NameVRAMClosed: SeverityInfo,
+		NameVRAMAllocationFailed: SeverityWarn, NameVRAMOpened: SeverityInfo, NameVRAMClosed: SeverityInfo, NameControlRateLimited: SeverityWarn,
 	}
 	seen := map[string]bool{}
 	for _, ev := range allEvents() {
@@ -63,7 +64,7 @@ func TestEventSchema(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != len(Names) || len(Names) != 9 {
+	if len(seen) != len(Names) || len(Names) != 10 {
 		t.Fatalf("events %v, names %v", seen, Names)
 	}
 	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {

@@ -52,7 +52,7 @@ const (
 var Names = []string{
 	NameVRAMSealed, NameSealVerified, NameSealVerificationFailed,
 	NameVRAMDeallocated, NamePolicyViolation, NameVRAMAllocated,
-	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed,
+	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed, NameControlRateLimited,
 }
 
 // NamePrefix is put before an event's name on the wire.
@@ -152,6 +152,9 @@ type VRAMSealed struct {
 	// so the event's claims are authenticated wherever they travel.
 	Seal          string
 	SealSignature string
+	// Origin is "sealed" (the agent loaded the file) or "attached" (an
+	// engine's own memory, sealed in place).
+	Origin string
 }
 
 func (VRAMSealed) Name() string       { return NameVRAMSealed }
@@ -168,6 +171,7 @@ func (e VRAMSealed) Fields() []Field {
 		{"model_ref", e.ModelRef},
 		{"seal", e.Seal},
 		{"seal_signature", e.SealSignature},
+		{"origin", e.Origin},
 	}
 }
 

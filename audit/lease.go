@@ -17,6 +17,7 @@ const (
 	DeallocForced      = "forced"       // a forced release: the leases were revoked
 	DeallocShutdown    = "shutdown"     // the agent stopped
 	DeallocOwnerExited = "owner_exited" // the owner of attached memory went away
+	DeallocDetached    = "detached"     // the owner of attached memory detached it
 	DeallocSealFailed  = "seal_failed"  // the seal did not complete (content digest mismatch, device error, policy)
 )
 

@@ -104,4 +104,6 @@ const (
 	KindTooLarge     = "too_large"
 	KindInternal     = "internal"
 	KindInvalid      = "invalid"
+	// KindRateLimited: the caller's uid is over control.rate_limit (429).
+	KindRateLimited = "rate_limited"
 )

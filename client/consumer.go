@@ -46,7 +46,7 @@ func (c *Consumer) Close() error { return c.c.Close() }
 
 // call sends req and reads the answer with its descriptors, bounded by
 // ctx's deadline.
-func (c *Consumer) call(ctx context.Context, req wire.Request) (wire.Response, []*os.File, error) {
+func (c *Consumer) call(ctx context.Context, req wire.Request, send ...*os.File) (wire.Response, []*os.File, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	req.V = wire.Version
@@ -54,7 +54,8 @@ func (c *Consumer) call(ctx context.Context, req wire.Request) (wire.Response, [
 	_ = c.c.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	werr := wire.Write(c.c, req)
+	req.Files = len(send)
+	werr := wire.Write(c.c, req, send...)
 	// Read even when the write failed: an agent that refuses a caller
 	// answers at once and closes, and its answer says why.
 	var resp wire.Response
@@ -177,4 +178,60 @@ func (c *Consumer) VerifySealRecord(ctx context.Context, record []byte) (sealer.
 		return sealer.VerifyResult{}, fmt.Errorf("verify: the answer: %w", err)
 	}
 	return res, nil
+}
+
+// AttachOptions describe memory to attach.
+type AttachOptions struct {
+	// GPU is the GPU the memory is on.
+	GPU int
+	// Size is the bytes to seal from offset 0 (the memory's size when 0).
+	Size uint64
+	// ModelRef is recorded in the seal; SHA256 (hex), when set, pins the
+	// content: a mismatch refuses the attach.
+	ModelRef, SHA256 string
+}
+
+// Attachment is memory this process owns, sealed in place by the agent and
+// re-verified there until Detach or the end of the connection.
+type Attachment struct {
+	Seal sealer.Seal
+	c    *Consumer
+	id   string
+}
+
+// Attach asks the agent to seal memory this process owns, in place: on the
+// simulated GPU a memfd created with MFD_ALLOW_SEALING and sealed with
+// F_SEAL_SHRINK|F_SEAL_GROW. Keep the memory unchanged while attached; call
+// Detach before freeing or changing it.
+func (c *Consumer) Attach(ctx context.Context, id string, memory *os.File, o AttachOptions) (*Attachment, error) {
+	size := o.Size
+	if size == 0 {
+		st, err := memory.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", id, err)
+		}
+		size = uint64(st.Size())
+	}
+	resp, files, err := c.call(ctx, wire.Request{Op: wire.OpAttach, ID: id, GPU: o.GPU, Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256}, memory)
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", id, err)
+	}
+	seal, err := sealer.ParseSeal(resp.Seal)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: the seal record: %w", id, err)
+	}
+	return &Attachment{Seal: seal, c: c, id: id}, nil
+}
+
+// Detach ends the attachment: the agent stops verifying the memory, which
+// is then the owner's to free or change.
+func (a *Attachment) Detach(ctx context.Context) error {
+	_, _, err := a.c.call(ctx, wire.Request{Op: wire.OpDetach, ID: a.id})
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", a.id, err)
+	}
+	return nil
 }

@@ -54,6 +54,9 @@ func NewControl(socket string, timeout time.Duration) *Control {
 	return &Control{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
 }
 
+// CloseIdleConnections closes the connections kept open between calls.
+func (c *Control) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // do sends a request and decodes a 2xx answer into out.
 func (c *Control) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader

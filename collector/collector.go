@@ -49,6 +49,9 @@ type Options struct {
 	// Policy reports the VRAM-only policy's verdict per GPU.
 	Policy Compliance
 
+	// Control counts the control API's refusals (rate limit).
+	Control *ControlCounters
+
 	// Logger is the operational log (logrus standard logger when nil).
 	Logger logrus.FieldLogger
 	// Now is the clock (time.Now when nil).
@@ -113,6 +116,7 @@ func New(opts Options) (*Set, error) {
 		{"seal", newSealCollector(opts)},
 		{"audit", newAuditCollector(opts)},
 		{"policy", newPolicyCollector(opts)},
+		{"control", newControlCollector(opts)},
 	}
 	return s, nil
 }

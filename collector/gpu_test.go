@@ -41,6 +41,7 @@ vramseal_gpu_memory_total_bytes{gpu="1",uuid="GPU-SIM-00000001-0000-4000-8000-00
 # HELP vramseal_collector_success Whether the collector's last scrape succeeded (1) or not (0).
 # TYPE vramseal_collector_success gauge
 vramseal_collector_success{collector="audit"} 1
+vramseal_collector_success{collector="control"} 1
 vramseal_collector_success{collector="gpu"} 1
 vramseal_collector_success{collector="info"} 1
 vramseal_collector_success{collector="policy"} 1

@@ -1,6 +1,7 @@
 package sealer
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -115,13 +116,16 @@ type Digests struct {
 // the leaves are hashed on others. It reads in bounded buffers; the whole
 // stream is never held in memory. An empty stream is an error.
 func DigestReader(r io.Reader, leafSize uint64) (Digests, error) {
-	th, err := newTreeHasher(leafSize)
+	th, err := newTreeHasher(leafSize, nil)
 	if err != nil {
 		return Digests{}, err
 	}
 	defer th.stop() // a no-op once finish ran
 	for {
-		buf := th.buffer()
+		buf, err := th.buffer(context.Background())
+		if err != nil {
+			return Digests{}, err
+		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
 			th.submit(buf[:n])
@@ -143,8 +147,9 @@ func DigestReader(r io.Reader, leafSize uint64) (Digests, error) {
 // the last one; the content hash and the leaf hashes run concurrently.
 type treeHasher struct {
 	leafSize uint64
-	bufSize  int
-	pool     chan []byte
+	src      bufferSource
+	slots    chan struct{} // one per buffer this stream holds
+	inFlight sync.WaitGroup
 
 	content hash.Hash
 	contCh  chan job
@@ -168,27 +173,31 @@ type job struct {
 // raised to the leaf size when leaves are larger.
 const streamBuffer = 4 << 20
 
-// streamBuffers is the number of buffers in flight.
+// streamBuffers is the most buffers one stream has in flight.
 const streamBuffers = 4
 
-func newTreeHasher(leafSize uint64) (*treeHasher, error) {
+// newTreeHasher returns a hasher taking its buffers from pool (from a
+// small pool of its own when pool is nil or leaves are larger than its
+// buffers). It holds at most streamBuffers at once, takes each as it reads
+// and gives it back as soon as it is hashed, so a small file holds one
+// buffer and, under a spent budget, the waiting verifications and seals
+// take turns.
+func newTreeHasher(leafSize uint64, pool *BufferPool) (*treeHasher, error) {
 	if err := CheckLeafSize(leafSize); err != nil {
 		return nil, err
 	}
-	size := uint64(streamBuffer)
-	if leafSize > size {
-		size = leafSize
+	var src bufferSource = newLocalBuffers(max(uint64(streamBuffer), leafSize), streamBuffers)
+	if pool != nil && leafSize <= BufferSize {
+		src = pool
 	}
+	size := src.size()
 	th := &treeHasher{
 		leafSize: leafSize,
-		bufSize:  int(size),
-		pool:     make(chan []byte, streamBuffers),
+		src:      src,
+		slots:    make(chan struct{}, streamBuffers),
 		content:  sha256.New(),
 		contCh:   make(chan job, streamBuffers),
 		leafCh:   make(chan job, streamBuffers*int(size/leafSize)),
-	}
-	for range streamBuffers {
-		th.pool <- make([]byte, size)
 	}
 	th.wg.Add(1)
 	go func() {
@@ -215,11 +224,27 @@ func newTreeHasher(leafSize uint64) (*treeHasher, error) {
 	return th, nil
 }
 
-// buffer takes a free buffer (blocking while all are in flight).
-func (th *treeHasher) buffer() []byte { return <-th.pool }
+// buffer takes a buffer, waiting while the stream holds streamBuffers or
+// the source has none free, until ctx ends.
+func (th *treeHasher) buffer(ctx context.Context) ([]byte, error) {
+	select {
+	case th.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	b, err := th.src.get(ctx)
+	if err != nil {
+		<-th.slots
+		return nil, err
+	}
+	return b, nil
+}
 
 // put gives an unused buffer back.
-func (th *treeHasher) put(b []byte) { th.pool <- b[:cap(b)] }
+func (th *treeHasher) put(b []byte) {
+	th.src.put(b[:cap(b)])
+	<-th.slots
+}
 
 // submit hashes data, the next bytes of the stream; data must come from
 // buffer, and its length must be a multiple of the leaf size unless it is the
@@ -243,9 +268,11 @@ func (th *treeHasher) submit(data []byte) {
 		hi := min(lo+th.leafSize, uint64(len(data)))
 		th.leafCh <- job{off: off + lo, data: data[lo:hi], done: done}
 	}
+	th.inFlight.Add(1)
 	go func() {
+		defer th.inFlight.Done()
 		done.Wait()
-		th.pool <- data[:cap(data)]
+		th.put(data)
 	}()
 }
 
@@ -273,6 +300,7 @@ func (th *treeHasher) stop() {
 	close(th.contCh)
 	close(th.leafCh)
 	th.wg.Wait()
+	th.inFlight.Wait()
 }
 
 // HashLeaves hashes data (a whole shard held in memory) into its leaves, in

@@ -48,6 +48,9 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 	case s.closing:
 		s.mu.Unlock()
 		return nil, opErr("open", id, KindCancelled, errors.New("the agent is shutting down"))
+	case sh.origin == OriginAttached:
+		s.mu.Unlock()
+		return nil, opErr("open", id, KindInvalid, errors.New("the shard is attached memory of another process: it is its owner's to share"))
 	}
 	sh.mem.RLock()
 	s.mu.Unlock()

@@ -3,7 +3,6 @@ package sealer
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +57,15 @@ type Config struct {
 	// Workers is the number of goroutines hashing at verification
 	// (GOMAXPROCS when 0).
 	Workers int
+	// Buffers holds the read-back buffers of verifications on the host and
+	// the read buffers of seals, within its byte budget; share one pool
+	// between every Sealer of a process. New makes its own, of
+	// DefaultBufferBudget, when nil.
+	Buffers *BufferPool
+	// MaxVerifyInFlightPerGPU bounds the verifications reading one GPU at
+	// the same time (DefaultMaxVerifyInFlightPerGPU when 0). Those beyond
+	// wait, holding no buffer, until one ends or their context does.
+	MaxVerifyInFlightPerGPU int
 	// CriticalWait bounds the wait for a CRITICAL record to be durable
 	// (2s when 0).
 	CriticalWait time.Duration
@@ -85,6 +93,9 @@ type Sealer struct {
 	devices map[int]Device
 	tracer  trace.Tracer
 	log     logrus.FieldLogger
+	bufs    *BufferPool
+	// gpuSlots holds one token per verification reading each GPU.
+	gpuSlots map[int]chan struct{}
 
 	mu       sync.Mutex
 	shards   map[string]*shard
@@ -107,9 +118,10 @@ type shard struct {
 
 	ctx    context.Context // cancelled when the shard is released
 	cancel context.CancelFunc
-	verify sync.Mutex          // held by the one verification in flight
+	verify chan struct{}       // holds a token while a verification is in flight
 	mem    sync.RWMutex        // read-held by Memory's callers; Release waits for them
 	leases map[*Lease]struct{} // open consumer leases; guarded by Sealer.mu
+	origin string              // OriginSealed or OriginAttached; set when sealed
 
 	// guarded by Sealer.mu
 	sealing     bool
@@ -149,6 +161,18 @@ func New(cfg Config) (*Sealer, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.MaxVerifyInFlightPerGPU < 0 {
+		return nil, fmt.Errorf("sealer: max verifications in flight per GPU %d: want 1 or more (0: the default)", cfg.MaxVerifyInFlightPerGPU)
+	}
+	if cfg.MaxVerifyInFlightPerGPU == 0 {
+		cfg.MaxVerifyInFlightPerGPU = DefaultMaxVerifyInFlightPerGPU
+	}
+	if cfg.Buffers == nil {
+		var err error
+		if cfg.Buffers, err = NewBufferPool(DefaultBufferBudget); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.CriticalWait <= 0 {
 		cfg.CriticalWait = 2 * time.Second
 	}
@@ -166,6 +190,8 @@ func New(cfg Config) (*Sealer, error) {
 		devices:  map[int]Device{},
 		tracer:   cfg.TracerProvider.Tracer("github.com/vramseal/vramseal/sealer"),
 		log:      cfg.Logger,
+		bufs:     cfg.Buffers,
+		gpuSlots: map[int]chan struct{}{},
 		shards:   map[string]*shard{},
 		reserved: map[int]uint64{},
 		used:     map[int]uint64{},
@@ -176,9 +202,17 @@ func New(cfg Config) (*Sealer, error) {
 			return nil, fmt.Errorf("sealer: two devices with index %d", d.Index())
 		}
 		s.devices[d.Index()] = d
+		s.gpuSlots[d.Index()] = make(chan struct{}, cfg.MaxVerifyInFlightPerGPU)
 	}
 	return s, nil
 }
+
+// MaxVerifyInFlightPerGPU is the most verifications reading one GPU at the
+// same time (verify.max_in_flight_per_gpu).
+func (s *Sealer) MaxVerifyInFlightPerGPU() int { return s.cfg.MaxVerifyInFlightPerGPU }
+
+// Buffers is the pool the Sealer takes its read buffers from.
+func (s *Sealer) Buffers() *BufferPool { return s.bufs }
 
 // WorkerID returns the worker id this Sealer seals under.
 func (s *Sealer) WorkerID() string { return s.cfg.WorkerID }
@@ -350,7 +384,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		s.freeAllocation(ctx, req.ID, dev, alloc, audit.DeallocSealFailed, nil)
 		s.forget(req.ID)
 	}
-	d, err := copyAndHash(ctx, f, dev, alloc, size, leafSize, req.Progress)
+	d, err := copyAndHash(ctx, f, dev, alloc, size, leafSize, s.bufs, req.Progress)
 	if err != nil {
 		undo()
 		k := KindDevice
@@ -362,6 +396,16 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		s.observeSeal(req.GPU, ResultError)
 		return fail(k, err)
 	}
+	return s.complete(ctx, req, sh, dev, alloc, size, leafSize, expected, d, OriginSealed, undo)
+}
+
+// complete finishes a seal (or an attach) whose bytes are hashed: it checks
+// the content digest against the expected one and the allocation against
+// the policy, signs the seal, emits vram.sealed and makes the shard
+// visible. On failure it calls undo, which frees what was taken.
+func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev Device, alloc Allocation,
+	size, leafSize uint64, expected string, d Digests, origin string, undo func()) (Seal, error) {
+	fail := func(k Kind, err error) (Seal, error) { return Seal{}, opErr("seal", req.ID, k, err) }
 	if expected != "" && !hmac.Equal([]byte(expected), []byte(d.ContentSHA256)) {
 		undo()
 		s.observeSeal(req.GPU, audit.ReasonContentDigestMismatch)
@@ -380,7 +424,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		}
 	}
 
-	seal = s.cfg.Signer.Sign(Seal{
+	seal := s.cfg.Signer.Sign(Seal{
 		ShardID:       req.ID,
 		GPUDevice:     req.GPU,
 		VRAMBytes:     size,
@@ -396,10 +440,10 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	s.emit(ctx, audit.VRAMSealed{
 		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
 		Digest: seal.Digest, ContentSHA256: seal.ContentSHA256, LeafSize: leafSize,
-		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature,
+		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature, Origin: origin,
 	})
 	s.mu.Lock()
-	sh.seal, sh.alloc, sh.leaves, sh.sealing = seal, alloc, d.Leaves, false
+	sh.seal, sh.alloc, sh.leaves, sh.sealing, sh.origin = seal, alloc, d.Leaves, false, origin
 	s.mu.Unlock()
 	s.observeSeal(req.GPU, ResultOK)
 	return seal, nil
@@ -461,7 +505,7 @@ func (s *Sealer) reserve(ctx context.Context, req SealRequest, dev Device, size 
 	defer s.mu.Unlock()
 	s.reserved[req.GPU] += size
 	sctx, cancel := context.WithCancel(context.Background())
-	sh := &shard{dev: dev, sealing: true, ctx: sctx, cancel: cancel, leases: map[*Lease]struct{}{}}
+	sh := &shard{dev: dev, sealing: true, ctx: sctx, cancel: cancel, verify: make(chan struct{}, 1), leases: map[*Lease]struct{}{}}
 	sh.seal.ShardID, sh.seal.GPUDevice = req.ID, req.GPU
 	s.shards[req.ID] = sh
 	return sh, nil
@@ -532,8 +576,8 @@ func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Al
 var errFileChanged = errors.New("file changed size while it was being sealed")
 
 // copyAndHash streams the file into the allocation and hashes it.
-func copyAndHash(ctx context.Context, f io.Reader, dev Device, a Allocation, size, leafSize uint64, progress func(done, total uint64)) (Digests, error) {
-	th, err := newTreeHasher(leafSize)
+func copyAndHash(ctx context.Context, f io.Reader, dev Device, a Allocation, size, leafSize uint64, bufs *BufferPool, progress func(done, total uint64)) (Digests, error) {
+	th, err := newTreeHasher(leafSize, bufs)
 	if err != nil {
 		return Digests{}, err
 	}
@@ -543,7 +587,10 @@ func copyAndHash(ctx context.Context, f io.Reader, dev Device, a Allocation, siz
 		if err := ctx.Err(); err != nil {
 			return Digests{}, err
 		}
-		buf := th.buffer()
+		buf, err := th.buffer(ctx)
+		if err != nil {
+			return Digests{}, err
+		}
 		want := min(uint64(len(buf)), size-off)
 		n, err := io.ReadFull(f, buf[:want])
 		if err != nil {
@@ -649,10 +696,20 @@ func (s *Sealer) rejectPresented(ctx context.Context, p Seal, reason, msg string
 
 // verify checks one shard; presented is a consumer's record or nil.
 func (s *Sealer) verify(ctx context.Context, sh *shard, presented *Seal) (res VerifyResult, err error) {
-	sh.verify.Lock()
-	defer sh.verify.Unlock()
-
 	seal := sh.seal
+	// One verification of a shard at a time; the others wait here, holding
+	// nothing, and give up when their caller does or the shard goes.
+	select {
+	case sh.verify <- struct{}{}:
+		defer func() { <-sh.verify }()
+	case <-ctx.Done():
+		res = VerifyResult{ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Result: ResultCancelled, ExpectedDigest: seal.Digest, FirstBadOffset: -1}
+		return res, opErr("verify", seal.ShardID, KindCancelled, ctx.Err())
+	case <-sh.ctx.Done():
+		res = VerifyResult{ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Result: ResultCancelled, ExpectedDigest: seal.Digest, FirstBadOffset: -1}
+		return res, opErr("verify", seal.ShardID, KindCancelled, errors.New("shard was released"))
+	}
+
 	ctx, span := s.tracer.Start(ctx, "vramseal.verify", trace.WithAttributes(
 		attribute.String("vramseal.shard.id", seal.ShardID), attribute.Int("gpu.device.index", seal.GPUDevice)))
 	defer func() { endSpan(span, err) }()
@@ -771,8 +828,16 @@ func compareLeaves(want, got []LeafHash, leafSize uint64) (first int64, bad int6
 	return first, bad
 }
 
-// hashShard computes the shard's leaves, on the device or on the host.
+// hashShard computes the shard's leaves, on the device or on the host,
+// once one of the GPU's verification slots is free.
 func (s *Sealer) hashShard(ctx context.Context, sh *shard) ([]LeafHash, error) {
+	slots := s.gpuSlots[sh.dev.Index()]
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	n, l := sh.seal.VRAMBytes, sh.seal.LeafSize
 	if s.cfg.VerifyMode == VerifyDevice {
 		if ld, ok := sh.dev.(LeafDigester); ok {
@@ -788,65 +853,7 @@ func (s *Sealer) hashShard(ctx context.Context, sh *shard) ([]LeafHash, error) {
 			return leaves, err
 		}
 	}
-	return ReadBackLeaves(ctx, sh.dev, sh.alloc, n, l, s.cfg.Workers)
-}
-
-// ReadBackLeaves reads an allocation back to host memory in runs of leaves,
-// on workers goroutines each with its own buffer, and hashes each leaf. A
-// Pacer in ctx (WithPacer) is asked before each run is read.
-func ReadBackLeaves(ctx context.Context, dev Device, a Allocation, n, leafSize uint64, workers int) ([]LeafHash, error) {
-	count := LeafCount(n, leafSize)
-	leaves := make([]LeafHash, count)
-	per := max(1, uint64(streamBuffer)/leafSize) // leaves per read
-	runs := int((count + per - 1) / per)
-	var (
-		errMu    sync.Mutex
-		firstErr error
-	)
-	bufs := sync.Pool{New: func() any { b := make([]byte, per*leafSize); return &b }}
-	parallelLeaves(runs, workers, func(r int) {
-		errMu.Lock()
-		stop := firstErr != nil
-		errMu.Unlock()
-		if stop {
-			return
-		}
-		if err := ctx.Err(); err != nil {
-			errMu.Lock()
-			firstErr = cmpErr(firstErr, err)
-			errMu.Unlock()
-			return
-		}
-		bp := bufs.Get().(*[]byte)
-		defer bufs.Put(bp)
-		lo := uint64(r) * per * leafSize
-		hi := min(lo+per*leafSize, n)
-		buf := (*bp)[:hi-lo]
-		err := pace(ctx, hi-lo)
-		if err == nil {
-			err = dev.Read(ctx, a, lo, buf)
-		}
-		if err != nil {
-			errMu.Lock()
-			firstErr = cmpErr(firstErr, err)
-			errMu.Unlock()
-			return
-		}
-		for off := uint64(0); off < uint64(len(buf)); off += leafSize {
-			leaves[(lo+off)/leafSize] = sha256.Sum256(buf[off:min(off+leafSize, uint64(len(buf)))])
-		}
-	})
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	return leaves, nil
-}
-
-func cmpErr(have, err error) error {
-	if have != nil {
-		return have
-	}
-	return err
+	return readBack(ctx, sh.dev, sh.alloc, n, l, s.cfg.Workers, s.bufs)
 }
 
 // VerifyAll verifies every sealed shard, one after the other, and returns
@@ -893,14 +900,23 @@ func (s *Sealer) ForceRelease(ctx context.Context, id string) (ReleaseResult, er
 	return s.release(ctx, id, true, audit.DeallocForced)
 }
 
-func (s *Sealer) release(ctx context.Context, id string, force bool, reason string) (res ReleaseResult, err error) {
+func (s *Sealer) release(ctx context.Context, id string, force bool, reason string) (ReleaseResult, error) {
+	s.mu.Lock()
+	sh, ok := s.shards[id]
+	s.mu.Unlock()
+	if !ok {
+		return ReleaseResult{}, opErr("release", id, KindNotFound, errors.New("no such shard"))
+	}
+	return s.releaseShard(ctx, sh, force, reason)
+}
+
+// releaseShard releases sh if it is still the shard of its id.
+func (s *Sealer) releaseShard(ctx context.Context, sh *shard, force bool, reason string) (res ReleaseResult, err error) {
+	id := sh.seal.ShardID
 	ctx, span := s.tracer.Start(ctx, "vramseal.release", trace.WithAttributes(attribute.String("vramseal.shard.id", id)))
 	defer func() { endSpan(span, err) }()
 	s.mu.Lock()
-	sh, ok := s.shards[id]
-	if ok && sh.sealing {
-		ok = false
-	}
+	ok := s.shards[id] == sh && !sh.sealing
 	if ok && !force && len(sh.leases) > 0 {
 		holders := sh.holders()
 		s.mu.Unlock()
@@ -920,8 +936,8 @@ func (s *Sealer) release(ctx context.Context, id string, force bool, reason stri
 		closeReason = audit.CloseShutdown
 	}
 	mapped := s.revokeAll(ctx, sh, closeReason)
-	sh.verify.Lock() // wait for a verification in flight to see the cancellation
-	defer sh.verify.Unlock()
+	sh.verify <- struct{}{} // wait for a verification in flight to see the cancellation
+	defer func() { <-sh.verify }()
 	sh.mem.Lock() // and for Memory's callers
 	defer sh.mem.Unlock()
 	remaining := s.freeAllocation(ctx, id, sh.dev, sh.alloc, reason, mapped)
@@ -943,6 +959,9 @@ type ShardStatus struct {
 	LastResult string `json:"last_result"`
 	// Leases are the consumers holding the shard (Open).
 	Leases []audit.Caller `json:"leases"`
+	// Origin is "sealed" (the agent loaded the file) or "attached" (an
+	// engine's own memory, sealed in place).
+	Origin string `json:"origin"`
 }
 
 // Shard states.
@@ -988,7 +1007,7 @@ func (s *Sealer) Shard(id string) (ShardStatus, error) {
 // status must be called with Sealer.mu held.
 func (sh *shard) status() ShardStatus {
 	st := ShardStatus{Seal: sh.seal, State: StateSealed, LastVerifiedAt: sh.lastOK, LastCheckedAt: sh.lastChecked, LastResult: sh.lastResult,
-		Leases: sh.holders()}
+		Leases: sh.holders(), Origin: sh.origin}
 	if sh.failed {
 		st.State = StateFailed
 	}

@@ -54,6 +54,7 @@ var Mappings = []Mapping{
 	{audit.NameVRAMSealed, "model_ref", "vramseal.model.ref", "string"},
 	{audit.NameVRAMSealed, "seal", "vramseal.seal.record", "string"},
 	{audit.NameVRAMSealed, "seal_signature", "vramseal.seal.signature", "string"},
+	{audit.NameVRAMSealed, "origin", "vramseal.shard.origin", "string"},
 
 	{audit.NameSealVerified, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameSealVerified, "gpu_device", "gpu.device.index", "int"},
@@ -106,6 +107,13 @@ var Mappings = []Mapping{
 	{audit.NameVRAMClosed, "caller_gid", "vramseal.caller.gid", "int"},
 	{audit.NameVRAMClosed, "caller_pid", "vramseal.caller.pid", "int"},
 	{audit.NameVRAMClosed, "caller_executable", "vramseal.caller.executable", "string"},
+
+	{audit.NameControlRateLimited, "caller_uid", "vramseal.caller.uid", "int"},
+	{audit.NameControlRateLimited, "caller_gid", "vramseal.caller.gid", "int"},
+	{audit.NameControlRateLimited, "caller_pid", "vramseal.caller.pid", "int"},
+	{audit.NameControlRateLimited, "endpoint", "vramseal.control.endpoint", "string"},
+	{audit.NameControlRateLimited, "requests_per_second", "vramseal.control.rate_limit.requests_per_second", "string"},
+	{audit.NameControlRateLimited, "burst", "vramseal.control.rate_limit.burst", "int"},
 
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 

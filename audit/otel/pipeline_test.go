@@ -27,6 +27,7 @@ func sampleEvents(now time.Time) []audit.Event {
 		audit.PolicyViolation{Header: h(), Policy: audit.PolicyVRAMOnly, Violation: audit.ViolationECCDisabled, Details: "ECC is off", ActionTaken: audit.ActionSealingBlocked, GPUDevice: 0},
 		audit.VRAMAllocated{Header: h(), ShardID: "llama-00002", GPUDevice: 0, RequestedBytes: 8192, UsedAfter: 8192},
 		audit.VRAMAllocationFailed{Header: h(), ShardID: "llama-00003", GPUDevice: 0, RequestedBytes: 1 << 40, AvailableBytes: 1 << 30, Reason: audit.ReasonInsufficientVRAM},
+		audit.ControlRateLimited{Header: h(), CallerUID: 65534, CallerGID: 65534, CallerPID: 4242, Endpoint: "POST /v1/verify/seal", RequestsPerSecond: "2", Burst: 4},
 	}
 }
 
@@ -281,8 +282,8 @@ func TestPipelineWithoutCollector(t *testing.T) {
 			}
 		}
 	}
-	if n != 7 {
-		t.Fatalf("%d events in the spool, want 7", n)
+	if want := len(sampleEvents(time.Now())); n != want {
+		t.Fatalf("%d events in the spool, want %d", n, want)
 	}
 	for _, bad := range []map[string]string{
 		{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},

@@ -46,8 +46,10 @@ type agent struct {
 	// observer counts the sealer's outcomes; registry is what /metrics
 	// serves; metrics reads GPU telemetry in the background (metrics_wiring.go).
 	observer *collector.Observer
-	registry *prometheus.Registry
-	metrics  *collector.Set
+	// controlCounters counts the control API's refusals (rate limit).
+	controlCounters *collector.ControlCounters
+	registry        *prometheus.Registry
+	metrics         *collector.Set
 	// closers release what the parts opened (NVML), after the GPUs' shards.
 	closers []func() error
 }
@@ -109,7 +111,14 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
 	}
+	// One pool of read buffers for the whole process, within its budget.
+	bufs, err := sealer.NewBufferPool(cfg.Verify.BufferBudgetBytes)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("%s: verify.buffer_budget_bytes: %w", cfg.File, err))
+	}
+	a.closers = append(a.closers, func() error { bufs.Close(); return nil })
 	a.sealer, err = sealer.New(sealer.Config{
+		Buffers: bufs, MaxVerifyInFlightPerGPU: cfg.Verify.MaxInFlightPerGPU,
 		WorkerID: cfg.WorkerID, Devices: a.gpus.devs, Signer: signer, Emitter: a.audit.Emitter,
 		Admission: a.policy, AllocationChecker: a.policy,
 		LeafSize: cfg.Seal.LeafSize, VerifyMode: sealer.VerifyMode(cfg.Verify.Mode), Logger: log,
@@ -135,7 +144,10 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		return nil, usageErr(err)
 	}
 	a.controlGID = access.Group
+	a.controlCounters = &collector.ControlCounters{}
 	a.control, err = control.NewServer(control.Config{
+		RateLimit: control.RateLimit{RequestsPerSecond: cfg.Control.RateLimit.RequestsPerSecond, Burst: cfg.Control.RateLimit.Burst},
+		Observer:  a.controlCounters, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID,
 		Sealer: a.sealer, Faults: a.faults(), ModelDirs: cfg.ModelDirs, Access: access,
 		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
 		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },

@@ -56,7 +56,7 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 		}
 		return &gpus{devs: simgpu.Devices(sims), sims: sims, policy: policy.GPUsOf(sims)}, nil
 	case config.DeviceCUDA, config.DeviceAuto:
-		ds, err := openCUDA(ctx, cuda.Options{LibraryPath: cfg.CUDA.Library})
+		ds, err := openCUDA(ctx, cuda.Options{LibraryPath: cfg.CUDA.Library, VerifyInFlight: cfg.Verify.MaxInFlightPerGPU})
 		if err != nil {
 			return nil, fmt.Errorf("device: %s: %w; the agent does not fall back to a simulated GPU (set device: sim for tests and demos)", cfg.Device, err)
 		}

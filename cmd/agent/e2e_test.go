@@ -58,6 +58,9 @@ func agentBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(floodEnvSocket) != "" { // the load test's flooding helper
+		os.Exit(runFlood())
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

@@ -31,6 +31,10 @@ const (
 	logFieldExitStatus = "exit_status"
 	logFieldGPU        = "gpu"
 	logFieldLibrary    = "library"
+	// logFieldMemoryLimit is the Go runtime's soft memory limit in force.
+	logFieldMemoryLimit = "memory_limit_bytes"
+	// logFieldGOGC is the garbage collector's target in force.
+	logFieldGOGC = "gogc"
 )
 
 // newLogger returns the operational logger: level is debug, info, warn or

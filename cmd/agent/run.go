@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -89,6 +90,11 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 		return exitFailed
 	}
 	defer a.close()
+	memLimit := applyMemoryLimit(memoryLimit(ctx, cfg, a.gpus.devs, os.Getenv))
+	gogc := applyGCPercent(os.Getenv)
+	if gogc == "" {
+		gogc = strconv.Itoa(defaultGCPercent)
+	}
 	// The VRAM-only policy checks the GPUs in use before anything is sealed.
 	if err := a.policy.CheckStartup(ctx, usedGPUs(cfg)); err != nil {
 		log.WithError(err).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
@@ -119,7 +125,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	fields := logrus.Fields{
 		logFieldVersion: version.Info(), logFieldWorkerID: cfg.WorkerID, logFieldDevice: cfg.Device,
 		logFieldGPUs: a.sealer.GPUs(), logFieldSocket: o.socket, logFieldListen: *o.web.WebListenAddresses,
-		logFieldConfigFile: o.configFile,
+		logFieldConfigFile: o.configFile, logFieldMemoryLimit: memLimit, logFieldGOGC: gogc,
 	}
 	log.WithFields(fields).Info("vramseal agent starting")
 	if a.sims != nil {

@@ -50,6 +50,9 @@ type Config struct {
 	Web Web `yaml:"web"`
 	// Shards are sealed at start-up and kept sealed.
 	Shards []Shard `yaml:"shards"`
+	// MemoryLimitBytes is the Go runtime's soft memory limit (0: the
+	// agent's default, see docs/config.md).
+	MemoryLimitBytes uint64 `yaml:"memory_limit_bytes"`
 
 	// File is the path the configuration was read from ("" when parsed
 	// from bytes).
@@ -104,6 +107,8 @@ type Control struct {
 	Group       string   `yaml:"group"`
 	AllowedUIDs []uint32 `yaml:"allowed_uids"`
 	AllowedGIDs []uint32 `yaml:"allowed_gids"`
+	// RateLimit bounds each calling uid's request rate (off by default).
+	RateLimit RateLimit `yaml:"rate_limit"`
 }
 
 // Handoff is the consumer socket, where engines open sealed shards.
@@ -132,6 +137,11 @@ type Verify struct {
 	Jitter            float64       `yaml:"jitter"`
 	MaxBytesPerSecond uint64        `yaml:"max_bytes_per_second"`
 	Mode              string        `yaml:"mode"`
+	// MaxInFlightPerGPU bounds the verifications reading one GPU at once.
+	MaxInFlightPerGPU int `yaml:"max_in_flight_per_gpu"`
+	// BufferBudgetBytes bounds the read buffers of every verification and
+	// seal together.
+	BufferBudgetBytes uint64 `yaml:"buffer_budget_bytes"`
 }
 
 // Audit is the local audit spool's configuration.
@@ -181,8 +191,9 @@ func Default() Config {
 		},
 		Handoff: Handoff{ShutdownWait: 20 * time.Second},
 		Seal:    Seal{LeafSize: sealer.DefaultLeafSize},
-		Verify:  Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost)},
-		Policy:  policy.Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
+		Verify: Verify{Interval: 5 * time.Minute, Jitter: 0.1, Mode: string(sealer.VerifyHost),
+			MaxInFlightPerGPU: sealer.DefaultMaxVerifyInFlightPerGPU, BufferBudgetBytes: sealer.DefaultBufferBudget},
+		Policy: policy.Config{MinMemoryBytes: 1 << 30, MinComputeCapability: "6.0", AllowMIG: true},
 		Audit: Audit{
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
@@ -335,6 +346,9 @@ func (c *Config) validate() error {
 	case sealer.VerifyHost, sealer.VerifyDevice:
 	default:
 		return c.errorf("verify.mode", "%q is not one of host, gpu", c.Verify.Mode)
+	}
+	if err := c.validateLimits(); err != nil {
+		return err
 	}
 	if err := c.Policy.Check(); err != nil {
 		return c.errorf("policy.min_compute_capability", "%v", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/sealer"
 )
@@ -85,16 +87,28 @@ type Config struct {
 	Progress func(id string) func(done, total uint64)
 	// OnChange is called after a seal or release (optional).
 	OnChange func()
+	// RateLimit bounds each calling uid's calls (off when zero).
+	RateLimit RateLimit
+	// Observer counts refused calls (optional).
+	Observer Observer
+	// Emitter receives the audit event of the first refusal of each burst
+	// (optional); WorkerID is put on it.
+	Emitter  audit.Emitter
+	WorkerID string
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 	// Logger is the operational log (logrus standard logger when nil).
 	Logger logrus.FieldLogger
 }
 
 // Server serves the control API.
 type Server struct {
-	cfg  Config
-	log  logrus.FieldLogger
-	prop propagation.TraceContext
-	mux  *http.ServeMux
+	cfg    Config
+	log    logrus.FieldLogger
+	prop   propagation.TraceContext
+	mux    *http.ServeMux
+	now    func() time.Time
+	limits *callerLimits // nil: no rate limit
 }
 
 // NewServer returns a Server.
@@ -105,7 +119,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), now: cfg.Now}
+	if rl := cfg.RateLimit; rl.On() {
+		if math.IsNaN(rl.RequestsPerSecond) || math.IsInf(rl.RequestsPerSecond, 0) || rl.Burst < 0 {
+			return nil, fmt.Errorf("control: rate limit %g/s burst %d: want a finite rate and a burst from 0", rl.RequestsPerSecond, rl.Burst)
+		}
+		s.limits = newCallerLimits(rl, cfg.Now)
+	}
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("GET /v1/shards", s.list)
 	s.mux.HandleFunc("POST /v1/shards", s.seal)
@@ -125,12 +148,18 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// idleTimeout closes a control connection idle this long between calls.
+const idleTimeout = 30 * time.Second
+
 // Serve serves on ln until ctx ends, then shuts down (requests in flight
 // get up to 5s) and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		// A client that keeps connections open between calls holds a
+		// goroutine and a descriptor each; idle ones are closed.
+		IdleTimeout: idleTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			p, err := PeerOf(c)
 			return withPeer(ctx, p, err)
@@ -172,6 +201,9 @@ func (s *Server) Handler() http.Handler {
 		if !ok {
 			s.log.WithFields(fields).WithField(LogFieldWhy, why).Warn("control API call refused")
 			writeError(w, http.StatusForbidden, client.KindForbidden, "not allowed: "+why)
+			return
+		}
+		if s.rateLimited(w, r, p, fields) {
 			return
 		}
 		ctx := s.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))

@@ -28,6 +28,7 @@ import (
 type Sealer interface {
 	Open(ctx context.Context, id string, consumer audit.Caller, revoke func()) (*sealer.Lease, error)
 	VerifySeal(ctx context.Context, presented sealer.Seal) (sealer.VerifyResult, error)
+	Attach(ctx context.Context, req sealer.AttachRequest) (*sealer.Attachment, error)
 }
 
 var _ Sealer = (*sealer.Sealer)(nil)
@@ -151,11 +152,12 @@ func sealerFailure(err error) wire.Response {
 
 // conn is one consumer connection and the leases it holds.
 type conn struct {
-	s      *Server
-	c      *net.UnixConn
-	who    audit.Caller
-	log    logrus.FieldLogger
-	leases map[string]*sealer.Lease
+	s        *Server
+	c        *net.UnixConn
+	who      audit.Caller
+	log      logrus.FieldLogger
+	leases   map[string]*sealer.Lease
+	attached map[string]*sealer.Attachment
 }
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
@@ -172,7 +174,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		_ = wire.Write(c, failure(wire.KindForbidden, "not allowed: "+why))
 		return
 	}
-	cn := &conn{s: s, c: c, who: s.caller(p), log: log, leases: map[string]*sealer.Lease{}}
+	cn := &conn{s: s, c: c, who: s.caller(p), log: log, leases: map[string]*sealer.Lease{}, attached: map[string]*sealer.Attachment{}}
 	defer cn.closeAll(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -180,9 +182,6 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	for first := true; ; first = false {
 		var req wire.Request
 		files, err := wire.Read(c, &req)
-		for _, f := range files { // no request of this version carries descriptors
-			f.Close()
-		}
 		switch {
 		case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 			return
@@ -195,8 +194,9 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 			log.WithError(err).Warn("consumer socket: bad request, connection closed")
 			_ = wire.Write(c, failure(wire.KindInvalid, err.Error()))
 			return
-		case len(files) > 0:
-			_ = wire.Write(c, failure(wire.KindInvalid, "this request carries no file descriptor"))
+		case len(files) != req.Files || len(files) > 0 && req.Op != wire.OpAttach:
+			closeAll(files)
+			_ = wire.Write(c, failure(wire.KindInvalid, fmt.Sprintf("the frame carries %d descriptors and announces %d; only attach carries one", len(files), req.Files)))
 			return
 		}
 		if first {
@@ -206,16 +206,36 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 			_ = wire.Write(c, failure(wire.KindVersion, fmt.Sprintf("protocol version %d is not served; this agent speaks version %d", req.V, wire.Version)))
 			return
 		}
-		if err := cn.handle(ctx, req); err != nil {
+		err = cn.handle(ctx, req, files)
+		closeAll(files) // the sealer keeps its own reference to attached memory
+		if err != nil {
 			log.WithError(err).Info("consumer socket: connection closed")
 			return
 		}
 	}
 }
 
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
 // handle answers one request; an error ends the connection.
-func (cn *conn) handle(ctx context.Context, req wire.Request) error {
+func (cn *conn) handle(ctx context.Context, req wire.Request, files []*os.File) error {
 	switch req.Op {
+	case wire.OpAttach:
+		return cn.attach(ctx, req, files)
+	case wire.OpDetach:
+		a, ok := cn.attached[req.ID]
+		if !ok {
+			return wire.Write(cn.c, failure(sealer.KindNotFound.String(), fmt.Sprintf("this connection attached no shard %q", req.ID)))
+		}
+		delete(cn.attached, req.ID)
+		if _, err := a.Detach(ctx); err != nil {
+			return wire.Write(cn.c, sealerFailure(err))
+		}
+		return wire.Write(cn.c, wire.Response{V: wire.Version, OK: true})
 	case wire.OpOpen:
 		return cn.open(ctx, req.ID)
 	case wire.OpClose:
@@ -241,7 +261,7 @@ func (cn *conn) handle(ctx context.Context, req wire.Request) error {
 		}
 		return wire.Write(cn.c, wire.Response{V: wire.Version, OK: true, Result: raw})
 	}
-	return wire.Write(cn.c, failure(wire.KindInvalid, fmt.Sprintf("unknown operation %q (want open, close or verify)", req.Op)))
+	return wire.Write(cn.c, failure(wire.KindInvalid, fmt.Sprintf("unknown operation %q (want open, close, verify, attach or detach)", req.Op)))
 }
 
 func (cn *conn) open(ctx context.Context, id string) error {
@@ -274,10 +294,42 @@ func (cn *conn) open(ctx context.Context, id string) error {
 	return nil
 }
 
-// closeAll ends the connection's leases (the consumer went away).
+// attach seals the memory the request carries, in place, for as long as
+// this connection stays open.
+func (cn *conn) attach(ctx context.Context, req wire.Request, files []*os.File) error {
+	if len(files) != 1 {
+		return wire.Write(cn.c, failure(wire.KindInvalid, "attach carries the memory's descriptor (SCM_RIGHTS, files: 1)"))
+	}
+	if len(cn.leases)+len(cn.attached) >= cn.s.cfg.MaxLeasesPerConnection {
+		return wire.Write(cn.c, failure(wire.KindTooMany, fmt.Sprintf("a connection holds at most %d leases and attachments", cn.s.cfg.MaxLeasesPerConnection)))
+	}
+	a, err := cn.s.cfg.Sealer.Attach(ctx, sealer.AttachRequest{
+		ID: req.ID, GPU: req.GPU, Memory: files[0], Size: req.Size, ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, Owner: cn.who,
+	})
+	if err != nil {
+		return wire.Write(cn.c, sealerFailure(err))
+	}
+	raw, err := json.Marshal(a.Seal)
+	if err != nil {
+		_, _ = a.OwnerExited(ctx)
+		return err
+	}
+	cn.attached[req.ID] = a
+	cn.log.WithField(sealer.LogFieldShardID, req.ID).Info("consumer socket: memory attached and sealed")
+	return wire.Write(cn.c, wire.Response{V: wire.Version, OK: true, Seal: raw, Size: a.Seal.VRAMBytes})
+}
+
+// closeAll ends the connection's leases and attachments (the consumer went
+// away): attached shards are released, also when they failed.
 func (cn *conn) closeAll(ctx context.Context) {
 	for id, l := range cn.leases {
 		l.Close(ctx)
 		delete(cn.leases, id)
+	}
+	for id, a := range cn.attached {
+		if _, err := a.OwnerExited(ctx); err != nil && sealer.KindOf(err) != sealer.KindNotFound {
+			cn.log.WithError(err).WithField(sealer.LogFieldShardID, id).Warn("releasing memory whose owner went away failed")
+		}
+		delete(cn.attached, id)
 	}
 }

@@ -34,6 +34,8 @@ const (
 	OpOpen   = "open"   // lease a sealed shard: the answer carries its descriptor
 	OpClose  = "close"  // end this connection's lease on a shard
 	OpVerify = "verify" // verify a presented seal record (verify-before-use)
+	OpAttach = "attach" // seal memory the consumer owns, in place: the request carries its descriptor
+	OpDetach = "detach" // end an attachment before freeing or changing the memory
 )
 
 // Request is what a consumer sends.
@@ -44,6 +46,13 @@ type Request struct {
 	ID string `json:"id,omitempty"`
 	// Seal is a seal record as the agent signed it (verify).
 	Seal json.RawMessage `json:"seal,omitempty"`
+	// GPU, Size, ModelRef and SHA256 describe memory to attach (attach).
+	GPU      int    `json:"gpu,omitempty"`
+	Size     uint64 `json:"size,omitempty"`
+	ModelRef string `json:"model_ref,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+	// Files is the number of descriptors attached to this frame (attach: 1).
+	Files int `json:"files,omitempty"`
 }
 
 // Response is the agent's answer to one request.

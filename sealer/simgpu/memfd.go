@@ -2,6 +2,7 @@ package simgpu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -59,6 +60,9 @@ func (d *Device) Export(ctx context.Context, a sealer.Allocation) (sealer.Export
 	if err != nil {
 		return sealer.Exported{}, err
 	}
+	if al.adopted {
+		return sealer.Exported{}, errAdopted
+	}
 	if err := al.use(); err != nil {
 		return sealer.Exported{}, err
 	}
@@ -78,4 +82,65 @@ func (d *Device) Export(ctx context.Context, a sealer.Allocation) (sealer.Export
 		return sealer.Exported{}, fmt.Errorf("simulated GPU %d: %w", d.index, err)
 	}
 	return sealer.Exported{File: os.NewFile(uintptr(nfd), al.mem.f.Name()), Kind: sealer.MemoryMemfd}, nil
+}
+
+// NeedSeals are the seals an engine's memfd must carry to be attached: its
+// size cannot change under the agent's mapping (a shrink would be a SIGBUS
+// in the agent).
+const NeedSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
+
+// Adopt implements sealer.Adopter: it takes a memfd an engine owns, sealed
+// against shrinking and growing (NeedSeals), and maps its first size bytes
+// read-only. The bytes count against the GPU's capacity while attached.
+// Such an allocation cannot be written, flipped or exported: it is the
+// owner's.
+func (d *Device) Adopt(ctx context.Context, memory *os.File, size uint64) (sealer.Allocation, error) {
+	if size == 0 || size > uint64(int(^uint(0)>>1)) {
+		return nil, fmt.Errorf("cannot attach %d bytes", size)
+	}
+	fd := int(memory.Fd())
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("the descriptor is not a memfd that supports seals (F_GET_SEALS: %v)", err)
+	}
+	if seals&NeedSeals != NeedSeals {
+		return nil, errors.New("the memfd is not sealed against shrinking and growing (F_SEAL_SHRINK|F_SEAL_GROW): its size could change under the agent")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("fstat: %w", err)
+	}
+	if uint64(st.Size) < size {
+		return nil, fmt.Errorf("the memfd holds %d bytes, fewer than the %d claimed", st.Size, size)
+	}
+	d.mu.Lock()
+	switch {
+	case d.lost:
+		d.mu.Unlock()
+		return nil, d.lostErr()
+	case size > d.total-d.used:
+		free := d.total - d.used
+		d.mu.Unlock()
+		return nil, fmt.Errorf("simulated GPU %d: %d bytes to attach, %d free: %w", d.index, size, free, sealer.ErrOutOfMemory)
+	}
+	d.used += size
+	d.mu.Unlock()
+	undo := func() { d.mu.Lock(); d.used -= size; d.mu.Unlock() }
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		undo()
+		return nil, fmt.Errorf("simulated GPU %d: %w", d.index, err)
+	}
+	f := os.NewFile(uintptr(nfd), "attached")
+	data, err := unix.Mmap(nfd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		undo()
+		return nil, fmt.Errorf("mapping the attached memfd: %w", err)
+	}
+	a := &allocation{dev: d, mem: &memfd{f: f, data: data}, data: data, adopted: true}
+	d.mu.Lock()
+	d.live[a] = true
+	d.mu.Unlock()
+	return a, nil
 }

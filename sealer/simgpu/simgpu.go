@@ -114,7 +114,13 @@ type allocation struct {
 	// of them against unmapping (gone).
 	rw   sync.RWMutex
 	gone bool // unmapped: freed, or lost with its device
+	// adopted marks an engine's memory (Adopt), mapped read-only: never
+	// written, flipped or exported.
+	adopted bool
 }
+
+// errAdopted refuses to write or export an engine's attached memory.
+var errAdopted = errors.New("attached memory belongs to its owner: the agent only reads it")
 
 func (a *allocation) Size() uint64     { return uint64(len(a.data)) }
 func (a *allocation) String() string   { return fmt.Sprintf("simgpu allocation (%d bytes)", len(a.data)) }
@@ -125,6 +131,7 @@ var (
 	_ sealer.LeafDigester = (*Device)(nil)
 	_ sealer.GPUDescriber = (*Device)(nil)
 	_ sealer.Exporter     = (*Device)(nil)
+	_ sealer.Adopter      = (*Device)(nil)
 )
 
 // Index is the device index.
@@ -232,6 +239,9 @@ func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p [
 	al, err := d.check(a, off, uint64(len(p)))
 	if err != nil {
 		return err
+	}
+	if al.adopted {
+		return errAdopted
 	}
 	al.rw.Lock()
 	defer al.rw.Unlock()
@@ -344,6 +354,9 @@ func (d *Device) FlipBit(ctx context.Context, a sealer.Allocation, offset uint64
 	al, err := d.check(a, offset, 1)
 	if err != nil {
 		return err
+	}
+	if al.adopted {
+		return errAdopted
 	}
 	al.rw.Lock()
 	defer al.rw.Unlock()

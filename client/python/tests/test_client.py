@@ -149,6 +149,9 @@ class ClientTest(unittest.TestCase):
             self.assertNotEqual(t["w"][0, 0].item(), 1.0)
         # Still readable after close: the views keep the mapping.
         self.assertEqual(t["b"].tolist(), [5, 6])
+        with self.assertRaises(ValueError):
+            shard.tensors()  # no new views of a shard whose lease ended
+        shard.close()  # closing twice is fine
 
     def test_attach_and_detach(self):
         mem = vramseal.memfd_from_bytes(b"engine weights" * 100)

@@ -254,7 +254,7 @@ class Shard(mmap.mmap):
         pages are mapped read-only: a write into a tensor kills the process
         (SIGSEGV); copy a tensor (``t.clone()``) to change it.
         """
-        if self.closed:
+        if self.closed or not self._leased:
             raise ValueError("the shard is closed")
         return _safetensors.views(self, backend)
 
@@ -268,13 +268,15 @@ class Shard(mmap.mmap):
 
     def close(self):
         """Ends the lease, then unmaps (once no view of the mapping lives)."""
-        if self._leased:
-            self._leased = False
-            self._client._end("close", self.shard_id)
         try:
-            super().close()
-        except BufferError:
-            pass  # views still live: unmapped when the last one goes
+            if self._leased:
+                self._leased = False
+                self._client._end("close", self.shard_id)
+        finally:
+            try:
+                super().close()
+            except BufferError:
+                pass  # views still live: unmapped when the last one goes
 
     def __enter__(self):
         return self

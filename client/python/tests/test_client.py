@@ -196,6 +196,8 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(vramseal.VramsealError) as cm:
             self.client.attach("unsealed", fd2)
         self.assertIn("F_SEAL_SHRINK", cm.exception.message)
+        with self.assertRaises(TypeError):
+            self.client.attach("bytes", b"not a memfd")
         self.assertEqual(self.agent.requests, [])  # refused before it reached the agent
 
     def test_memfd_from_file(self):

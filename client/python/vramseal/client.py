@@ -178,7 +178,13 @@ class Client:
         ``sha256``: the expected plain SHA-256 of those bytes (hex); a
         mismatch refuses the attach. Returns an Attachment.
         """
-        fd = memory if isinstance(memory, int) else memory.fileno()
+        if isinstance(memory, int) and not isinstance(memory, bool):
+            fd = memory
+        elif hasattr(memory, "fileno"):
+            fd = memory.fileno()
+        else:
+            raise TypeError("attach takes a memfd as an int fd or an object with fileno(), not %s "
+                            "(CUDA tensors and storages are not supported by this client yet)" % type(memory).__name__)
         _memory.check_attachable(fd)
         if size is None:
             size = os.fstat(fd).st_size

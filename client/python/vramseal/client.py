@@ -90,7 +90,9 @@ class Client:
         if not resp.get("ok"):
             for fd in got:
                 os.close(fd)
-            err = resp.get("error") or {}
+            err = resp.get("error")
+            if not isinstance(err, dict):
+                err = {}
             kind = err.get("kind") or "internal"
             if kind in ("forbidden", "version"):  # the agent closes the connection after these
                 with self._lock:

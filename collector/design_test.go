@@ -27,7 +27,7 @@ var designMetrics = map[string]struct {
 	"vramseal_gpu_ecc_errors_total":                         {dto.MetricType_COUNTER, "gpu,type,uuid"},
 	"vramseal_sealed_shards":                                {dto.MetricType_GAUGE, "gpu"},
 	"vramseal_sealed_bytes":                                 {dto.MetricType_GAUGE, "gpu"},
-	"vramseal_shard_info":                                   {dto.MetricType_GAUGE, "digest,gpu,model_ref,shard_id"},
+	"vramseal_shard_info":                                   {dto.MetricType_GAUGE, "digest,gpu,model_ref,origin,shard_id"},
 	"vramseal_shard_verified":                               {dto.MetricType_GAUGE, "gpu,shard_id"},
 	"vramseal_shard_last_verified_timestamp_seconds":        {dto.MetricType_GAUGE, "gpu,shard_id"},
 	"vramseal_verify_interval_seconds":                      {dto.MetricType_GAUGE, ""},

@@ -170,7 +170,7 @@ func newSealCollector(o Options) *sealCollector {
 	return &sealCollector{
 		state: o.Sealer, obs: o.Observer, schedule: o.Schedule, verifyInterval: o.VerifyInterval,
 		shardInfo: prometheus.NewDesc(Namespace+"_shard_info",
-			"A sealed shard, always 1, with its seal digest and model reference.", []string{"shard_id", "gpu", "digest", "model_ref"}, nil),
+			"A sealed shard, always 1, with its seal digest, model reference and origin (sealed: loaded by the agent; attached: an engine's own memory, sealed in place).", []string{"shard_id", "gpu", "digest", "model_ref", "origin"}, nil),
 		shardVerified: prometheus.NewDesc(Namespace+"_shard_verified",
 			"Whether the shard was intact at its last verification (1; also before the first, as sealed) or not (0: altered, allocation missing, seal invalid or unreadable).", []string{"shard_id", "gpu"}, nil),
 		shardLastVerified: prometheus.NewDesc(Namespace+"_shard_last_verified_timestamp_seconds",
@@ -256,7 +256,7 @@ func (c *sealCollector) shard(st sealer.ShardStatus) *shardMetrics {
 	m := c.cache[s.ShardID]
 	if m == nil || m.seal != s {
 		m = &shardMetrics{seal: s}
-		m.info = prometheus.MustNewConstMetric(c.shardInfo, prometheus.GaugeValue, 1, s.ShardID, gpu, s.Digest, s.ModelRef)
+		m.info = prometheus.MustNewConstMetric(c.shardInfo, prometheus.GaugeValue, 1, s.ShardID, gpu, s.Digest, s.ModelRef, st.Origin)
 		c.cache[s.ShardID] = m
 	}
 	if m.verified == nil || m.intact != intact {

@@ -29,10 +29,10 @@ vramseal_sealed_bytes{gpu="1"} 5000
 # TYPE vramseal_sealed_shards gauge
 vramseal_sealed_shards{gpu="0"} 1
 vramseal_sealed_shards{gpu="1"} 1
-# HELP vramseal_shard_info A sealed shard, always 1, with its seal digest and model reference.
+# HELP vramseal_shard_info A sealed shard, always 1, with its seal digest, model reference and origin (sealed: loaded by the agent; attached: an engine's own memory, sealed in place).
 # TYPE vramseal_shard_info gauge
-vramseal_shard_info{digest=%q,gpu="0",model_ref="demo/shard-a",shard_id="shard-a"} 1
-vramseal_shard_info{digest=%q,gpu="1",model_ref="demo/shard-b",shard_id="shard-b"} 1
+vramseal_shard_info{digest=%q,gpu="0",model_ref="demo/shard-a",origin="sealed",shard_id="shard-a"} 1
+vramseal_shard_info{digest=%q,gpu="1",model_ref="demo/shard-b",origin="sealed",shard_id="shard-b"} 1
 # HELP vramseal_shard_last_verified_timestamp_seconds When the shard was last verified intact (its seal time until its first successful verification).
 # TYPE vramseal_shard_last_verified_timestamp_seconds gauge
 vramseal_shard_last_verified_timestamp_seconds{gpu="0",shard_id="shard-a"} %[3]s

@@ -29,9 +29,9 @@ func nodeDetail() *dashboard.DashboardBuilder {
 	)
 	l.row("Shards",
 		panel{kind: tablePanel, title: "Sealed shards", unit: units.DatetimeISO, width: 24,
-			description: "Each sealed shard with its digest, model reference and the time of its last successful verification. A time older than three verification intervals is stale (VramsealVerificationStale runbook).",
+			description: "Each sealed shard with its digest, model reference, origin (sealed by the agent, or attached: an engine's own memory) and the time of its last successful verification. A time older than three verification intervals is stale (VramsealVerificationStale runbook).",
 			queries: []query{{expr: `1000 * (vramseal_shard_last_verified_timestamp_seconds{` + selShard + `}` +
-				` * on (job, instance, shard_id, gpu) group_left (digest, model_ref) vramseal_shard_info{` + selShard + `})`}}},
+				` * on (job, instance, shard_id, gpu) group_left (digest, model_ref, origin) vramseal_shard_info{` + selShard + `})`}}},
 		panel{kind: tablePanel, title: "Last verification result", unit: units.Short, width: 24, height: 6, redBelow: ptr(1.0),
 			description: "1 where the shard was intact at its last verification, 0 where it failed. A 0 is critical: follow the VramsealSealVerificationFailed runbook.",
 			queries:     []query{{expr: `vramseal_shard_verified{` + selShard + `}`}}},

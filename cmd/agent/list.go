@@ -31,7 +31,7 @@ func init() {
 			}
 			now := time.Now()
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SHARD\tGPU\tBYTES\tSTATE\tLEASES\tLAST RESULT\tLAST VERIFIED\tNEXT\tDIGEST")
+			fmt.Fprintln(tw, "SHARD\tGPU\tBYTES\tORIGIN\tSTATE\tLEASES\tLAST RESULT\tLAST VERIFIED\tNEXT\tDIGEST")
 			for _, s := range shards {
 				res := s.LastResult
 				if res == "" {
@@ -41,8 +41,8 @@ func init() {
 				if !s.NextVerificationAt.IsZero() {
 					next = since(s.NextVerificationAt, now)
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", s.Seal.ShardID, s.Seal.GPUDevice, s.Seal.VRAMBytes,
-					s.State, len(s.Leases), res, since(s.LastVerifiedAt, now), next, s.Seal.Digest)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.Seal.ShardID, s.Seal.GPUDevice, s.Seal.VRAMBytes,
+					s.Origin, s.State, len(s.Leases), res, since(s.LastVerifiedAt, now), next, s.Seal.Digest)
 			}
 			_ = tw.Flush()
 			return exitOK

@@ -200,7 +200,7 @@ func shardRows(shards []sealer.ShardStatus, sched Schedule) (rows []ShardView, t
 		rows[i] = ShardView{
 			ID: s.Seal.ShardID, GPU: s.Seal.GPUDevice, Bytes: s.Seal.VRAMBytes, ModelRef: cut(s.Seal.ModelRef),
 			State: s.State, LastResult: s.LastResult, LastVerified: s.LastVerifiedAt, LastChecked: s.LastCheckedAt,
-			Origin: "sealed", Leases: len(s.Leases), // origin "attached" comes with attach
+			Origin: s.Origin, Leases: len(s.Leases),
 		}
 		if sched != nil {
 			if due, ok := sched.NextDue(s.Seal.ShardID); ok {

@@ -61,7 +61,7 @@ const (
 func shard(id string, gpu int, size uint64, state string) sealer.ShardStatus {
 	return sealer.ShardStatus{
 		Seal:  sealer.Seal{ShardID: id, GPUDevice: gpu, VRAMBytes: size, ModelRef: "org/model@rev"},
-		State: state, LastVerifiedAt: t0.Add(-30 * time.Second), LastResult: "ok",
+		State: state, LastVerifiedAt: t0.Add(-30 * time.Second), LastResult: "ok", Origin: sealer.OriginSealed,
 	}
 }
 

@@ -84,7 +84,7 @@ func (s *staticTarget) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	}
 	family("vramseal_shard_info", "gauge")
 	for id, g := range s.shardGPU {
-		fmt.Fprintf(&b, "vramseal_shard_info{shard_id=%q,gpu=%q,digest=\"sha256-tree-v1:%064d\",model_ref=\"fixture\"} 1\n", id, g, 0)
+		fmt.Fprintf(&b, "vramseal_shard_info{shard_id=%q,gpu=%q,digest=\"sha256-tree-v1:%064d\",model_ref=\"fixture\",origin=\"sealed\"} 1\n", id, g, 0)
 	}
 	family("vramseal_shard_verified", "gauge")
 	for id, g := range s.shardGPU {

@@ -52,10 +52,23 @@ class ClientTest(unittest.TestCase):
         self.client.open("raw").close()  # connected
         before = len(os.listdir("/proc/self/fd"))
         shard = self.client.open("raw")
-        # The received descriptor is closed; the mapping keeps mmap's own duplicate.
-        self.assertEqual(len(os.listdir("/proc/self/fd")), before + 1)
+        # The received descriptor (fileno()) and mmap's own duplicate.
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before + 2)
+        self.assertEqual(os.fstat(shard.fileno()).st_size, len(DATA))
         shard.close()
         self.assertEqual(len(os.listdir("/proc/self/fd")), before)
+        with self.assertRaises(ValueError):
+            shard.fileno()
+
+    def test_the_memory_a_shard_serves_from_can_be_attached(self):
+        # What an engine does when the agent restarts: it attaches the
+        # memory it still computes with, pinned to the seal it had.
+        with self.client.open("raw") as shard:
+            other = vramseal.Client(self.agent.path)
+            self.addCleanup(other.close)
+            a = other.attach("raw-again", shard, sha256=shard.seal["content_sha256"])
+            self.assertEqual(a.seal["content_sha256"], shard.seal["content_sha256"])
+            a.detach()
 
     def test_a_shared_writable_mapping_of_the_shard_is_refused(self):
         # What the agent's seals mean for a consumer: the descriptor it gets

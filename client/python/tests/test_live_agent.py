@@ -72,6 +72,13 @@ class LiveAgentTest(unittest.TestCase):
             self.assertEqual(self.client.verify(shard.seal)["result"], "ok")
             self.assertEqual(hashlib.sha256(memoryview(shard)).hexdigest(), shard.seal["content_sha256"])
             self.assertEqual(self.shards()[sid]["leases"][0]["pid"], os.getpid())
+            # The memory a shard serves from can be attached, pinned (what
+            # an engine does for a restarted agent).
+            with vramseal.Client(self.handoff) as other:
+                a = other.attach(sid + "-again", shard, sha256=shard.seal["content_sha256"])
+                self.assertEqual(a.seal["content_sha256"], shard.seal["content_sha256"])
+                self.assertEqual(self.shards()[sid + "-again"]["origin"], "attached")
+                a.detach()
             t = shard.tensors("memoryview")
             self.assertEqual(t["w"].tolist(), [[0, 1, 2], [3, 4, 5]])
             self.assertEqual(t["i"].tolist(), [-3])

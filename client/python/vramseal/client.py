@@ -130,14 +130,16 @@ class Client:
             if not isinstance(seal, dict) or seal.get("shard_id") != shard_id or seal.get("vram_bytes") != size:
                 raise VramsealError("protocol", "open %s: the answer's seal does not name this shard and size" % shard_id)
             if kind == "memfd":
-                return Shard(self, shard_id, fds[0], size, seal)
+                shard = Shard(self, shard_id, fds[0], size, seal)
+                fds.clear()  # the Shard owns the descriptor now
+                return shard
             return _cuda.open_shard(self, shard_id, fds[0], size, seal, kind)
         except BaseException:
             self._close_lease_quietly(shard_id)
             raise
         finally:
             for fd in fds:
-                os.close(fd)  # a Shard maps its own duplicate
+                os.close(fd)
 
     def _close_lease_quietly(self, shard_id):
         try:
@@ -226,7 +228,8 @@ class Shard(mmap.mmap):
     Writing through it is refused (TypeError).
 
     ``seal`` is the signed seal record (a dict), ``nbytes`` its size,
-    ``shard_id`` its id, ``address`` where the mapping starts.
+    ``shard_id`` its id, ``address`` where the mapping starts, ``fileno()``
+    the memfd.
 
     ``close()`` ends the lease (the agent may then release the shard) and
     unmaps the shard. Views from ``tensors()`` or ``memoryview()`` keep the
@@ -243,12 +246,21 @@ class Shard(mmap.mmap):
         except (OSError, ValueError) as e:
             raise VramsealError("device_error", "open %s: mapping %d bytes: %s" % (shard_id, size, e)) from None
         self._client = client
+        self._fd = fd
         self.shard_id = shard_id
         self.seal = seal
         self.nbytes = size
         self.address = _memory.buffer_address(self)
         self._leased = True
         return self
+
+    def fileno(self):
+        """The shard's memfd (until close()): e.g. to attach the memory this
+        process serves from to a restarted agent, pinned to
+        ``seal["content_sha256"]``."""
+        if self._fd < 0:
+            raise ValueError("the shard is closed")
+        return self._fd
 
     def __init__(self, *args, **kwargs):
         pass
@@ -281,6 +293,9 @@ class Shard(mmap.mmap):
                 self._leased = False
                 self._client._end("close", self.shard_id)
         finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
             try:
                 super().close()
             except BufferError:

@@ -10,7 +10,9 @@ Otherwise they are skipped (under VRAMSEAL_REQUIRE_TOOLS=1 too: the Go test
 that starts the agent is what make test runs).
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import socket
@@ -18,6 +20,7 @@ import struct
 import subprocess
 import time
 import unittest
+from unittest import mock
 
 import vramseal
 from vramseal import _wire
@@ -104,6 +107,33 @@ class LiveAgentTest(unittest.TestCase):
         with self.assertRaises(vramseal.VramsealError) as cm:
             self.client.open(sid)
         self.assertEqual(cm.exception.kind, "integrity")
+
+    def test_the_readme_examples_run(self):
+        torch = require(self, "torch")
+        from support import torch_safetensors_bytes
+
+        with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+            readme = f.read()
+        blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+        self.assertEqual(len(blocks), 2)
+        torch.manual_seed(3)
+
+        def my_model():
+            return torch.nn.Sequential(torch.nn.Linear(32, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+        data = torch_safetensors_bytes(my_model().state_dict())
+        path = os.path.join(self.models, "readme-%d.safetensors" % os.getpid())
+        with open(path, "wb") as f:
+            f.write(data)
+        self.cli("seal", path, "--id", "llama-00001", "--gpu", "0")
+        self.addCleanup(self.cli, "release", "llama-00001", "--force", ok=False)
+        with mock.patch.dict(os.environ, {"VRAMSEAL_HANDOFF_SOCKET": self.handoff}), contextlib.redirect_stdout(io.StringIO()) as out:
+            exec(blocks[0], {"MyModel": my_model})
+            self.assertIn("tensor(", out.getvalue())
+            scope = {"MyModel": my_model, "PUBLISHED_SHA256": hashlib.sha256(data).hexdigest()}
+            exec(blocks[1].replace('"/models/tiny.safetensors"', repr(path)), scope)
+            self.assertEqual(len(scope["attached"]), 1)
+            scope["client"].close()
 
     def test_refusals(self):
         with self.assertRaises(vramseal.VramsealError) as cm:

@@ -3,13 +3,16 @@ import gc
 import hashlib
 import mmap
 import os
+import socket
 import struct
+import tempfile
+import threading
 import unittest
 from unittest import mock
 
 import vramseal
 
-from fake_agent import FakeAgent
+from fake_agent import FakeAgent, recv_frame, send_frame
 from support import require, safetensors_bytes
 
 DATA = bytes(range(256)) * 64 + b"tail"
@@ -226,6 +229,81 @@ class ClientTest(unittest.TestCase):
             with self.assertRaises(OSError):
                 os.ftruncate(mem.fileno(), 10)  # sealed against shrinking
         self.assertTrue(mem.closed)
+
+
+class ConnectionTest(unittest.TestCase):
+    """The client against agents that misbehave or refuse."""
+
+    def serve_once(self, answer):
+        """A socket whose server reads one request, then calls answer(conn)."""
+        d = tempfile.mkdtemp(prefix="vramseal-conn-")
+        self.addCleanup(os.rmdir, d)
+        path = os.path.join(d, "s.sock")
+        ln = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ln.bind(path)
+        ln.listen(1)
+        self.addCleanup(os.unlink, path)
+        self.addCleanup(ln.close)
+
+        def run():
+            c, _ = ln.accept()
+            with c:
+                recv_frame(c)
+                answer(c)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.addCleanup(t.join, 5)
+        return path
+
+    def test_no_answer_is_a_timeout_and_ends_the_connection(self):
+        gate = threading.Event()
+        path = self.serve_once(lambda conn: gate.wait(5))
+        self.addCleanup(gate.set)  # before the server is joined
+        c = vramseal.Client(path, timeout=0.2)
+        with self.assertRaises(vramseal.VramsealError) as cm:
+            c.open("x")
+        self.assertEqual(cm.exception.kind, "timeout")
+        with self.assertRaises(vramseal.VramsealError) as cm:
+            c.open("x")
+        self.assertEqual(cm.exception.kind, "unreachable")
+
+    def test_a_refused_caller(self):
+        def refuse(conn):
+            send_frame(conn, {"v": 1, "ok": False, "error": {"kind": "forbidden", "message": "not allowed: uid 1000"}})
+
+        c = vramseal.Client(self.serve_once(refuse))
+        with self.assertRaises(vramseal.VramsealError) as cm:
+            c.open("x")
+        self.assertEqual((cm.exception.kind, cm.exception.message), ("forbidden", "not allowed: uid 1000"))
+        with self.assertRaises(vramseal.VramsealError) as cm:
+            c.open("x")
+        self.assertEqual(cm.exception.kind, "unreachable")
+
+    def test_an_answer_without_its_descriptor(self):
+        c = vramseal.Client(self.serve_once(lambda conn: send_frame(conn, {"v": 1, "ok": True, "seal": {}, "size": 1, "memory": "memfd", "files": 1})))
+        with self.assertRaises(vramseal.VramsealError) as cm:
+            c.open("x")
+        self.assertEqual(cm.exception.kind, "protocol")
+
+    def test_a_client_shared_between_threads(self):
+        agent = FakeAgent()
+        self.addCleanup(agent.close)
+        seal = agent.add_shard("s", b"shared")
+        c = vramseal.Client(agent.path)
+        self.addCleanup(c.close)
+        results = []
+
+        def work():
+            for _ in range(20):
+                results.append(c.verify(seal)["result"])
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, ["ok"] * 160)
 
 
 class SplitFramesClientTest(ClientTest):

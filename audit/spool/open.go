@@ -1,0 +1,215 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vramseal/vramseal/audit"
+)
+
+// Open opens (creating if needed) the spool in cfg.Dir, repairs it (a torn
+// last record is truncated, a segment with a corrupt record is quarantined,
+// each repair recorded in the spool) and starts its writer.
+func Open(cfg Config) (*Spool, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
+	s := &Spool{
+		cfg:     cfg,
+		log:     cfg.Logger.WithField("component", "audit-spool"),
+		queue:   make(chan item, cfg.QueueSize),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		notify:  make(chan struct{}, 1),
+		losses:  newLossTracker(),
+		nextSeq: 1,
+		lock:    lock,
+	}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	s.nextHint.Store(s.nextSeq)
+	s.lastCkpt = cfg.Now()
+	// The repair records go first, durably, before any new event.
+	if len(s.startEntries) > 0 {
+		if _, err := s.write(own(s.startEntries...)); err != nil {
+			return nil, fmt.Errorf("audit spool: recording the start-up repair: %w", err)
+		}
+		if err := s.sync(); err != nil {
+			return nil, fmt.Errorf("audit spool: recording the start-up repair: %w", err)
+		}
+		s.startEntries = nil
+	}
+	ok = true
+	go s.run()
+	return s, nil
+}
+
+// lockName is the file a Spool holds an exclusive flock on while open.
+const lockName = "lock"
+
+// lockDir takes the folder's lock, so that no two spools (two agents with
+// the same spool_dir) repair and write one folder at once. The kernel
+// drops the lock when the process ends, however it ends.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (is another agent running with the same audit.spool_dir?)", ErrInUse, dir)
+		}
+		return nil, fmt.Errorf("audit spool: locking %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// recover scans the folder, repairs it, and sets the chain head.
+func (s *Spool) recover() error {
+	dir := s.cfg.Dir
+	if c, err := readCursor(dir); err != nil {
+		s.log.WithError(err).Warn("audit spool cursor unreadable; shipping starts again from the oldest record (the collector sees duplicates with the same log.record.uid)")
+	} else {
+		s.shipped = c
+	}
+	l, err := listDir(dir)
+	if err != nil {
+		return err
+	}
+	s.quarantined = len(l.quarantined)
+	var lastGood uint64
+	var lastHash [32]byte
+	for i, sf := range l.segments {
+		path := filepath.Join(dir, sf.name)
+		isLast := i == len(l.segments)-1
+		sum, err := scanSegment(path, sf.first)
+		if err != nil {
+			return err
+		}
+		if sum.frameErr == nil {
+			if sum.count == 0 {
+				// A segment created just before a crash, never written:
+				// nothing to keep (a new one is named after the chain).
+				if err := os.Remove(path); err != nil {
+					return fmt.Errorf("audit spool: %w", err)
+				}
+				continue
+			}
+			s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sf.size, synced: sf.size, created: s.cfg.Now()})
+			lastGood, lastHash = sum.last, sum.lastHash
+			continue
+		}
+		fe := sum.frameErr
+		if fe.Torn && (isLast || fe.Short) {
+			// A crash in the middle of a write (or a failed write that
+			// could not be cut back): cut the torn record off.
+			if err := truncateFile(path, sum.goodEnd); err != nil {
+				return err
+			}
+			s.log.WithFields(logrus.Fields{"file": sf.name, "offset": fe.Offset, "bytes": sf.size - sum.goodEnd}).Warn("audit spool: torn last record truncated")
+			s.startEntries = append(s.startEntries, s.repairEntry(RepairTruncated, sf.name, fe.Offset, sf.size-sum.goodEnd, sum.last, fe.Error()))
+			if sum.count > 0 {
+				s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sum.goodEnd, synced: sum.goodEnd, created: s.cfg.Now()})
+				lastGood, lastHash = sum.last, sum.lastHash
+			} else if err := os.Remove(path); err != nil {
+				return fmt.Errorf("audit spool: %w", err)
+			}
+			continue
+		}
+		// Corruption inside a segment: keep the file, renamed, and go on
+		// from the last good hash with a recorded break.
+		qname, err := quarantine(dir, sf.name)
+		if err != nil {
+			return err
+		}
+		s.quarantined++
+		s.log.WithFields(logrus.Fields{"file": sf.name, "quarantined_as": qname, "offset": fe.Offset, "reason": fe.Reason}).Error("audit spool: corrupt segment quarantined")
+		if sum.count > 0 && isLast {
+			lastGood, lastHash = sum.last, sum.lastHash
+		}
+		s.startEntries = append(s.startEntries, s.repairEntry(RepairQuarantined, qname, fe.Offset, sf.size, sum.last, fe.Error()))
+	}
+	s.nextSeq = max(lastGood, s.shipped) + 1
+	s.head = lastHash
+	if len(s.startEntries) > 0 {
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Spool) repairEntry(action, file string, offset, bytes int64, lastGoodSeq uint64, detail string) Entry {
+	return Entry{
+		Name: NameRepair, Severity: audit.SeverityError, ID: audit.NewID(), Time: s.cfg.Now(), WorkerID: s.cfg.WorkerID,
+		Fields: []audit.Field{
+			{Key: "action", Value: action},
+			{Key: "file", Value: file},
+			{Key: "offset", Value: offset},
+			{Key: "bytes", Value: bytes},
+			{Key: "last_good_seq", Value: lastGoodSeq},
+			{Key: "detail", Value: detail},
+		},
+	}
+}
+
+func truncateFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("audit spool: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("audit spool: truncating %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("audit spool: %w", err)
+	}
+	return nil
+}
+
+func quarantine(dir, name string) (string, error) {
+	q := name + quarantineExt
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(filepath.Join(dir, q)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		q = fmt.Sprintf("%s%s.%d", name, quarantineExt, i)
+	}
+	if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, q)); err != nil {
+		return "", fmt.Errorf("audit spool: quarantining %s: %w", name, err)
+	}
+	return q, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("audit spool: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("audit spool: fsync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -25,7 +25,7 @@ const (
 	DefaultCriticalReserve    = 256
 	DefaultCommitWindow       = 200 * time.Millisecond
 	DefaultCheckpointEvery    = 1000
-	DefaultCheckpointInterval = 30 * time.Second
+	DefaultCheckpointInterval = 5 * time.Second
 )
 
 // Errors a Receipt of the spool can report.

@@ -48,6 +48,7 @@ func newAuditPipeline(ctx context.Context, cfg *config.Config, sec secret.Secret
 		Spool: spool.Config{
 			Dir: cfg.Audit.SpoolDir, SegmentBytes: int64(cfg.Audit.SegmentBytes), Retention: cfg.Audit.Retention,
 			MinFreeBytes: cfg.Audit.MinFreeBytes, CheckpointKey: key,
+			CheckpointEvery: int(cfg.Audit.CheckpointRecords), CheckpointInterval: cfg.Audit.CheckpointInterval,
 		},
 		WorkerID: cfg.WorkerID, ServiceVersion: version.Version, Logger: alog, Counters: counters,
 	})

@@ -138,6 +138,11 @@ type Audit struct {
 	SegmentBytes uint64        `yaml:"segment_bytes"`
 	Retention    time.Duration `yaml:"retention"`
 	MinFreeBytes uint64        `yaml:"min_free_bytes"`
+	// CheckpointRecords and CheckpointInterval: a checkpoint closes the
+	// chain after this many records or this much time, whichever comes
+	// first; they bound the tail that no checkpoint vouches for yet.
+	CheckpointRecords  uint64        `yaml:"checkpoint_records"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // Shard is a shard declared in the configuration.
@@ -167,6 +172,7 @@ func Default() Config {
 		Audit: Audit{
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
+			CheckpointRecords: 1000, CheckpointInterval: 5 * time.Second,
 		},
 	}
 }
@@ -327,6 +333,12 @@ func (c *Config) validate() error {
 	}
 	if c.Audit.Retention < time.Hour {
 		return c.errorf("audit.retention", "%s: want at least 1h", c.Audit.Retention)
+	}
+	if c.Audit.CheckpointRecords < 1 || c.Audit.CheckpointRecords > 1<<20 {
+		return c.errorf("audit.checkpoint_records", "%d: want from 1 to 1048576", c.Audit.CheckpointRecords)
+	}
+	if c.Audit.CheckpointInterval < time.Second || c.Audit.CheckpointInterval > time.Hour {
+		return c.errorf("audit.checkpoint_interval", "%s: want from 1s to 1h", c.Audit.CheckpointInterval)
 	}
 	ids := map[string]int{}
 	for i, s := range c.Shards {

@@ -155,6 +155,8 @@ func TestBadInput(t *testing.T) {
 		{"per_gpu of a missing GPU", "seal_secret_file: /k\nsim: {gpus: 1, per_gpu: [{gpu: 3}]}\n", "a.yml: sim.per_gpu[0].gpu (line 2): GPU 3 does not exist"},
 		{"per_gpu unknown key", "seal_secret_file: /k\nsim: {per_gpu: [{gpu: 0, ecc: true}]}\n", "a.yml: sim.per_gpu[0].ecc (line 2): unknown key"},
 		{"two documents", "seal_secret_file: /k\n---\ndevice: sim\n", "a.yml: line 2: more than one YAML document"},
+		{"checkpoint records zero", "seal_secret_file: /k\naudit: {checkpoint_records: 0}\n", "a.yml: audit.checkpoint_records (line 2): 0: want from 1 to 1048576"},
+		{"checkpoint interval too short", "seal_secret_file: /k\naudit: {checkpoint_interval: 100ms}\n", "a.yml: audit.checkpoint_interval (line 2): 100ms: want from 1s to 1h"},
 		{"alias", "seal_secret_file: &x /k\naudit: {spool_dir: *x}\n", "a.yml: audit.spool_dir (line 2): YAML aliases are not supported"},
 		{"uid out of range", "seal_secret_file: /k\ncontrol: {allowed_uids: [4294967296]}\n", "a.yml: control.allowed_uids[0] (line 2): want a non-negative integer, got \"4294967296\" (out of range)"},
 		{"bool as string", "seal_secret_file: /k\npolicy: {require_ecc: \"yes\"}\n", `a.yml: policy.require_ecc (line 2): want true or false, got "yes"`},

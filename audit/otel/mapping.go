@@ -121,6 +121,8 @@ var Mappings = []Mapping{
 	{spool.NameRepair, "bytes", "vramseal.audit.repair.bytes", "int"},
 	{spool.NameRepair, "last_good_seq", "vramseal.audit.repair.last_good_seq", "int"},
 	{spool.NameRepair, "detail", "vramseal.audit.repair.detail", "string"},
+	{spool.NameRepair, "first_missing_seq", "vramseal.audit.repair.first_missing_seq", "int"},
+	{spool.NameRepair, "last_missing_seq", "vramseal.audit.repair.last_missing_seq", "int"},
 }
 
 // attrIndex maps event name → field → attribute key.

@@ -87,10 +87,10 @@ func lockDir(dir string) (*os.File, error) {
 // recover scans the folder, repairs it, and sets the chain head.
 func (s *Spool) recover() error {
 	dir := s.cfg.Dir
-	if c, err := readCursor(dir); err != nil {
+	if a, err := ReadAnchor(dir); err != nil {
 		s.log.WithError(err).Warn("audit spool cursor unreadable; shipping starts again from the oldest record (the collector sees duplicates with the same log.record.uid)")
 	} else {
-		s.shipped = c
+		s.shipped, s.anchor = a.ShippedSeq, a
 	}
 	l, err := listDir(dir)
 	if err != nil {
@@ -99,6 +99,7 @@ func (s *Spool) recover() error {
 	s.quarantined = len(l.quarantined)
 	var lastGood uint64
 	var lastHash [32]byte
+	var tornSeq uint64 // the sequence number of a torn record cut off the chain's end
 	for i, sf := range l.segments {
 		path := filepath.Join(dir, sf.name)
 		isLast := i == len(l.segments)-1
@@ -117,6 +118,7 @@ func (s *Spool) recover() error {
 			}
 			s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sf.size, synced: sf.size, created: s.cfg.Now()})
 			lastGood, lastHash = sum.last, sum.lastHash
+			tornSeq = 0
 			continue
 		}
 		fe := sum.frameErr
@@ -128,6 +130,7 @@ func (s *Spool) recover() error {
 			}
 			s.log.WithFields(logrus.Fields{"file": sf.name, "offset": fe.Offset, "bytes": sf.size - sum.goodEnd}).Warn("audit spool: torn last record truncated")
 			s.startEntries = append(s.startEntries, s.repairEntry(RepairTruncated, sf.name, fe.Offset, sf.size-sum.goodEnd, sum.last, fe.Error()))
+			tornSeq = sf.first + uint64(sum.count)
 			if sum.count > 0 {
 				s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sum.goodEnd, synced: sum.goodEnd, created: s.cfg.Now()})
 				lastGood, lastHash = sum.last, sum.lastHash
@@ -149,7 +152,19 @@ func (s *Spool) recover() error {
 		}
 		s.startEntries = append(s.startEntries, s.repairEntry(RepairQuarantined, qname, fe.Offset, sf.size, sum.last, fe.Error()))
 	}
-	s.nextSeq = max(lastGood, s.shipped) + 1
+	next := max(lastGood, s.shipped) + 1
+	if end := s.anchor.End(); lastGood < end && !(tornSeq == lastGood+1 && end == tornSeq) {
+		// The segments end before what the cursor file vouches for:
+		// records were removed (or lost with the disk). Say so, and go on
+		// after the anchor so no sequence number is used twice.
+		s.log.WithFields(logrus.Fields{"first_missing_seq": lastGood + 1, "last_missing_seq": end, "shipped_seq": s.anchor.ShippedSeq, "checkpoint_seq": s.anchor.CheckpointSeq}).
+			Error("audit spool: records missing: the spool ends before its anchor (the cursor's shipped sequence or the last checkpoint)")
+		s.startEntries = append(s.startEntries, s.missingEntry(lastGood, end))
+		next = end + 1
+	}
+	// (A torn record that was the anchored checkpoint itself is accounted
+	// for by its truncation record, and its number is used again.)
+	s.nextSeq = next
 	s.head = lastHash
 	if len(s.startEntries) > 0 {
 		if err := syncDir(dir); err != nil {
@@ -171,6 +186,15 @@ func (s *Spool) repairEntry(action, file string, offset, bytes int64, lastGoodSe
 			{Key: "detail", Value: detail},
 		},
 	}
+}
+
+// missingEntry is the repair record of records lastGood+1..end missing
+// from the end of the spool.
+func (s *Spool) missingEntry(lastGood, end uint64) Entry {
+	e := s.repairEntry(RepairMissing, "", 0, 0, lastGood,
+		fmt.Sprintf("records %d..%d missing: the spool ends at %d, before its anchor (shipped %d, last checkpoint %d)", lastGood+1, end, lastGood, s.anchor.ShippedSeq, s.anchor.CheckpointSeq))
+	e.Fields = append(e.Fields, audit.Field{Key: "first_missing_seq", Value: lastGood + 1}, audit.Field{Key: "last_missing_seq", Value: end})
+	return e
 }
 
 func truncateFile(path string, size int64) error {

@@ -24,6 +24,9 @@ const (
 const (
 	RepairTruncated   = "truncated"
 	RepairQuarantined = "quarantined"
+	// RepairMissing: the segments end before the anchor in the cursor
+	// file; the chain goes on after the anchor.
+	RepairMissing = "missing"
 )
 
 // Entry is what the spool keeps of one record: an audit event, or one of the

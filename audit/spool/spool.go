@@ -163,6 +163,9 @@ type Spool struct {
 	losses   *lossTracker
 	nextHint atomic.Uint64 // the writer's next sequence number, for loss records
 
+	anchorMu sync.Mutex // serializes the cursor file's updates
+	anchor   Anchor     // what the cursor file holds
+
 	mu          sync.Mutex // guards what readers and Stats see
 	segs        []segment  // the last one is the active segment when active is true
 	active      bool
@@ -185,6 +188,7 @@ type Spool struct {
 	low          bool
 	lastLossRec  time.Time
 	startEntries []Entry
+	ckptDue      *Anchor // a checkpoint written, to be anchored once fsynced
 }
 
 type segment struct {

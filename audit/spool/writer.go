@@ -68,6 +68,7 @@ func (s *Spool) writeChunk(ps []pending) (int, error) {
 	s.buf = s.buf[:0]
 	seq, head := s.nextSeq, s.head
 	n, taken := 0, 0
+	var ckpt *Anchor
 	for i := range ps {
 		if n > 0 && size+int64(len(s.buf)) >= s.cfg.SegmentBytes {
 			break
@@ -83,6 +84,9 @@ func (s *Spool) writeChunk(ps []pending) (int, error) {
 		if err != nil {
 			p.err = fmt.Errorf("%w: encoding %s: %w", ErrWrite, p.e.Name, err)
 			continue
+		}
+		if p.e.Name == NameCheckpoint {
+			ckpt = &Anchor{CheckpointSeq: seq, CheckpointHash: h}
 		}
 		seq, head = seq+1, h
 		n++
@@ -114,6 +118,9 @@ func (s *Spool) writeChunk(ps []pending) (int, error) {
 	s.writtenSince += uint64(len(s.buf))
 	s.sinceCkpt += n
 	s.dirty = true
+	if ckpt != nil {
+		s.ckptDue = ckpt
+	}
 	if n == 1 && taken == 1 && ps[0].e.Name == NameCheckpoint {
 		s.sinceCkpt = 0
 		s.lastCkpt = s.cfg.Now()
@@ -227,6 +234,12 @@ func (s *Spool) sync() error {
 	}
 	clear(s.waiting)
 	s.waiting = s.waiting[:0]
+	if a := s.ckptDue; a != nil && s.f != nil {
+		s.ckptDue = nil
+		if err == nil { // only a durable checkpoint is an anchor
+			s.anchorCheckpoint(a.CheckpointSeq, a.CheckpointHash)
+		}
+	}
 	return err
 }
 
@@ -433,14 +446,15 @@ func (s *Spool) checkFree() {
 }
 
 // applyRetention deletes closed segments that are shipped and older than
-// the retention.
+// the retention, never the newest: the chain's end stays on disk for the
+// anchor to be checked against.
 func (s *Spool) applyRetention(now time.Time) {
 	s.mu.Lock()
 	var del []string
 	keep := s.segs[:0]
 	for i, sg := range s.segs {
-		isActive := s.active && i == len(s.segs)-1
-		if !isActive && sg.count > 0 && sg.last <= s.shipped && now.Sub(sg.created) >= s.cfg.Retention {
+		newest := i == len(s.segs)-1 // active, or the chain's end the anchor is checked against
+		if !newest && sg.count > 0 && sg.last <= s.shipped && now.Sub(sg.created) >= s.cfg.Retention {
 			del = append(del, sg.name)
 			continue
 		}

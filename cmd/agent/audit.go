@@ -49,6 +49,10 @@ func auditVerify(c cli, dir, secretFile string) int {
 	}
 	fmt.Fprintf(c.stdout, "spool      %s\nsegments   %d\nrecords    %d (seq %d..%d)\ncheckpoints %d, %s\n",
 		dir, rep.Segments, rep.Records, rep.FirstSeq, rep.LastSeq, rep.Checkpoints, macs)
+	fmt.Fprintf(c.stdout, "anchor     shipped %d, last checkpoint %d\n", rep.Anchor.ShippedSeq, rep.Anchor.CheckpointSeq)
+	if rep.Tail > 0 {
+		fmt.Fprintf(c.stdout, "tail       %d records after the anchor (seq %d..%d) are not vouched for: a cut among them cannot be seen\n", rep.Tail, rep.LastSeq-rep.Tail+1, rep.LastSeq)
+	}
 	if rep.Losses > 0 {
 		fmt.Fprintf(c.stdout, "lost       %d events, as recorded by loss records\n", rep.Losses)
 	}

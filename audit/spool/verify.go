@@ -61,6 +61,17 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 // The chain's first available record is taken as its start (older segments
 // may have been removed by retention after they were shipped).
 func Verify(dir string, key []byte) (Report, error) {
+	var keys [][]byte
+	if len(key) > 0 {
+		keys = [][]byte{key}
+	}
+	return VerifyKeys(dir, keys)
+}
+
+// VerifyKeys is Verify with any number of checkpoint keys (one per seal
+// secret, as after a rotation): a checkpoint verifies when one of them
+// does.
+func VerifyKeys(dir string, keys [][]byte) (Report, error) {
 	var rep Report
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -73,7 +84,7 @@ func Verify(dir string, key []byte) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	rep.CheckpointsChecked = len(key) > 0
+	rep.CheckpointsChecked = len(keys) > 0
 	anchor, aerr := ReadAnchor(dir)
 	if aerr != nil {
 		rep.Problems = append(rep.Problems, Problem{File: cursorName, Reason: "anchor unreadable: " + aerr.Error()})
@@ -136,10 +147,8 @@ func Verify(dir string, key []byte) (Report, error) {
 			switch rec.Name {
 			case NameCheckpoint:
 				rep.Checkpoints++
-				if len(key) > 0 {
-					got, _ := rec.Field("hmac").(string)
-					mac, derr := hex.DecodeString(got)
-					if derr != nil || !hmac.Equal(mac, CheckpointMAC(key, rec.Seq, rec.PrevHash)) {
+				if len(keys) > 0 {
+					if !CheckpointVerifies(rec, keys) {
 						rep.Problems = append(rep.Problems, Problem{File: sf.name, Offset: off, Seq: rec.Seq, Reason: "checkpoint HMAC does not verify (altered records, or another seal secret)"})
 					}
 				}
@@ -199,6 +208,22 @@ func Verify(dir string, key []byte) (Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// CheckpointVerifies reports whether a checkpoint record's HMAC verifies
+// with one of keys.
+func CheckpointVerifies(rec Record, keys [][]byte) bool {
+	got, _ := rec.Field("hmac").(string)
+	mac, err := hex.DecodeString(got)
+	if err != nil {
+		return false
+	}
+	for _, k := range keys {
+		if hmac.Equal(mac, CheckpointMAC(k, rec.Seq, rec.PrevHash)) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkAnchor fails a spool whose segments end before the anchor, naming

@@ -30,7 +30,7 @@ type CopyRecord struct {
 
 // maxCopyMessage bounds one message of a collector file (after
 // decompression).
-const maxCopyMessage = 256 << 20
+const maxCopyMessage = 64 << 20
 
 var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 
@@ -105,9 +105,13 @@ func readBlocks(r io.Reader, name string) ([]CopyRecord, error) {
 		if size > maxCopyMessage {
 			return out, fmt.Errorf("%s: message %d: length %d is more than %d", name, n, size, maxCopyMessage)
 		}
-		msg := make([]byte, size)
-		if _, err := io.ReadFull(r, msg); err != nil {
-			return out, fmt.Errorf("%s: message %d: cut short: %w", name, n, err)
+		// Read what is there rather than trust the length up front.
+		msg, err := io.ReadAll(io.LimitReader(r, int64(size)))
+		if err != nil {
+			return out, fmt.Errorf("%s: message %d: %w", name, n, err)
+		}
+		if len(msg) != int(size) {
+			return out, fmt.Errorf("%s: message %d: cut short: %d of %d bytes", name, n, len(msg), size)
 		}
 		if bytes.HasPrefix(msg, zstdMagic) {
 			if dec == nil {

@@ -115,6 +115,7 @@ var Mappings = []Mapping{
 	{audit.NameVRAMClosed, "caller_executable", "vramseal.caller.executable", "string"},
 
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
+	{spool.NameCheckpoint, "key_id", "vramseal.audit.checkpoint.key_id", "string"},
 
 	{spool.NameLoss, "reason", "vramseal.audit.loss.reason", "string"},
 	{spool.NameLoss, "count", "vramseal.audit.loss.count", "int"},

@@ -66,6 +66,10 @@ type Config struct {
 	// secret under secret.LabelAuditCheckpoint). Without it checkpoints
 	// carry an empty MAC.
 	CheckpointKey []byte
+	// CheckpointKeyID names the seal secret CheckpointKey comes from
+	// (secret.KeyID); each checkpoint carries it as key_id, so that after
+	// a rotation the right secret checks it.
+	CheckpointKeyID string
 	// CheckpointEvery and CheckpointInterval: a checkpoint record is
 	// written after this many records or this much time, whichever comes
 	// first, when anything was written since the last one; also before a

@@ -76,6 +76,9 @@ func (s *Spool) writeChunk(ps []pending) (int, error) {
 		p := &ps[i]
 		if p.e.Name == NameCheckpoint && len(s.cfg.CheckpointKey) > 0 {
 			p.e.Fields = []audit.Field{{Key: "hmac", Value: hex.EncodeToString(CheckpointMAC(s.cfg.CheckpointKey, seq, head))}}
+			if s.cfg.CheckpointKeyID != "" {
+				p.e.Fields = append(p.e.Fields, audit.Field{Key: "key_id", Value: s.cfg.CheckpointKeyID})
+			}
 		}
 		var err error
 		var h [32]byte

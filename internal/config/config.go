@@ -32,6 +32,9 @@ type Config struct {
 	CUDA CUDA `yaml:"cuda"`
 	// SealSecretFile is the seal secret's path.
 	SealSecretFile string `yaml:"seal_secret_file"`
+	// SealSecretFiles replaces SealSecretFile to rotate the secret: the
+	// first signs, every one verifies (docs/runbooks/seal-secret-rotation.md).
+	SealSecretFiles []string `yaml:"seal_secret_files"`
 	// ModelDirs are the directories the control API may seal files from.
 	ModelDirs []string `yaml:"model_dirs"`
 	// Control is the control socket's access rules.
@@ -154,6 +157,15 @@ type Shard struct {
 	ModelRef string `yaml:"model_ref"`
 	// LeafSize overrides seal.leaf_size for this shard when not 0.
 	LeafSize uint64 `yaml:"leaf_size"`
+}
+
+// SecretFiles returns the seal secret files: the first signs seal records
+// and checkpoints, every one verifies them.
+func (c *Config) SecretFiles() []string {
+	if len(c.SealSecretFiles) > 0 {
+		return c.SealSecretFiles
+	}
+	return []string{c.SealSecretFile}
 }
 
 // Default returns the configuration with every default applied and no
@@ -288,8 +300,22 @@ func (c *Config) validate() error {
 			}
 		}
 	}
-	if c.SealSecretFile == "" {
+	if c.SealSecretFile != "" && len(c.SealSecretFiles) > 0 {
+		return c.errorf("seal_secret_files", "give seal_secret_file or seal_secret_files, not both")
+	}
+	if c.SealSecretFile == "" && len(c.SealSecretFiles) == 0 {
 		return c.errorf("seal_secret_file", "required: the path of a file of at least 32 random bytes, mode 0400 or 0600")
+	}
+	seen := map[string]int{}
+	for i, f := range c.SealSecretFiles {
+		key := fmt.Sprintf("seal_secret_files[%d]", i)
+		if f == "" {
+			return c.errorf(key, "empty path")
+		}
+		if j, dup := seen[f]; dup {
+			return c.errorf(key, "%q is listed twice (also seal_secret_files[%d])", f, j)
+		}
+		seen[f] = i
 	}
 	for i, d := range c.ModelDirs {
 		if !filepath.IsAbs(d) {

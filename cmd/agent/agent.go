@@ -72,6 +72,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		return nil, usageErr(err)
 	}
 	sec := secrets[0] // signs; the others only verify
+
 	built := a // the return value is nil on error; close what was opened
 	defer func() {
 		if err != nil {

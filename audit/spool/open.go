@@ -33,15 +33,15 @@ func Open(cfg Config) (*Spool, error) {
 		}
 	}()
 	s := &Spool{
-		cfg:     cfg,
-		log:     cfg.Logger.WithField("component", "audit-spool"),
-		queue:   make(chan item, cfg.QueueSize),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		notify:  make(chan struct{}, 1),
-		losses:  newLossTracker(),
-		nextSeq: 1,
-		lock:    lock,
+		cfg:         cfg,
+		log:         cfg.Logger.WithField("component", "audit-spool"),
+		queue:       make(chan item, cfg.QueueSize),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+		notify:      make(chan struct{}, 1),
+		losses:      newLossTracker(),
+		writerState: writerState{nextSeq: 1},
+		lock:        lock,
 	}
 	if err := s.recover(); err != nil {
 		return nil, err

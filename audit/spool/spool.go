@@ -176,23 +176,7 @@ type Spool struct {
 	shipped     uint64
 	quarantined int
 
-	// writer goroutine only
-	f            File
-	nextSeq      uint64
-	head         [32]byte
-	buf          []byte
-	waiting      []func(error)
-	dirty        bool
-	writeErr     error // an fsync that failed during the current write
-	sinceCkpt    int
-	lastCkpt     time.Time
-	free         uint64
-	freeAt       time.Time
-	writtenSince uint64
-	low          bool
-	lastLossRec  time.Time
-	startEntries []Entry
-	ckptDue      *Anchor // a checkpoint written, to be anchored once fsynced
+	writerState // the writer goroutine's alone (writer.go)
 }
 
 type segment struct {

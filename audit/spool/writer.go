@@ -17,6 +17,28 @@ import (
 	"github.com/vramseal/vramseal/audit"
 )
 
+// writerState is what only the writer goroutine (and Open, before it
+// starts) touches: the active segment, the chain's head, the receipts
+// waiting for an fsync, the checkpoint cadence and the free-space estimate.
+type writerState struct {
+	f            File
+	nextSeq      uint64
+	head         [32]byte
+	buf          []byte
+	waiting      []func(error)
+	dirty        bool
+	writeErr     error // an fsync that failed during the current write
+	sinceCkpt    int
+	lastCkpt     time.Time
+	free         uint64
+	freeAt       time.Time
+	writtenSince uint64
+	low          bool
+	lastLossRec  time.Time
+	startEntries []Entry
+	ckptDue      *Anchor // a checkpoint written, to be anchored once fsynced
+}
+
 // CheckpointMAC is the MAC a checkpoint record carries: HMAC-SHA256 keyed
 // with the audit checkpoint key over "vramseal audit checkpoint v1", 0x00,
 // the checkpoint's sequence number (uint64 big-endian) and the chain head it

@@ -194,3 +194,53 @@ func TestRestartAfterCutWritesRepair(t *testing.T) {
 		t.Fatalf("verify after the restart: %v, want a problem naming %q", rep.Problems, want)
 	}
 }
+
+// A segment file removed from the middle of the spool: the next start logs
+// an error and writes a repair record naming the records; the start after
+// that does not repeat it.
+func TestRestartAfterMiddleSegmentRemoved(t *testing.T) {
+	dir := t.TempDir()
+	writeSpool(t, dir, 0, 40)
+	l, err := listDir(dir)
+	if err != nil || len(l.segments) < 4 {
+		t.Fatalf("segments %v %v", l.segments, err)
+	}
+	gone := l.segments[1]
+	from, to := gone.first, l.segments[2].first-1
+	if err := os.Remove(filepath.Join(dir, gone.name)); err != nil {
+		t.Fatal(err)
+	}
+	missing := func() []Record {
+		var out []Record
+		if err := ReadDir(dir, func(r Record) error {
+			if r.Name == NameRepair && r.Field("action") == RepairMissing {
+				out = append(out, r)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	log, hook := quietLogger()
+	closeT(t, openT(t, Config{Dir: dir, Logger: log}))
+	got := missing()
+	if len(got) != 1 || got[0].Field("first_missing_seq") != from || got[0].Field("last_missing_seq") != to {
+		t.Fatalf("repair records %v, want one naming %d..%d", got, from, to)
+	}
+	logged := false
+	for _, e := range hook.AllEntries() {
+		logged = logged || (e.Level == logrus.ErrorLevel && strings.Contains(e.Message, "a segment file was removed"))
+	}
+	if !logged {
+		t.Fatal("no error logged for the removed segment")
+	}
+	closeT(t, openT(t, Config{Dir: dir}))
+	if got := missing(); len(got) != 1 {
+		t.Fatalf("the second start repeated the repair record: %d", len(got))
+	}
+	rep, err := Verify(dir, testKey)
+	if err != nil || rep.OK() || !strings.Contains(fmt.Sprint(rep.Problems), fmt.Sprintf("records %d..%d missing", from, to)) {
+		t.Fatalf("verify: %v %v", rep.Problems, err)
+	}
+}

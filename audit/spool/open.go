@@ -99,7 +99,23 @@ func (s *Spool) recover() error {
 	s.quarantined = len(l.quarantined)
 	var lastGood uint64
 	var lastHash [32]byte
-	var tornSeq uint64 // the sequence number of a torn record cut off the chain's end
+	var tornSeq uint64       // the sequence number of a torn record cut off the chain's end
+	var recorded [][2]uint64 // missing ranges repair records already name
+	var prevLast uint64      // the last record of the previous kept segment (0: none)
+	gapChecked := true       // false after a quarantine: its repair accounts for the break
+	var gaps [][2]uint64     // records missing between two kept segments
+	// checkGap notes records missing between two kept segments (a segment
+	// file removed); they are reported once, after the scan, unless a
+	// repair record (of an earlier start) names them already.
+	checkGap := func(sum segSummary) {
+		recorded = append(recorded, sum.missing...)
+		if prevLast > 0 && gapChecked && sum.count > 0 && sum.first > prevLast+1 {
+			gaps = append(gaps, [2]uint64{prevLast + 1, sum.first - 1})
+		}
+		if sum.count > 0 {
+			prevLast, gapChecked = sum.last, true
+		}
+	}
 	for i, sf := range l.segments {
 		path := filepath.Join(dir, sf.name)
 		isLast := i == len(l.segments)-1
@@ -116,6 +132,7 @@ func (s *Spool) recover() error {
 				}
 				continue
 			}
+			checkGap(sum)
 			s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sf.size, synced: sf.size, created: s.cfg.Now()})
 			lastGood, lastHash = sum.last, sum.lastHash
 			tornSeq = 0
@@ -132,6 +149,7 @@ func (s *Spool) recover() error {
 			s.startEntries = append(s.startEntries, s.repairEntry(RepairTruncated, sf.name, fe.Offset, sf.size-sum.goodEnd, sum.last, fe.Error()))
 			tornSeq = sf.first + uint64(sum.count)
 			if sum.count > 0 {
+				checkGap(sum)
 				s.segs = append(s.segs, segment{name: sf.name, first: sum.first, last: sum.last, count: sum.count, size: sum.goodEnd, synced: sum.goodEnd, created: s.cfg.Now()})
 				lastGood, lastHash = sum.last, sum.lastHash
 			} else if err := os.Remove(path); err != nil {
@@ -146,11 +164,20 @@ func (s *Spool) recover() error {
 			return err
 		}
 		s.quarantined++
+		gapChecked = false
 		s.log.WithFields(logrus.Fields{"file": sf.name, "quarantined_as": qname, "offset": fe.Offset, "reason": fe.Reason}).Error("audit spool: corrupt segment quarantined")
 		if sum.count > 0 && isLast {
 			lastGood, lastHash = sum.last, sum.lastHash
 		}
 		s.startEntries = append(s.startEntries, s.repairEntry(RepairQuarantined, qname, fe.Offset, sf.size, sum.last, fe.Error()))
+	}
+	for _, g := range gaps {
+		if covered(recorded, g[0], g[1]) {
+			continue
+		}
+		s.log.WithFields(logrus.Fields{"first_missing_seq": g[0], "last_missing_seq": g[1]}).
+			Error("audit spool: records missing: a segment file was removed from the middle of the spool")
+		s.startEntries = append(s.startEntries, s.missingEntry(g[0]-1, g[1], fmt.Sprintf("records %d..%d missing: the segment after seq %d was removed", g[0], g[1], g[0]-1)))
 	}
 	next := max(lastGood, s.shipped) + 1
 	if end := s.anchor.End(); lastGood < end && !(tornSeq == lastGood+1 && end == tornSeq) {
@@ -159,7 +186,8 @@ func (s *Spool) recover() error {
 		// after the anchor so no sequence number is used twice.
 		s.log.WithFields(logrus.Fields{"first_missing_seq": lastGood + 1, "last_missing_seq": end, "shipped_seq": s.anchor.ShippedSeq, "checkpoint_seq": s.anchor.CheckpointSeq}).
 			Error("audit spool: records missing: the spool ends before its anchor (the cursor's shipped sequence or the last checkpoint)")
-		s.startEntries = append(s.startEntries, s.missingEntry(lastGood, end))
+		s.startEntries = append(s.startEntries, s.missingEntry(lastGood, end,
+			fmt.Sprintf("records %d..%d missing: the spool ends at %d, before its anchor (shipped %d, last checkpoint %d)", lastGood+1, end, lastGood, s.anchor.ShippedSeq, s.anchor.CheckpointSeq)))
 		next = end + 1
 	}
 	// (A torn record that was the anchored checkpoint itself is accounted
@@ -188,11 +216,19 @@ func (s *Spool) repairEntry(action, file string, offset, bytes int64, lastGoodSe
 	}
 }
 
-// missingEntry is the repair record of records lastGood+1..end missing
-// from the end of the spool.
-func (s *Spool) missingEntry(lastGood, end uint64) Entry {
-	e := s.repairEntry(RepairMissing, "", 0, 0, lastGood,
-		fmt.Sprintf("records %d..%d missing: the spool ends at %d, before its anchor (shipped %d, last checkpoint %d)", lastGood+1, end, lastGood, s.anchor.ShippedSeq, s.anchor.CheckpointSeq))
+// covered reports whether the ranges hold from..to whole.
+func covered(ranges [][2]uint64, from, to uint64) bool {
+	for _, r := range ranges {
+		if r[0] <= from && to <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// missingEntry is the repair record of records lastGood+1..end missing.
+func (s *Spool) missingEntry(lastGood, end uint64, detail string) Entry {
+	e := s.repairEntry(RepairMissing, "", 0, 0, lastGood, detail)
 	e.Fields = append(e.Fields, audit.Field{Key: "first_missing_seq", Value: lastGood + 1}, audit.Field{Key: "last_missing_seq", Value: end})
 	return e
 }

@@ -127,6 +127,34 @@ func TestCollectorCopyVerifies(t *testing.T) {
 	}
 }
 
+// The exporter rotates its files: the records of several files are
+// checked as one copy, and a record in two of them is one record.
+func TestCollectorCopyRotatedFiles(t *testing.T) {
+	_, file := shipToCollector(t, "", 20)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(bytes.TrimSpace(b), []byte("\n"))
+	if len(lines) < 2 {
+		t.Skipf("the collector wrote %d line(s); nothing to split", len(lines))
+	}
+	half := len(lines) / 2
+	first, second := t.TempDir()+"/logs-1.jsonl", t.TempDir()+"/logs.jsonl"
+	// The line at the cut goes into both, as a retried export would.
+	_ = os.WriteFile(first, bytes.Join(lines[:half+1], nil), 0o600)
+	_ = os.WriteFile(second, bytes.Join(lines[half:], nil), 0o600)
+	recs := append(readCopyT(t, first), readCopyT(t, second)...)
+	rep := VerifyCopy(recs, [][]byte{make([]byte, 32)})
+	if !rep.OK() || rep.Workers[0].Records < 20 || len(rep.Duplicates) == 0 {
+		t.Fatalf("two files: ok=%v %+v duplicates %v problems %v", rep.OK(), *rep.Workers[0], rep.Duplicates, rep.Problems)
+	}
+	// The newer file alone is a later part of the chain, intact.
+	if alone := VerifyCopy(readCopyT(t, second), nil); !alone.OK() || alone.Workers[0].FirstSeq <= 1 {
+		t.Fatalf("the newer file alone: %+v %v", *alone.Workers[0], alone.Problems)
+	}
+}
+
 // editCopy rewrites the collector's JSON lines file: fn gets each log
 // record (decoded JSON) and returns the records to write in its place.
 func editCopy(t *testing.T, src, dst string, fn func(lr map[string]any) []any) {

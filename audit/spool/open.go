@@ -190,8 +190,13 @@ func (s *Spool) recover() error {
 			fmt.Sprintf("records %d..%d missing: the spool ends at %d, before its anchor (shipped %d, last checkpoint %d)", lastGood+1, end, lastGood, s.anchor.ShippedSeq, s.anchor.CheckpointSeq)))
 		next = end + 1
 	}
-	// (A torn record that was the anchored checkpoint itself is accounted
-	// for by its truncation record, and its number is used again.)
+	// A torn record that was the anchored checkpoint itself is accounted
+	// for by its truncation record, and its number is used again; but it
+	// had been fsynced, which a crash does not undo: say so.
+	if tornSeq != 0 && tornSeq == s.anchor.End() {
+		s.log.WithFields(logrus.Fields{"seq": tornSeq, "checkpoint_seq": s.anchor.CheckpointSeq}).
+			Error("audit spool: the torn last record had been made durable and anchored; a crash does not explain it (see the truncation repair record)")
+	}
 	s.nextSeq = next
 	s.head = lastHash
 	if len(s.startEntries) > 0 {

@@ -21,6 +21,11 @@ import (
 func shipToCollector(t *testing.T, compression string, n int) (string, string) {
 	t.Helper()
 	c := newCollector(t)
+	if native, ok := strings.CutSuffix(compression, "+native"); ok {
+		// The whole file one zstd stream of JSON lines (an alpha feature).
+		compression = native
+		c.args = append(c.args, "--feature-gates=exporter.file.nativeCompression")
+	}
 	if compression != "" {
 		cfgPath := c.dir + "/config.yaml"
 		b, err := os.ReadFile(cfgPath)
@@ -101,14 +106,15 @@ func spoolRecords(t *testing.T, dir string) ([]spool.Record, uint64) {
 // zstd-compressed, and checks its copy: chain, sequence and checkpoint
 // HMACs, and record by record against the spool.
 func TestCollectorCopyVerifies(t *testing.T) {
-	for _, comp := range []string{"", "zstd"} {
+	for _, comp := range []string{"", "zstd", "zstd+native"} {
 		t.Run("compression="+comp, func(t *testing.T) {
 			dir, file := shipToCollector(t, comp, 30)
-			if comp != "" {
-				b, _ := os.ReadFile(file)
-				if bytes.HasPrefix(b, []byte("{")) {
-					t.Fatal("the collector wrote plain JSON where zstd was asked for")
-				}
+			b, _ := os.ReadFile(file)
+			switch {
+			case comp == "zstd" && !bytes.HasPrefix(b[4:], zstdMagic):
+				t.Fatalf("compression zstd: the file does not start with a length and a zstd frame: % x", b[:8])
+			case comp == "zstd+native" && !bytes.HasPrefix(b, zstdMagic):
+				t.Fatalf("native compression: the file is not one zstd stream: % x", b[:8])
 			}
 			key := make([]byte, 32) // newTestPipeline's checkpoint key
 			rep := VerifyCopy(readCopyT(t, file), [][]byte{key})

@@ -72,6 +72,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzParseComputeCapability$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
 	$(GO) test -run '^$$' -fuzz '^FuzzScanFrames$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCopy$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/otel
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),20s) ./alerts
 	$(GO) test -run '^$$' -fuzz '^FuzzParseModel$$' -fuzztime $(or $(FUZZTIME),20s) ./dashboards
 	cd tools/promqlcheck && $(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(or $(FUZZTIME),20s) .

@@ -69,18 +69,12 @@ func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 // (openCUDA opens real ones); it starts nothing. On error nothing stays open.
 func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openCUDA cudaOpener) (a *agent, err error) {
 	a = &agent{cfg: cfg, log: log}
-	sec, err := secret.Load(cfg.SealSecretFile)
-	if err != nil {
-		return nil, usageErr(fmt.Errorf("%s: seal_secret_file: %w", cfg.File, err))
-	}
-	key, err := sec.Key(secret.LabelSealSignature)
+	secrets, signer, err := loadSecrets(cfg)
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	signer, err := sealer.NewSigner(key)
-	if err != nil {
-		return nil, usageErr(err)
-	}
+	sec := secrets[0] // signs; the others only verify
+
 	built := a // the return value is nil on error; close what was opened
 	defer func() {
 		if err != nil {
@@ -246,4 +240,36 @@ func (a *agent) status() client.Status {
 		VerifyMode: string(a.sealer.VerifyMode()), VerifyEvery: a.schedule.Interval(),
 		OverdueShards: a.schedule.OverdueShards(),
 	}
+}
+
+// loadSecrets loads the seal secret files (the first signs, every one
+// verifies) and makes the seal Signer from them.
+func loadSecrets(cfg *config.Config) ([]secret.Secret, *sealer.Signer, error) {
+	key := "seal_secret_file"
+	if len(cfg.SealSecretFiles) > 0 {
+		key = "seal_secret_files"
+	}
+	var secs []secret.Secret
+	var keys []sealer.SigningKey
+	for _, f := range cfg.SecretFiles() {
+		sec, err := secret.Load(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %s: %w", cfg.File, key, err)
+		}
+		k, err := sec.Key(secret.LabelSealSignature)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := sec.KeyID()
+		if err != nil {
+			return nil, nil, err
+		}
+		secs = append(secs, sec)
+		keys = append(keys, sealer.SigningKey{ID: id, Key: k})
+	}
+	signer, err := sealer.NewRotatingSigner(keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return secs, signer, nil
 }

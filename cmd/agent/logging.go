@@ -31,6 +31,9 @@ const (
 	logFieldExitStatus = "exit_status"
 	logFieldGPU        = "gpu"
 	logFieldLibrary    = "library"
+	logFieldEnv        = "env"
+	logFieldValue      = "value"
+	logFieldTrigger    = "trigger"
 )
 
 // newLogger returns the operational logger: level is debug, info, warn or

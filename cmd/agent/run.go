@@ -26,6 +26,11 @@ import (
 // defaultSocket is where the control API listens and the client looks.
 const defaultSocket = "/run/vramseal/agent.sock"
 
+// defaultConfigFile is the configuration's one default path: the systemd
+// unit installs it there and the Helm chart mounts its ConfigMap, as a
+// directory, on /etc/vramseal.
+const defaultConfigFile = "/etc/vramseal/config.yml"
+
 // Shutdown bounds.
 const (
 	releaseTimeout    = 60 * time.Second
@@ -46,7 +51,7 @@ func init() {
 	register(func(app *kingpin.Application) (string, action) {
 		cmd := app.Command("run", "Run the agent: seal the declared shards, re-verify every shard on schedule, serve the control API and /metrics.")
 		o := &runOptions{}
-		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default("/etc/vramseal/agent.yml").StringVar(&o.configFile)
+		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default(defaultConfigFile).StringVar(&o.configFile)
 		o.web = kingpinflag.AddFlags(cmd, ":9477")
 		cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.telemetryPath)
 		cmd.Flag("control.socket", "Path of the control API's Unix socket.").Default(defaultSocket).StringVar(&o.socket)
@@ -74,6 +79,11 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// Before anything can load the CUDA driver, which reads it at cuInit.
+	if err := setCUDADeviceOrder(os.Getenv, os.Setenv, log); err != nil {
+		log.WithError(err).Error("cannot set the CUDA device order")
+		return exitFailed
+	}
 	cfg, err := config.Load(o.configFile)
 	if err != nil {
 		log.WithError(err).Error("cannot load the configuration")

@@ -49,6 +49,10 @@ type Options struct {
 	// Policy reports the VRAM-only policy's verdict per GPU.
 	Policy Compliance
 
+	// ConfigReloads is the outcome of the configuration reloads (the
+	// config collector; left out when nil).
+	ConfigReloads *ConfigReloads
+
 	// Logger is the operational log (logrus standard logger when nil).
 	Logger logrus.FieldLogger
 	// Now is the clock (time.Now when nil).
@@ -113,6 +117,9 @@ func New(opts Options) (*Set, error) {
 		{"seal", newSealCollector(opts)},
 		{"audit", newAuditCollector(opts)},
 		{"policy", newPolicyCollector(opts)},
+	}
+	if opts.ConfigReloads != nil {
+		s.collectors = append(s.collectors, named{"config", newConfigCollector(opts.ConfigReloads)})
 	}
 	return s, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/vramseal/vramseal/client"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -46,6 +47,7 @@ type agent struct {
 	// observer counts the sealer's outcomes; registry is what /metrics
 	// serves; metrics reads GPU telemetry in the background (metrics_wiring.go).
 	observer *collector.Observer
+	reloads  *collector.ConfigReloads
 	registry *prometheus.Registry
 	metrics  *collector.Set
 	// closers release what the parts opened (NVML), after the GPUs' shards.
@@ -155,6 +157,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 			return nil, err
 		}
 	}
+	a.reloads = collector.NewConfigReloads(time.Now())
 	if a.registry, a.metrics, err = newRegistry(a); err != nil {
 		return nil, err
 	}

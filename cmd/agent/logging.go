@@ -34,6 +34,7 @@ const (
 	logFieldEnv        = "env"
 	logFieldValue      = "value"
 	logFieldTrigger    = "trigger"
+	logFieldAutoReload = "config_auto_reload_interval"
 )
 
 // newLogger returns the operational logger: level is debug, info, warn or

@@ -50,7 +50,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 	opts := collector.Options{
 		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu, GPUInterval: gpuInterval,
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
-		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy,
+		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy, ConfigReloads: a.reloads,
 		Logger: a.log.WithField(logFieldComponent, "metrics"),
 	}
 	set, err := collector.Register(reg, opts)

@@ -40,6 +40,7 @@ const (
 
 type runOptions struct {
 	configFile    string
+	configWatch   time.Duration
 	web           *web.FlagConfig
 	telemetryPath string
 	socket        string
@@ -52,6 +53,7 @@ func init() {
 		cmd := app.Command("run", "Run the agent: seal the declared shards, re-verify every shard on schedule, serve the control API and /metrics.")
 		o := &runOptions{}
 		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default(defaultConfigFile).StringVar(&o.configFile)
+		cmd.Flag("config.auto-reload-interval", "How often to check the configuration file (and, on Kubernetes, its mounted ConfigMap directory) for changes, reloading it when it changed as on SIGHUP; 0 turns the check off.").Default("10s").DurationVar(&o.configWatch)
 		o.web = kingpinflag.AddFlags(cmd, ":9477")
 		cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.telemetryPath)
 		cmd.Flag("control.socket", "Path of the control API's Unix socket.").Default(defaultSocket).StringVar(&o.socket)
@@ -79,6 +81,12 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	if o.configWatch < 0 {
+		log.Errorf("--config.auto-reload-interval %s: want 0 (off) or more", o.configWatch)
+		return exitUsage
+	}
+	// Fingerprinted before the load, so that a change in between is seen.
+	watch := newConfigWatch(o.configFile, o.configWatch)
 	// Before anything can load the CUDA driver, which reads it at cuInit.
 	if err := setCUDADeviceOrder(os.Getenv, os.Setenv, log); err != nil {
 		log.WithError(err).Error("cannot set the CUDA device order")
@@ -129,7 +137,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	fields := logrus.Fields{
 		logFieldVersion: version.Info(), logFieldWorkerID: cfg.WorkerID, logFieldDevice: cfg.Device,
 		logFieldGPUs: a.sealer.GPUs(), logFieldSocket: o.socket, logFieldListen: *o.web.WebListenAddresses,
-		logFieldConfigFile: o.configFile,
+		logFieldConfigFile: o.configFile, logFieldAutoReload: o.configWatch.String(),
 	}
 	log.WithFields(fields).Info("vramseal agent starting")
 	if a.sims != nil {
@@ -143,6 +151,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	wg.Go(func() { _ = a.declared.Run(runCtx) })
 	wg.Go(func() { _ = a.schedule.Run(runCtx) })
 	wg.Go(func() { _ = a.metrics.Run(runCtx) })
+	wg.Go(func() { _ = watch.Run(runCtx) })
 	controlErr := make(chan error, 1)
 	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
 	// The consumer socket outlives the rest until the shards are released:
@@ -169,7 +178,9 @@ loop:
 			log.Info("shutting down: stopping the schedule, releasing every shard")
 			break loop
 		case <-hup:
-			a.reload(o.configFile)
+			a.reload(o.configFile, reloadSIGHUP)
+		case <-watch.Changed():
+			a.reload(o.configFile, reloadFileChanged)
 		case <-a.policy.Exit():
 			log.WithError(a.policy.ExitErr()).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
 			code = exitPolicy

@@ -92,6 +92,7 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 		Schedule: overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
 		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
 		Policy:     compliance{}, Logger: node.Logger,
+		ConfigReloads: collector.NewConfigReloads(time.Unix(1767225600, 0)),
 	})
 	if err != nil {
 		return fail(err)
@@ -119,7 +120,7 @@ every GPU and result from the start.
 const footer = `
 ## Notes
 
-- **Collectors.** Each collector (` + "`info`, `gpu`, `seal`, `audit`, `policy`" + `) reports
+- **Collectors.** Each collector (` + "`info`, `gpu`, `seal`, `audit`, `policy`, `config`" + `) reports
   ` + "`vramseal_collector_success`" + ` and ` + "`vramseal_collector_duration_seconds`" + `. A source that
   is missing for an expected reason (no NVML on the machine, no telemetry read yet) gives
   no data and success 0, logged at debug level.

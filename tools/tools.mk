@@ -116,3 +116,20 @@ export VRAMSEAL_PTXAS := $(PTXAS)
 ptxas-check: $(PTXAS) ## Assemble the committed leaf kernel with ptxas (sm_80, sm_90) and show its registers.
 	@out=$$(VRAMSEAL_REQUIRE_TOOLS=1 $(GO) test -count=1 -v -run '^TestPTXAS' ./sealer/cuda 2>&1) || { echo "$$out"; exit 1; }; \
 		echo "$$out" | grep -E '^(--- |ok)|ptxas_test.go:.*(registers|refused)'
+
+# Helm, for the chart's tests (tools/k8scheck: lint, template and strict
+# decoding of every rendered object), built with the Go toolchain like the
+# other tools.
+HELM_VERSION := v3.22.0
+HELM_DIR     := $(TOOLS_CACHE)/helm-$(HELM_VERSION)
+HELM         := $(HELM_DIR)/helm
+
+$(HELM):
+	GOBIN=$(HELM_DIR) $(GO) install -trimpath -ldflags '-s -w' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned Helm for the chart's tests.
+
+test: $(HELM)
+tools: $(HELM)
+export VRAMSEAL_HELM := $(HELM)

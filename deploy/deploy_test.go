@@ -65,6 +65,32 @@ func decodeAll(t *testing.T, path string) []*yaml.Node {
 	return docs
 }
 
+// TestEveryYAMLFileParses parses every YAML file under deploy/ but the
+// chart's templates (Go templates; tools/k8scheck renders and checks them).
+func TestEveryYAMLFileParses(t *testing.T) {
+	var n int
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path == filepath.Join(Chart, "templates") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			return nil
+		}
+		n++
+		decodeAll(t, path)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 8 {
+		t.Fatalf("only %d YAML files found", n)
+	}
+}
+
 // checkConfig loads a deployment's configuration with the agent's own
 // loader: unknown keys and bad values fail here, not on a node.
 func checkConfig(t *testing.T, where string, data []byte) *config.Config {

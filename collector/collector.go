@@ -42,16 +42,16 @@ type Options struct {
 	Schedule       Schedule
 	VerifyInterval time.Duration
 
+	// ConfigReloads is the outcome of the configuration reloads (the
+	// config collector; left out when nil).
+	ConfigReloads *ConfigReloads
+
 	// AuditCounters are the emitter's counters; AuditStats the spool's.
 	AuditCounters *audit.Counters
 	AuditStats    AuditStats
 
 	// Policy reports the VRAM-only policy's verdict per GPU.
 	Policy Compliance
-
-	// ConfigReloads is the outcome of the configuration reloads (the
-	// config collector; left out when nil).
-	ConfigReloads *ConfigReloads
 
 	// Logger is the operational log (logrus standard logger when nil).
 	Logger logrus.FieldLogger

@@ -26,6 +26,7 @@ import (
 // starts and stops them. The metrics wiring (newRegistry) reads from here.
 type agent struct {
 	cfg      *config.Config
+	reloads  *collector.ConfigReloads // the configuration reloads' outcome (reload.go)
 	log      *logrus.Logger
 	audit    *auditPipeline
 	sealer   *sealer.Sealer
@@ -47,7 +48,6 @@ type agent struct {
 	// observer counts the sealer's outcomes; registry is what /metrics
 	// serves; metrics reads GPU telemetry in the background (metrics_wiring.go).
 	observer *collector.Observer
-	reloads  *collector.ConfigReloads
 	registry *prometheus.Registry
 	metrics  *collector.Set
 	// closers release what the parts opened (NVML), after the GPUs' shards.
@@ -68,7 +68,7 @@ func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 // newAgent builds every part from the configuration and opens the GPUs
 // (openCUDA opens real ones); it starts nothing. On error nothing stays open.
 func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openCUDA cudaOpener) (a *agent, err error) {
-	a = &agent{cfg: cfg, log: log}
+	a = &agent{cfg: cfg, log: log, reloads: collector.NewConfigReloads(time.Now())}
 	sec, err := secret.Load(cfg.SealSecretFile)
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: seal_secret_file: %w", cfg.File, err))
@@ -157,7 +157,6 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 			return nil, err
 		}
 	}
-	a.reloads = collector.NewConfigReloads(time.Now())
 	if a.registry, a.metrics, err = newRegistry(a); err != nil {
 		return nil, err
 	}

@@ -31,6 +31,10 @@ const (
 	logFieldExitStatus = "exit_status"
 	logFieldGPU        = "gpu"
 	logFieldLibrary    = "library"
+)
+
+// Log field names of the environment and configuration reload lines.
+const (
 	logFieldEnv        = "env"
 	logFieldValue      = "value"
 	logFieldTrigger    = "trigger"

@@ -50,9 +50,10 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 	opts := collector.Options{
 		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu, GPUInterval: gpuInterval,
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
-		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy, ConfigReloads: a.reloads,
+		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy,
 		Logger: a.log.WithField(logFieldComponent, "metrics"),
 	}
+	opts.ConfigReloads = a.reloads
 	set, err := collector.Register(reg, opts)
 	if err != nil {
 		return nil, nil, errors.Join(errors.New("metrics"), err)

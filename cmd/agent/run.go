@@ -137,7 +137,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	fields := logrus.Fields{
 		logFieldVersion: version.Info(), logFieldWorkerID: cfg.WorkerID, logFieldDevice: cfg.Device,
 		logFieldGPUs: a.sealer.GPUs(), logFieldSocket: o.socket, logFieldListen: *o.web.WebListenAddresses,
-		logFieldConfigFile: o.configFile, logFieldAutoReload: o.configWatch.String(),
+		logFieldConfigFile: o.configFile,
 	}
 	log.WithFields(fields).Info("vramseal agent starting")
 	if a.sims != nil {
@@ -152,6 +152,8 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	wg.Go(func() { _ = a.schedule.Run(runCtx) })
 	wg.Go(func() { _ = a.metrics.Run(runCtx) })
 	wg.Go(func() { _ = watch.Run(runCtx) })
+	log.WithFields(logrus.Fields{logFieldConfigFile: o.configFile, logFieldAutoReload: o.configWatch.String()}).
+		Debug("watching the configuration file for changes (0s: off)")
 	controlErr := make(chan error, 1)
 	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
 	// The consumer socket outlives the rest until the shards are released:

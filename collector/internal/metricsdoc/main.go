@@ -89,10 +89,10 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 	reg := prometheus.NewRegistry()
 	set, err := collector.Register(reg, collector.Options{
 		WorkerID: "node-a", Device: "sim", GPU: fullGPU{}, Sealer: node.Sealer, Observer: node.Observer,
-		Schedule: overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
+		ConfigReloads: collector.NewConfigReloads(time.Unix(1767225600, 0)),
+		Schedule:      overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
 		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
 		Policy:     compliance{}, Logger: node.Logger,
-		ConfigReloads: collector.NewConfigReloads(time.Unix(1767225600, 0)),
 	})
 	if err != nil {
 		return fail(err)

@@ -20,11 +20,17 @@ type schema = map[string]any
 // chart's values write durations ("5m", "1h30m", "90s", "0").
 const durationPattern = `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`
 
-// configEnums are the configuration keys (dotted paths) with a fixed set of
-// values; the rest of the configuration schema follows from the Go types.
-var configEnums = map[string][]string{
-	"device":      {config.DeviceSim, config.DeviceCUDA, config.DeviceAuto},
-	"verify.mode": {string(sealer.VerifyHost), string(sealer.VerifyDevice)},
+// configEnum returns the values of a configuration key (a dotted path)
+// with a fixed set of them; the rest of the configuration schema follows
+// from the Go types.
+func configEnum(path string) ([]string, bool) {
+	switch path {
+	case "device":
+		return []string{config.DeviceSim, config.DeviceCUDA, config.DeviceAuto}, true
+	case "verify.mode":
+		return []string{string(sealer.VerifyHost), string(sealer.VerifyDevice)}, true
+	}
+	return nil, false
 }
 
 // ConfigSchema is the JSON Schema of the agent's configuration file, derived
@@ -39,11 +45,10 @@ func ConfigSchema() schema {
 	return s
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
-
 func typeSchema(t reflect.Type, path string) schema {
-	if e, ok := configEnums[path]; ok {
-		return schema{"type": "string", "enum": e}
+	durationType := reflect.TypeFor[time.Duration]()
+	if e, ok := configEnum(path); ok {
+		return enum(e...)
 	}
 	switch {
 	case t == durationType:
@@ -100,26 +105,30 @@ func obj(props schema) schema {
 	return schema{"type": "object", "additionalProperties": false, "properties": props}
 }
 
-// Schema shorthands for the chart's own values. Kubernetes fields passed
-// through as they are (resources, affinity, …) are checked by the API
-// server, not here.
-var (
-	str      = schema{"type": "string"}
-	boolean  = schema{"type": "boolean"}
-	anyMap   = schema{"type": "object"}
-	strMap   = schema{"type": "object", "additionalProperties": schema{"type": "string"}}
-	anyList  = schema{"type": "array"}
-	port     = schema{"type": "integer", "minimum": 1, "maximum": 65535}
-	duration = schema{"type": "string", "pattern": durationPattern}
-	// promDuration is a Prometheus duration (ServiceMonitor interval).
-	promDuration = schema{"type": "string", "pattern": `^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`}
-)
+// Schema shorthands for the chart's own values, each a fresh schema.
+// Kubernetes fields passed through as they are (resources, affinity, …)
+// are checked by the API server, not here.
+func str() schema     { return schema{"type": "string"} }
+func boolean() schema { return schema{"type": "boolean"} }
+func anyMap() schema  { return schema{"type": "object"} }
+func anyList() schema { return schema{"type": "array"} }
+func strMap() schema {
+	return schema{"type": "object", "additionalProperties": schema{"type": "string"}}
+}
+func enum(values ...string) schema { return schema{"type": "string", "enum": values} }
+func duration() schema             { return schema{"type": "string", "pattern": durationPattern} }
+
+// promDuration is a Prometheus duration (a ServiceMonitor's interval, a
+// rule's for).
+func promDuration() schema {
+	return schema{"type": "string", "pattern": `^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`}
+}
 
 func monitorSchema() schema {
 	return obj(schema{
-		"enabled": boolean, "additionalLabels": strMap, "interval": promDuration, "scrapeTimeout": promDuration,
-		"relabelings": anyList, "metricRelabelings": anyList,
-		"scheme": schema{"type": "string", "enum": []string{"", "http", "https"}}, "tlsConfig": anyMap, "basicAuth": anyMap,
+		"enabled": boolean(), "additionalLabels": strMap(), "interval": promDuration(), "scrapeTimeout": promDuration(),
+		"relabelings": anyList(), "metricRelabelings": anyList(),
+		"scheme": enum("", "http", "https"), "tlsConfig": anyMap(), "basicAuth": anyMap(),
 	})
 }
 
@@ -137,9 +146,9 @@ func ruleOverridesSchema(rules []byte) (schema, error) {
 				continue
 			}
 			props[r.Alert] = obj(schema{
-				"enabled": boolean, "for": promDuration,
-				"severity": schema{"type": "string", "enum": []string{"critical", "warning", "info"}},
-				"labels":   strMap, "annotations": strMap,
+				"enabled": boolean(), "for": promDuration(),
+				"severity": enum("critical", "warning", "info"),
+				"labels":   strMap(), "annotations": strMap(),
 			})
 		}
 	}
@@ -154,39 +163,39 @@ func ValuesSchema(rules []byte) ([]byte, error) {
 		return nil, err
 	}
 	root := obj(schema{
-		"global": anyMap, // set by Helm for parent charts
-		"image": obj(schema{"repository": str, "tag": str, "pullPolicy": schema{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}},
+		"global": anyMap(), // set by Helm for parent charts
+		"image": obj(schema{"repository": str(), "tag": str(), "pullPolicy": enum("Always", "IfNotPresent", "Never"),
 			"digest": schema{"type": "string", "pattern": `^(|sha256:[0-9a-f]{64})$`}}),
-		"imagePullSecrets": anyList, "nameOverride": str, "fullnameOverride": str, "commonLabels": strMap,
-		"serviceAccount": obj(schema{"create": boolean, "name": str, "annotations": strMap}),
-		"podAnnotations": strMap, "podLabels": strMap,
-		"gpu": obj(schema{"mode": schema{"type": "string", "enum": []string{"runtimeClass", "privileged"}},
-			"visibleDevices": str, "driverCapabilities": str, "driverRoot": str}),
-		"runtimeClassName": str, "hostPID": boolean,
-		"nodeSelector": strMap, "affinity": anyMap, "tolerations": anyList, "priorityClassName": str,
-		"updateStrategy": anyMap, "terminationGracePeriodSeconds": schema{"type": "integer", "minimum": 0},
-		"resources": anyMap, "extraEnv": anyList, "extraVolumes": anyList, "extraVolumeMounts": anyList,
-		"log": obj(schema{"level": schema{"type": "string", "enum": []string{"debug", "info", "warn", "error"}},
-			"format": schema{"type": "string", "enum": []string{"logfmt", "json"}}}),
-		"configAutoReloadInterval": duration, "rollOnConfigChange": boolean,
+		"imagePullSecrets": anyList(), "nameOverride": str(), "fullnameOverride": str(), "commonLabels": strMap(),
+		"serviceAccount": obj(schema{"create": boolean(), "name": str(), "annotations": strMap()}),
+		"podAnnotations": strMap(), "podLabels": strMap(),
+		"gpu": obj(schema{"mode": enum("runtimeClass", "privileged"),
+			"visibleDevices": str(), "driverCapabilities": str(), "driverRoot": str()}),
+		"runtimeClassName": str(), "hostPID": boolean(),
+		"nodeSelector": strMap(), "affinity": anyMap(), "tolerations": anyList(), "priorityClassName": str(),
+		"updateStrategy": anyMap(), "terminationGracePeriodSeconds": schema{"type": "integer", "minimum": 0},
+		"resources": anyMap(), "extraEnv": anyList(), "extraVolumes": anyList(), "extraVolumeMounts": anyList(),
+		"log": obj(schema{"level": enum("debug", "info", "warn", "error"),
+			"format": enum("logfmt", "json")}),
+		"configAutoReloadInterval": duration(), "rollOnConfigChange": boolean(),
 		"config":  ConfigSchema(),
-		"secret":  obj(schema{"existingSecret": str, "key": str}),
-		"models":  obj(schema{"hostPath": str, "mountPath": str}),
-		"spool":   obj(schema{"hostPath": str}),
-		"sockets": obj(schema{"hostPath": str}),
-		"handoff": obj(schema{"enabled": boolean}),
-		"web": obj(schema{"port": port, "tls": obj(schema{"enabled": boolean, "secretName": str}),
-			"basicAuth": obj(schema{"users": strMap}), "existingConfigSecret": str}),
-		"otel": obj(schema{"endpoint": str, "protocol": schema{"type": "string", "enum": []string{"grpc", "http/protobuf"}},
-			"serviceName": str, "resourceAttributes": strMap,
-			"headersSecret": obj(schema{"name": str, "key": str}),
-			"ca":            obj(schema{"configMap": str, "secret": str, "key": str})}),
-		"service":        obj(schema{"enabled": boolean, "annotations": strMap}),
+		"secret":  obj(schema{"existingSecret": str(), "key": str()}),
+		"models":  obj(schema{"hostPath": str(), "mountPath": str()}),
+		"spool":   obj(schema{"hostPath": str()}),
+		"sockets": obj(schema{"hostPath": str()}),
+		"handoff": obj(schema{"enabled": boolean()}),
+		"web": obj(schema{"port": schema{"type": "integer", "minimum": 1, "maximum": 65535}, "tls": obj(schema{"enabled": boolean(), "secretName": str()}),
+			"basicAuth": obj(schema{"users": strMap()}), "existingConfigSecret": str()}),
+		"otel": obj(schema{"endpoint": str(), "protocol": enum("grpc", "http/protobuf"),
+			"serviceName": str(), "resourceAttributes": strMap(),
+			"headersSecret": obj(schema{"name": str(), "key": str()}),
+			"ca":            obj(schema{"configMap": str(), "secret": str(), "key": str()})}),
+		"service":        obj(schema{"enabled": boolean(), "annotations": strMap()}),
 		"serviceMonitor": monitorSchema(), "podMonitor": monitorSchema(),
-		"prometheusRule": obj(schema{"enabled": boolean, "additionalLabels": strMap, "rules": overrides}),
-		"dashboards": obj(schema{"enabled": boolean, "namespace": str, "label": str, "labelValue": str,
-			"folderAnnotation": str, "folder": str, "additionalLabels": strMap}),
-		"test": obj(schema{"enabled": boolean, "image": str}),
+		"prometheusRule": obj(schema{"enabled": boolean(), "additionalLabels": strMap(), "rules": overrides}),
+		"dashboards": obj(schema{"enabled": boolean(), "namespace": str(), "label": str(), "labelValue": str(),
+			"folderAnnotation": str(), "folder": str(), "additionalLabels": strMap()}),
+		"test": obj(schema{"enabled": boolean(), "image": str()}),
 	})
 	root["$schema"] = "http://json-schema.org/draft-07/schema#"
 	root["title"] = "vramseal chart values (generated by `make generate` from deploy/schema.go and internal/config; do not edit)"

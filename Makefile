@@ -86,7 +86,7 @@ run: build ## The demo on simulated GPUs.
 	./scripts/demo.sh
 
 .PHONY: generate
-generate: generate-ptx ## Regenerate committed generated files (PTX, docs/metrics.md, dashboards JSON, PrometheusRule, Grafana dashboards ConfigMap).
+generate: generate-ptx ## Regenerate committed generated files (PTX, docs/metrics.md, dashboards JSON, the Helm chart's values schema, rules and dashboards).
 	$(GO) run ./collector/internal/metricsdoc -o docs/metrics.md
 	$(GO) run ./dashboards/cmd/render -out dashboards/json
 	$(GO) run ./deploy/cmd/render -dir deploy

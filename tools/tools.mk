@@ -148,3 +148,20 @@ python-torch: ## Install Debian's python3-torch and python3-numpy for the Python
 test: python-torch
 tools: python-torch
 export VRAMSEAL_PYTHON := $(PYTHON)
+
+# Helm, for the chart's tests (tools/k8scheck: lint, template and strict
+# decoding of every rendered object), built with the Go toolchain like the
+# other tools.
+HELM_VERSION := v3.22.0
+HELM_DIR     := $(TOOLS_CACHE)/helm-$(HELM_VERSION)
+HELM         := $(HELM_DIR)/helm
+
+$(HELM):
+	GOBIN=$(HELM_DIR) $(GO) install -trimpath -ldflags '-s -w' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned Helm for the chart's tests.
+
+test: $(HELM)
+tools: $(HELM)
+export VRAMSEAL_HELM := $(HELM)

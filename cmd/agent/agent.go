@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -25,6 +26,7 @@ import (
 // starts and stops them. The metrics wiring (newRegistry) reads from here.
 type agent struct {
 	cfg      *config.Config
+	reloads  *collector.ConfigReloads // the configuration reloads' outcome (reload.go)
 	log      *logrus.Logger
 	audit    *auditPipeline
 	sealer   *sealer.Sealer
@@ -68,7 +70,7 @@ func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 // newAgent builds every part from the configuration and opens the GPUs
 // (openCUDA opens real ones); it starts nothing. On error nothing stays open.
 func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openCUDA cudaOpener) (a *agent, err error) {
-	a = &agent{cfg: cfg, log: log}
+	a = &agent{cfg: cfg, log: log, reloads: collector.NewConfigReloads(time.Now())}
 	secrets, signer, err := loadSecrets(cfg)
 	if err != nil {
 		return nil, usageErr(err)

@@ -11,6 +11,8 @@
 // Control (exported, called by the tests through dlsym):
 //   fakecuda_fail(name, code, nth): the nth next call of name returns code
 //   fakecuda_set(key, value) / fakecuda_get(key): configuration and counters
+//   ("init_device_order": what CUDA_DEVICE_ORDER was at cuInit, as the real
+//   driver reads it: 1 PCI_BUS_ID, 2 FASTEST_FIRST, 0 unset, 3 other, -2 no cuInit yet)
 //
 // Build: gcc -shared -fPIC -O2 -o libcuda.so.1 fakecuda.c -lpthread
 // (-DFAKECUDA_OMIT_MEMGETINFO leaves out cuMemGetInfo_v2, for the
@@ -63,6 +65,7 @@ static long long cfg_version = 13000; // what cuDriverGetVersion reports
 static long long cfg_corrupt_kernel = 0; // flip a bit of each digest the "kernel" writes
 
 static int initialized;
+static long long init_device_order = -2;
 static long long used;
 static long long retained[64];
 static long long streams_live, modules_live, launches, host_live, dev_live;
@@ -169,6 +172,8 @@ long long fakecuda_get(const char *k) {
 		v = 0;
 		for (int i = 0; i < ncounters; i++)
 			if (!strcmp(counters[i].name, k + 6)) v = counters[i].n;
+	} else if (!strcmp(k, "init_device_order")) {
+		v = init_device_order;
 	} else if (!strcmp(k, "retained")) {
 		v = 0;
 		for (int i = 0; i < 64; i++) v += retained[i];
@@ -215,6 +220,10 @@ CUresult cuInit(unsigned flags) {
 	int rc = enter("cuInit");
 	if (rc) return rc;
 	if (flags != 0) return INVALID_VALUE;
+	const char *order = getenv("CUDA_DEVICE_ORDER");
+	pthread_mutex_lock(&mu);
+	init_device_order = !order ? 0 : !strcmp(order, "PCI_BUS_ID") ? 1 : !strcmp(order, "FASTEST_FIRST") ? 2 : 3;
+	pthread_mutex_unlock(&mu);
 	initialized = 1;
 	return OK;
 }

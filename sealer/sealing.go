@@ -93,7 +93,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 
 	if s.cfg.Admission != nil {
 		if err := s.cfg.Admission.Admit(ctx, req.GPU); err != nil {
-			s.allocationFailed(ctx, req, size, 0, audit.ReasonPolicyBlocked)
+			s.allocationFailed(ctx, req, size, s.available(ctx, dev), audit.ReasonPolicyBlocked)
 			return fail(KindPolicy, err)
 		}
 	}
@@ -120,7 +120,8 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	usedAfter := s.used[req.GPU]
 	s.mu.Unlock()
 	s.observeAlloc(req.GPU, ResultOK)
-	s.emit(ctx, audit.VRAMAllocated{Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, RequestedBytes: size, UsedAfter: usedAfter})
+	s.emit(ctx, audit.VRAMAllocated{Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU, RequestedBytes: size,
+		UsedAfter: usedAfter, AvailableBytes: s.available(ctx, dev)})
 
 	// From here on, a failure frees the allocation and says so.
 	undo := func() {
@@ -154,7 +155,7 @@ func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev D
 		undo()
 		s.observeSeal(req.GPU, audit.ReasonContentDigestMismatch)
 		s.emitCritical(ctx, audit.SealVerificationFailed{
-			Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU,
+			Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU,
 			Reason: audit.ReasonContentDigestMismatch, ExpectedDigest: expected, ActualDigest: d.ContentSHA256,
 			FirstBadOffset: -1,
 		})
@@ -182,7 +183,7 @@ func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev D
 	// The event goes out before the shard can be seen (and released), so
 	// the audit trail never has vram.deallocated before vram.sealed.
 	s.emit(ctx, audit.VRAMSealed{
-		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
+		Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
 		Digest: seal.Digest, ContentSHA256: seal.ContentSHA256, LeafSize: leafSize,
 		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature, Origin: origin,
 	})
@@ -274,16 +275,17 @@ func (s *Sealer) available(ctx context.Context, dev Device) uint64 {
 }
 
 func (s *Sealer) allocationFailed(ctx context.Context, req SealRequest, size, avail uint64, reason string) {
-	result := ResultError
-	if reason == audit.ReasonInsufficientVRAM {
-		result = reason
+	alloc, seal := ResultError, ResultError
+	switch reason {
+	case audit.ReasonInsufficientVRAM:
+		alloc, seal = reason, reason
+	case audit.ReasonPolicyBlocked:
+		alloc = reason
 	}
-	if reason != audit.ReasonPolicyBlocked {
-		s.observeAlloc(req.GPU, result)
-	}
-	s.observeSeal(req.GPU, result)
+	s.observeAlloc(req.GPU, alloc)
+	s.observeSeal(req.GPU, seal)
 	s.emit(ctx, audit.VRAMAllocationFailed{
-		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU,
+		Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU,
 		RequestedBytes: size, AvailableBytes: avail, Reason: reason,
 	})
 }

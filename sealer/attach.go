@@ -65,36 +65,14 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	ctx, span := s.tracer.Start(ctx, "vramseal.attach")
 	defer func() { endSpan(span, err) }()
 	fail := func(k Kind, err error) (*Attachment, error) { return nil, opErr("attach", req.ID, k, err) }
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return fail(KindCancelled, errors.New("the agent is shutting down"))
+	ctx, done, err := s.begin(ctx)
+	if err != nil {
+		return fail(KindCancelled, err)
 	}
-	s.seals.Add(1)
-	s.mu.Unlock()
-	defer s.seals.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.sealsCtx, cancel)()
-
-	if err := CheckShardID(req.ID); err != nil {
+	defer done()
+	leafSize, expected, err := s.checkRequest(req.ID, req.LeafSize, req.ModelRef, req.ExpectedSHA256)
+	if err != nil {
 		return fail(KindInvalid, err)
-	}
-	leafSize := req.LeafSize
-	if leafSize == 0 {
-		leafSize = s.cfg.LeafSize
-	}
-	if err := CheckLeafSize(leafSize); err != nil {
-		return fail(KindInvalid, err)
-	}
-	if err := CheckModelRef(req.ModelRef); err != nil {
-		return fail(KindInvalid, err)
-	}
-	expected := ""
-	if req.ExpectedSHA256 != "" {
-		if expected, err = ParseSHA256Hex(req.ExpectedSHA256); err != nil {
-			return fail(KindInvalid, err)
-		}
 	}
 	if req.Memory == nil || req.Size == 0 {
 		return fail(KindInvalid, errors.New("no memory given (a descriptor and a size of at least 1 byte)"))

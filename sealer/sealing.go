@@ -47,37 +47,14 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	defer func() { endSpan(span, err) }()
 
 	fail := func(k Kind, err error) (Seal, error) { return Seal{}, opErr("seal", req.ID, k, err) }
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return fail(KindCancelled, errors.New("the agent is shutting down"))
+	ctx, done, err := s.begin(ctx)
+	if err != nil {
+		return fail(KindCancelled, err)
 	}
-	s.seals.Add(1)
-	s.mu.Unlock()
-	defer s.seals.Done()
-	// Shutdown cancels seals in flight; each then frees what it took.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.sealsCtx, cancel)()
-
-	if err := CheckShardID(req.ID); err != nil {
+	defer done()
+	leafSize, expected, err := s.checkRequest(req.ID, req.LeafSize, req.ModelRef, req.ExpectedSHA256)
+	if err != nil {
 		return fail(KindInvalid, err)
-	}
-	leafSize := req.LeafSize
-	if leafSize == 0 {
-		leafSize = s.cfg.LeafSize
-	}
-	if err := CheckLeafSize(leafSize); err != nil {
-		return fail(KindInvalid, err)
-	}
-	if err := CheckModelRef(req.ModelRef); err != nil {
-		return fail(KindInvalid, err)
-	}
-	expected := ""
-	if req.ExpectedSHA256 != "" {
-		if expected, err = ParseSHA256Hex(req.ExpectedSHA256); err != nil {
-			return fail(KindInvalid, err)
-		}
 	}
 	dev, ok := s.devices[req.GPU]
 	if !ok {
@@ -344,4 +321,42 @@ func copyAndHash(ctx context.Context, f io.Reader, dev Device, a Allocation, siz
 		return Digests{}, errFileChanged
 	}
 	return th.finish()
+}
+
+// begin registers a seal (or an attach) in flight: Shutdown cancels the
+// context it returns and waits for done. It refuses once Shutdown began.
+func (s *Sealer) begin(ctx context.Context) (context.Context, func(), error) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ctx, nil, errors.New("the agent is shutting down")
+	}
+	s.seals.Add(1)
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.sealsCtx, cancel)
+	return ctx, func() { stop(); cancel(); s.seals.Done() }, nil
+}
+
+// checkRequest checks what a seal or an attach names: the shard id, the
+// leaf size (the default when 0), the model reference and the expected
+// content digest, which it returns normalised.
+func (s *Sealer) checkRequest(id string, leafSize uint64, modelRef, expectedSHA256 string) (uint64, string, error) {
+	if err := CheckShardID(id); err != nil {
+		return 0, "", err
+	}
+	if leafSize == 0 {
+		leafSize = s.cfg.LeafSize
+	}
+	if err := CheckLeafSize(leafSize); err != nil {
+		return 0, "", err
+	}
+	if err := CheckModelRef(modelRef); err != nil {
+		return 0, "", err
+	}
+	if expectedSHA256 == "" {
+		return leafSize, "", nil
+	}
+	expected, err := ParseSHA256Hex(expectedSHA256)
+	return leafSize, expected, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -51,10 +52,10 @@ func (e *LogEmitter) Emit(ctx context.Context, ev Event) Receipt {
 func LogFields(ev Event) logrus.Fields {
 	h := ev.Head()
 	f := logrus.Fields{
-		"event":          NamePrefix + ev.Name(),
-		"event_id":       h.ID,
-		"event_severity": ev.Severity().String(),
-		"worker_id":      h.WorkerID,
+		logfield.Event:         NamePrefix + ev.Name(),
+		logfield.EventID:       h.ID,
+		logfield.EventSeverity: ev.Severity().String(),
+		logfield.WorkerID:      h.WorkerID,
 	}
 	for _, fl := range AllFields(ev) {
 		if fl.Key == "severity" || fl.Key == "seal" {

@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -253,7 +254,7 @@ func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
 	uuid = props.UUID
 	if p.deps.MIG != nil {
 		if m, err := p.deps.MIG.MIGMode(ctx, props.UUID); err != nil {
-			p.deps.Logger.WithField("gpu", gpu).WithError(err).Warn("MIG mode unknown: NVML did not answer")
+			p.deps.Logger.WithField(logfield.GPU, gpu).WithError(err).Warn("MIG mode unknown: NVML did not answer")
 		} else {
 			props.MIG = m
 		}
@@ -281,7 +282,7 @@ func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
 
 func (p *Policy) report(ctx context.Context, v Violation) {
 	action := p.action()
-	p.deps.Logger.WithFields(logrus.Fields{"gpu": v.GPU, "violation": v.Violation, "action_taken": action}).
+	p.deps.Logger.WithFields(logrus.Fields{logfield.GPU: v.GPU, logfield.Violation: v.Violation, logfield.Action: action}).
 		Error("vram_only policy violation: " + v.Details)
 	h := audit.NewHeader(p.deps.Now().UTC(), p.deps.WorkerID)
 	h.Cause, h.GPUUUID = audit.CauseOr(ctx, audit.CauseStartup), v.UUID

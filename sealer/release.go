@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // ReleaseResult is what a release freed.
@@ -88,7 +89,7 @@ func (s *Sealer) releaseShard(ctx context.Context, sh *shard, force bool, reason
 func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Allocation, reason string, stillMappedBy []int64) uint64 {
 	size := a.Size()
 	if err := dev.Free(context.WithoutCancel(ctx), a); err != nil {
-		s.log.WithFields(logrus.Fields{"shard_id": id, "gpu": dev.Index()}).WithError(err).
+		s.log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.GPU: dev.Index()}).WithError(err).
 			Warn("device reported an error freeing the shard's memory; counting it as freed")
 	}
 	s.mu.Lock()

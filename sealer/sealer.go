@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // Results counted by Observer and written in VerifyResult.Result.
@@ -256,7 +257,7 @@ func (s *Sealer) emitCritical(ctx context.Context, ev audit.Event) bool {
 		if errors.Is(err, audit.ErrNotDurable) {
 			lvl = logrus.DebugLevel
 		}
-		s.log.WithFields(logrus.Fields{"event": ev.Name(), "event_id": ev.Head().ID}).WithError(err).
+		s.log.WithFields(logrus.Fields{logfield.Event: ev.Name(), logfield.EventID: ev.Head().ID}).WithError(err).
 			Log(lvl, "critical audit record not confirmed durable")
 		return false
 	}
@@ -303,12 +304,12 @@ func (s *Sealer) Shutdown(ctx context.Context) error {
 		return errors.Join(fmt.Errorf("seals still in flight at shutdown: %w", ctx.Err()), s.ReleaseAll(ctx))
 	}
 	if n := s.Leases(); n > 0 && s.cfg.LeaseWait > 0 {
-		s.log.WithField("leases", n).Infof("waiting up to %s for consumers to close their leases", s.cfg.LeaseWait)
+		s.log.WithField(logfield.Leases, n).Infof("waiting up to %s for consumers to close their leases", s.cfg.LeaseWait)
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseWait)
 		err := s.WaitUnleased(wctx)
 		cancel()
 		if err != nil {
-			s.log.WithField("leases", s.Leases()).Warn("consumers still hold leases: revoking them")
+			s.log.WithField(logfield.Leases, s.Leases()).Warn("consumers still hold leases: revoking them")
 		}
 	}
 	return s.ReleaseAll(ctx)

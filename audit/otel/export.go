@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
@@ -210,7 +211,7 @@ func (q *quietSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.Re
 	if err := q.SpanExporter.ExportSpans(ctx, spans); err != nil {
 		n := q.failures.Add(1)
 		q.warn.Do(func() {
-			q.log.WithError(err).WithFields(logrus.Fields{"spans": len(spans), "span_export_failures": n}).Warn("OTLP span export failed; spans of this batch are dropped")
+			q.log.WithError(err).WithFields(logrus.Fields{logfield.Spans: len(spans), logfield.SpanExportFailures: n}).Warn("OTLP span export failed; spans of this batch are dropped")
 		})
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/audit/spool"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // ScopeName is the instrumentation scope of the audit log records.
@@ -89,7 +90,7 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 30 * time.Second
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger.WithField("component", "audit-pipeline"), done: make(chan struct{})}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger.WithField(logfield.Component, "audit-pipeline"), done: make(chan struct{})}
 	res, err := newResource(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("audit pipeline: %w", err)
@@ -133,7 +134,7 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	go p.ship(sctx)
-	p.log.WithFields(logrus.Fields{"spool_dir": cfg.Spool.Dir, "protocol": proto, "export": exp != nil}).Info("audit pipeline started")
+	p.log.WithFields(logrus.Fields{logfield.SpoolDir: cfg.Spool.Dir, logfield.Protocol: proto, logfield.Export: exp != nil}).Info("audit pipeline started")
 	return p, nil
 }
 
@@ -265,7 +266,7 @@ func (p *Pipeline) ship(ctx context.Context) {
 				warn = rate.Sometimes{Interval: time.Minute}
 			}
 			warn.Do(func() {
-				p.log.WithError(err).WithFields(logrus.Fields{"attempts": attempts, "pending_records": p.spool.Stats().PendingRecords, "retry_in": backoff.String()}).Warn("audit export to the OTel collector failed; records stay in the spool and are retried")
+				p.log.WithError(err).WithFields(logrus.Fields{logfield.Attempts: attempts, logfield.PendingRecords: p.spool.Stats().PendingRecords, logfield.RetryIn: backoff.String()}).Warn("audit export to the OTel collector failed; records stay in the spool and are retried")
 			})
 			failing = true
 			sleep := backoff/2 + rand.N(backoff/2+1)
@@ -277,7 +278,7 @@ func (p *Pipeline) ship(ctx context.Context) {
 			continue
 		}
 		if failing {
-			p.log.WithField("attempts", attempts).Info("audit export to the OTel collector works again")
+			p.log.WithField(logfield.Attempts, attempts).Info("audit export to the OTel collector works again")
 			failing, attempts = false, 0
 		}
 		backoff = p.cfg.RetryMin

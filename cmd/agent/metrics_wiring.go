@@ -10,6 +10,7 @@ import (
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/collector/simsource"
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/nvml"
 )
 
@@ -43,7 +44,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		gpu = simsource.New(a.sims)
 		gpuInterval = simGPUInterval
 	} else {
-		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logFieldComponent, "nvml"))
+		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logfield.Component, "nvml"))
 		a.closers = append(a.closers, src.Close)
 		gpu = src
 	}
@@ -51,7 +52,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu, GPUInterval: gpuInterval,
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
 		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy, Control: a.controlCounters,
-		Logger: a.log.WithField(logFieldComponent, "metrics"),
+		Logger: a.log.WithField(logfield.Component, "metrics"),
 	}
 	opts.ConfigReloads = a.reloads
 	set, err := collector.Register(reg, opts)

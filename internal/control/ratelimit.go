@@ -14,13 +14,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
-)
-
-// Log field names of the rate limit's lines.
-const (
-	LogFieldRequestsPerSecond = "requests_per_second"
-	LogFieldBurst             = "burst"
-	LogFieldEventID           = "event_id"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // RateLimit is the per-caller rate limit (control.rate_limit): each uid may
@@ -165,6 +159,6 @@ func (s *Server) auditRateLimited(ctx context.Context, p Peer, endpoint string, 
 		s.cfg.Emitter.Emit(ctx, ev)
 	}
 	s.log.WithFields(fields).WithFields(logrus.Fields{
-		LogFieldRequestsPerSecond: s.cfg.RateLimit.RequestsPerSecond, LogFieldBurst: s.limits.burst, LogFieldEventID: ev.ID,
+		logfield.RequestsPerSecond: s.cfg.RateLimit.RequestsPerSecond, logfield.Burst: s.limits.burst, logfield.EventID: ev.ID,
 	}).Warn("control API caller over its rate limit: refusing its calls until it slows down (only this first refusal is logged and audited)")
 }

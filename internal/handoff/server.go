@@ -19,6 +19,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/wire"
 	"github.com/vramseal/vramseal/sealer"
 )
@@ -109,7 +110,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.log.WithField("max_connections", s.cfg.MaxConnections).Warn("consumer socket: connection refused, too many open")
+			s.log.WithField(logfield.MaxConnections, s.cfg.MaxConnections).Warn("consumer socket: connection refused, too many open")
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 			_ = wire.Write(c, failure(wire.KindTooMany, "too many connections to the consumer socket"))
 			c.Close()
@@ -157,9 +158,9 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		_ = wire.Write(c, failure(wire.KindForbidden, "the caller's credentials could not be read"))
 		return
 	}
-	log := s.log.WithFields(logrus.Fields{control.LogFieldPeerUID: p.UID, control.LogFieldPeerGID: p.GID, control.LogFieldPeerPID: p.PID})
+	log := s.log.WithFields(logrus.Fields{logfield.PeerUID: p.UID, logfield.PeerGID: p.GID, logfield.PeerPID: p.PID})
 	if ok, why := s.cfg.Access.Allow(p); !ok {
-		log.WithField(control.LogFieldWhy, why).Warn("consumer socket: connection refused")
+		log.WithField(logfield.Why, why).Warn("consumer socket: connection refused")
 		_ = wire.Write(c, failure(wire.KindForbidden, "not allowed: "+why))
 		return
 	}
@@ -280,7 +281,7 @@ func (cn *conn) open(ctx context.Context, id string) error {
 		return err
 	}
 	cn.leases[id] = l
-	cn.log.WithField(sealer.LogFieldShardID, id).Info("consumer socket: shard opened")
+	cn.log.WithField(logfield.ShardID, id).Info("consumer socket: shard opened")
 	return nil
 }
 
@@ -305,7 +306,7 @@ func (cn *conn) attach(ctx context.Context, req wire.Request, files []*os.File) 
 		return err
 	}
 	cn.attached[req.ID] = a
-	cn.log.WithField(sealer.LogFieldShardID, req.ID).Info("consumer socket: memory attached and sealed")
+	cn.log.WithField(logfield.ShardID, req.ID).Info("consumer socket: memory attached and sealed")
 	return wire.Write(cn.c, wire.Response{V: wire.Version, OK: true, Seal: raw, Size: a.Seal.VRAMBytes})
 }
 
@@ -318,7 +319,7 @@ func (cn *conn) closeAll(ctx context.Context) {
 	}
 	for id, a := range cn.attached {
 		if _, err := a.OwnerExited(ctx); err != nil && sealer.KindOf(err) != sealer.KindNotFound {
-			cn.log.WithError(err).WithField(sealer.LogFieldShardID, id).Warn("releasing memory whose owner went away failed")
+			cn.log.WithError(err).WithField(logfield.ShardID, id).Warn("releasing memory whose owner went away failed")
 		}
 		delete(cn.attached, id)
 	}

@@ -215,6 +215,9 @@ type Device struct {
 	staging int
 	// launchBytes is the most bytes of a shard one kernel launch hashes.
 	launchBytes uint64
+	// granularity is the VMM allocation granularity; 0 when shards are
+	// plain cuMemAlloc allocations (no VMM support).
+	granularity uint64
 
 	jobs chan job
 	quit chan struct{}
@@ -244,6 +247,8 @@ var (
 	_ sealer.Device       = (*Device)(nil)
 	_ sealer.LeafDigester = (*Device)(nil)
 	_ sealer.GPUDescriber = (*Device)(nil)
+	_ sealer.Exporter     = (*Device)(nil)
+	_ sealer.Adopter      = (*Device)(nil)
 )
 
 func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Options) (*Device, error) {
@@ -262,6 +267,11 @@ func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Opt
 	}
 	for range opts.VerifyInFlight {
 		d.slots <- &digestSlot{}
+	}
+	if g, limit := vmmSupport(drv, dev); limit != "" {
+		d.limits = append(d.limits, limit)
+	} else {
+		d.granularity = g
 	}
 	if !opts.SpinWait {
 		// CU_CTX_SCHED_YIELD, before the context is first made current.
@@ -410,12 +420,17 @@ func (d *Device) MemoryInfo(ctx context.Context) (sealer.MemoryInfo, error) {
 	return sealer.MemoryInfo{Total: total, Free: free}, d.errf(err)
 }
 
-// allocation is a plain device allocation (cuMemAlloc). It never prints its
-// address.
+// allocation is a shard's device memory: a VMM allocation mapped at ptr
+// (vmm set), or a plain one (cuMemAlloc) where the GPU has no VMM. It
+// never prints its address.
 type allocation struct {
 	dev  *Device
 	ptr  uint64
 	size uint64
+	vmm  *vmmMemory
+	// attached: another process's memory, imported (Adopt); the agent
+	// only reads it.
+	attached bool
 	// use is held shared by operations on the allocation and exclusively
 	// by Free, so memory is never freed under a copy or a kernel.
 	use sync.RWMutex
@@ -425,14 +440,25 @@ func (a *allocation) Size() uint64     { return a.size }
 func (a *allocation) String() string   { return fmt.Sprintf("cuda allocation (%d bytes)", a.size) }
 func (a *allocation) GoString() string { return a.String() }
 
-// Alloc allocates size bytes of device memory with cuMemAlloc: never
-// managed, never host memory.
+// Alloc allocates size bytes of device memory: a VMM allocation
+// (cuMemCreate, exportable as a POSIX file descriptor, rounded up to the
+// granularity, mapped read-write for the device), or with cuMemAlloc
+// where the GPU has no VMM. Never managed, never host memory.
 func (d *Device) Alloc(ctx context.Context, size uint64) (sealer.Allocation, error) {
 	if size == 0 {
 		return nil, d.errf(errors.New("zero-byte allocation"))
 	}
 	a := &allocation{dev: d, size: size}
-	err := d.do(ctx, func(w *worker) error { return call("cuMemAlloc_v2", w.drv.cuMemAlloc(&a.ptr, size)) })
+	err := d.do(ctx, func(w *worker) error {
+		if d.granularity == 0 {
+			return call("cuMemAlloc_v2", w.drv.cuMemAlloc(&a.ptr, size))
+		}
+		ptr, m, err := w.vmmCreate(size)
+		if err == nil {
+			a.ptr, a.vmm = ptr, &m
+		}
+		return err
+	})
 	if err != nil {
 		return nil, d.errf(fmt.Errorf("allocating %d bytes: %w", size, err))
 	}
@@ -464,8 +490,10 @@ func (d *Device) acquire(a sealer.Allocation, off, n uint64) (*allocation, error
 	return al, nil
 }
 
-// Free releases the allocation (cuMemFree). A second Free wraps
-// sealer.ErrAllocationMissing.
+// Free releases the allocation: a VMM allocation is unmapped, its address
+// range freed and its handle released, in that order (its memory lives on
+// while a consumer holds a handle or mapping of it); a plain one is freed
+// with cuMemFree. A second Free wraps sealer.ErrAllocationMissing.
 func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	al, ok := a.(*allocation)
 	if !ok || al.dev != d {
@@ -480,12 +508,17 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	if !live {
 		return d.errf(fmt.Errorf("freed twice: %w", sealer.ErrAllocationMissing))
 	}
-	return d.errf(d.do(context.WithoutCancel(ctx), func(w *worker) error { return call("cuMemFree_v2", w.drv.cuMemFree(al.ptr)) }))
+	return d.errf(d.do(context.WithoutCancel(ctx), func(w *worker) error {
+		if al.vmm != nil {
+			return w.vmmFree(al.ptr, *al.vmm)
+		}
+		return call("cuMemFree_v2", w.drv.cuMemFree(al.ptr))
+	}))
 }
 
 // AllocationMemory asks the driver what memory backs the allocation
-// (cuPointerGetAttribute MEMORY_TYPE and IS_MANAGED), for the VRAM-only
-// policy.
+// (cuPointerGetAttribute MEMORY_TYPE and IS_MANAGED, on the mapped
+// pointer for a VMM allocation), for the VRAM-only policy.
 func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sealer.AllocationMemory, error) {
 	al, err := d.acquire(a, 0, 0)
 	if err != nil {

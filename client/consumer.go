@@ -91,8 +91,14 @@ type Lease struct {
 	Seal sealer.Seal
 	// Size is the shard's size in bytes.
 	Size uint64
-	// Memory is what File is: "memfd" on the simulated GPU.
+	// Memory is what File is: "memfd" on the simulated GPU (Map maps
+	// it), "cuda_vmm" on CUDA (CUDA.Import imports it).
 	Memory string
+	// MappedSize and GPUUUID, for "cuda_vmm": the allocation's size to
+	// map (Size rounded up to the driver's granularity) and the GPU it is
+	// on.
+	MappedSize uint64
+	GPUUUID    string
 	// File is the shard's memory. Map maps it; it stays the consumer's
 	// after Close, for as long as it keeps it open or mapped.
 	File *os.File
@@ -122,7 +128,8 @@ func (c *Consumer) Open(ctx context.Context, id string) (*Lease, error) {
 		files[0].Close()
 		return nil, fmt.Errorf("open %s: the answer's seal is of shard %q, %d bytes (size %d)", id, seal.ShardID, seal.VRAMBytes, resp.Size)
 	}
-	return &Lease{Seal: seal, Size: resp.Size, Memory: resp.Memory, File: files[0], c: c, id: id}, nil
+	return &Lease{Seal: seal, Size: resp.Size, Memory: resp.Memory, MappedSize: resp.MappedSize, GPUUUID: resp.GPUUUID,
+		File: files[0], c: c, id: id}, nil
 }
 
 // ErrNotMappable is returned by Map for memory that is not a memfd (a

@@ -284,7 +284,8 @@ func (cn *conn) open(ctx context.Context, id string) error {
 		l.Close(ctx)
 		return err
 	}
-	resp := wire.Response{V: wire.Version, OK: true, Seal: raw, Size: l.Seal.VRAMBytes, Memory: l.Memory, Files: 1}
+	resp := wire.Response{V: wire.Version, OK: true, Seal: raw, Size: l.Seal.VRAMBytes, Memory: l.Memory, Files: 1,
+		MappedSize: l.MappedSize, GPUUUID: l.GPUUUID}
 	if err := wire.Write(cn.c, resp, l.File); err != nil {
 		l.Close(ctx)
 		return err

@@ -65,8 +65,14 @@ type Response struct {
 	Seal json.RawMessage `json:"seal,omitempty"`
 	// Size is the shard's size in bytes (open).
 	Size uint64 `json:"size,omitempty"`
-	// Memory says what the descriptor is: "memfd" (simulated GPU) (open).
+	// Memory says what the descriptor is: "memfd" (simulated GPU) or
+	// "cuda_vmm" (a CUDA VMM allocation) (open).
 	Memory string `json:"memory,omitempty"`
+	// MappedSize and GPUUUID, for "cuda_vmm": the allocation's size (what
+	// the consumer reserves and maps: the shard's size rounded up to the
+	// granularity) and the GPU it is on (open).
+	MappedSize uint64 `json:"mapped_size,omitempty"`
+	GPUUUID    string `json:"gpu_uuid,omitempty"`
 	// Files is the number of descriptors attached to this frame.
 	Files int `json:"files,omitempty"`
 	// Result is a verification's outcome (verify).

@@ -504,6 +504,32 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void *
 	return copy_checked((char *)(uintptr_t)dst, 0, (const char *)(uintptr_t)src, 0, n, s);
 }
 
+// Synchronous copies (what a consumer uses): the host side may be any
+// memory, as with the real driver's pageable copies.
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
+	ENTER("cuMemcpyDtoH_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int ok = find_region((const char *)(uintptr_t)src, n, 0) >= 0;
+	pthread_mutex_unlock(&mu);
+	if (!ok) return INVALID_VALUE;
+	memmove(dst, (const void *)(uintptr_t)src, n);
+	return OK;
+}
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
+	ENTER("cuMemcpyHtoD_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int i = find_region((const char *)(uintptr_t)dst, n, 0);
+	int ro = i >= 0 && regions[i].readonly;
+	pthread_mutex_unlock(&mu);
+	if (i < 0) return INVALID_VALUE;
+	if (ro) return ILLEGAL_ADDRESS;
+	memmove((void *)(uintptr_t)dst, src, n);
+	return OK;
+}
+
 CUresult cuPointerGetAttribute(void *data, int attr, CUdeviceptr p) {
 	ENTER("cuPointerGetAttribute");
 	NEED_CTX();

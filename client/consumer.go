@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -189,8 +190,10 @@ func (c *Consumer) VerifySealRecord(ctx context.Context, record []byte) (sealer.
 
 // AttachOptions describe memory to attach.
 type AttachOptions struct {
-	// GPU is the GPU the memory is on.
-	GPU int
+	// GPU is the GPU the memory is on; GPUUUID, when set, names it
+	// instead (CUDA: this process's ordinals need not be the agent's).
+	GPU     int
+	GPUUUID string
 	// Size is the bytes to seal from offset 0 (the memory's size when 0).
 	Size uint64
 	// ModelRef is recorded in the seal; SHA256 (hex), when set, pins the
@@ -219,7 +222,23 @@ func (c *Consumer) Attach(ctx context.Context, id string, memory *os.File, o Att
 		}
 		size = uint64(st.Size())
 	}
-	resp, files, err := c.call(ctx, wire.Request{Op: wire.OpAttach, ID: id, GPU: o.GPU, Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256}, memory)
+	return c.attach(ctx, wire.Request{Op: wire.OpAttach, ID: id, GPU: o.GPU, GPUUUID: o.GPUUUID, Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256}, memory)
+}
+
+// AttachIPC asks the agent to seal, in place, size bytes at offset of an
+// allocator segment this process exported as a legacy CUDA IPC handle
+// (cuIpcGetMemHandle; PyTorch's storage._share_cuda_() gives the handle,
+// the offset and the size), on the GPU with the UUID gpuUUID. Legacy IPC
+// works only when the agent sees this process's pid (one pid namespace):
+// otherwise the agent refuses, and a VMM descriptor (Attach) is the way.
+func (c *Consumer) AttachIPC(ctx context.Context, id string, handle [sealer.IPCHandleSize]byte, gpuUUID string, offset, size uint64, o AttachOptions) (*Attachment, error) {
+	return c.attach(ctx, wire.Request{Op: wire.OpAttach, ID: id, IPCHandle: hex.EncodeToString(handle[:]), GPUUUID: gpuUUID, Offset: offset,
+		Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256})
+}
+
+func (c *Consumer) attach(ctx context.Context, req wire.Request, memory ...*os.File) (*Attachment, error) {
+	id := req.ID
+	resp, files, err := c.call(ctx, req, memory...)
 	for _, f := range files {
 		f.Close()
 	}

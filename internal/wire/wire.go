@@ -53,6 +53,13 @@ type Request struct {
 	SHA256   string `json:"sha256,omitempty"`
 	// Files is the number of descriptors attached to this frame (attach: 1).
 	Files int `json:"files,omitempty"`
+	// IPCHandle (128 hex digits), instead of a descriptor, is a legacy
+	// CUDA IPC handle of the owner's allocator segment, and Offset where
+	// the bytes to seal start in it (attach).
+	IPCHandle string `json:"ipc_handle,omitempty"`
+	Offset    uint64 `json:"offset,omitempty"`
+	// GPUUUID names the GPU instead of GPU (attach).
+	GPUUUID string `json:"gpu_uuid,omitempty"`
 }
 
 // Response is the agent's answer to one request.

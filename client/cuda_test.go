@@ -277,3 +277,94 @@ func TestCUDAHandoffTwoProcesses(t *testing.T) {
 		t.Errorf("%d vram.opened events, want 2", n)
 	}
 }
+
+// TestCUDAAttachOverSocket: an engine (here in the test process, on its
+// own copy of the fake driver) attaches memory it owns on the consumer
+// socket, as a VMM descriptor and as a legacy IPC handle, both naming the
+// GPU by UUID; the agent seals and verifies it in place and catches a
+// change the owner makes; the attachments end with the connection.
+func TestCUDAAttachOverSocket(t *testing.T) {
+	a := newAgent(t)
+	ctx := context.Background()
+	b, err := os.ReadFile(a.lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := filepath.Join(t.TempDir(), "libcuda.so.1")
+	if err := os.WriteFile(lib, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	engines, err := cuda.Open(ctx, cuda.Options{LibraryPath: lib, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := engines[0]
+	defer engine.Close()
+	data := bytes.Repeat([]byte("engine weights "), 5000)
+	mem, err := engine.Alloc(ctx, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Free(ctx, mem)
+	if err := engine.Write(ctx, mem, 0, data); err != nil {
+		t.Fatal(err)
+	}
+	uuid := engine.StaticProperties().UUID
+	sum := sha256.Sum256(data)
+	c, err := client.DialConsumer(ctx, a.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := engine.Export(ctx, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := c.Attach(ctx, "vmm", x.File, client.AttachOptions{GPUUUID: uuid, Size: uint64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+	x.File.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Seal.ContentSHA256 != hex.EncodeToString(sum[:]) {
+		t.Error("the attached seal is not of the engine's bytes")
+	}
+	h, err := purego.Dlopen(lib, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var get func(h *[sealer.IPCHandleSize]byte, ptr uint64) int32
+	var last func(k string) int64
+	for name, fn := range map[string]any{"cuIpcGetMemHandle": &get, "fakecuda_get": &last} {
+		p, err := purego.Dlsym(h, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		purego.RegisterFunc(fn, p)
+	}
+	var handle [sealer.IPCHandleSize]byte
+	if r := get(&handle, uint64(last("last_map"))); r != 0 {
+		t.Fatalf("cuIpcGetMemHandle: %d", r)
+	}
+	if _, err := c.AttachIPC(ctx, "ipc", handle, uuid, 15, uint64(len(data)-15), client.AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"vmm", "ipc"} {
+		if res, err := a.s.Verify(ctx, id); err != nil || !res.Intact() {
+			t.Errorf("verify %s: %+v, %v", id, res, err)
+		}
+	}
+	// The owner changes its memory while attached: both seals catch it.
+	if err := engine.Write(ctx, mem, 100, []byte("X")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"vmm", "ipc"} {
+		if res, _ := a.s.Verify(ctx, id); res.Result != audit.ReasonDigestMismatch {
+			t.Errorf("verify %s after the owner's change: %+v", id, res)
+		}
+	}
+	c.Close()
+	for end := time.Now().Add(5 * time.Second); len(a.s.List()) != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("attachments not released when the owner went away: %d shards", len(a.s.List()))
+		}
+	}
+}

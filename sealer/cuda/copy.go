@@ -30,7 +30,7 @@ func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []
 		return err
 	}
 	defer al.use.RUnlock()
-	return d.errf(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) }))
+	return d.errf(al.contain(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) })))
 }
 
 // write copies p to device address dst in staging-sized chunks,

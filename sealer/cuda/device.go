@@ -237,6 +237,10 @@ type Device struct {
 	// that this device runs without (Limitations).
 	limits []string
 
+	// ipc are the IPC segments opened (AdoptIPC), by handle.
+	ipcMu sync.Mutex
+	ipc   map[IPCHandle]*ipcSegment
+
 	kernelMu   sync.Mutex
 	module     uintptr
 	kernel     uintptr
@@ -262,7 +266,7 @@ func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Opt
 	}
 	d := &Device{
 		drv: drv, ordinal: dev, props: props, version: version, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
-		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits,
+		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits, ipc: map[IPCHandle]*ipcSegment{},
 		slots: make(chan *digestSlot, opts.VerifyInFlight), closing: make(chan struct{}), beforeRoot: opts.beforeRoot,
 	}
 	for range opts.VerifyInFlight {
@@ -428,9 +432,13 @@ type allocation struct {
 	ptr  uint64
 	size uint64
 	vmm  *vmmMemory
-	// attached: another process's memory, imported (Adopt); the agent
-	// only reads it.
+	// attached: another process's memory, imported (Adopt) or opened
+	// from an IPC handle (AdoptIPC, ipc set); the agent only reads it.
 	attached bool
+	ipc      *ipcSegment
+	// fault is the contained sticky error of attached memory (contain).
+	faultMu sync.Mutex
+	fault   *AttachedFault
 	// use is held shared by operations on the allocation and exclusively
 	// by Free, so memory is never freed under a copy or a kernel.
 	use sync.RWMutex
@@ -487,6 +495,10 @@ func (d *Device) acquire(a sealer.Allocation, off, n uint64) (*allocation, error
 		al.use.RUnlock()
 		return nil, d.errf(fmt.Errorf("range [%d, %d) outside a %d-byte allocation", off, off+n, al.size))
 	}
+	if err := al.faulted(); err != nil {
+		al.use.RUnlock()
+		return nil, d.errf(err)
+	}
 	return al, nil
 }
 
@@ -507,6 +519,9 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	d.mu.Unlock()
 	if !live {
 		return d.errf(fmt.Errorf("freed twice: %w", sealer.ErrAllocationMissing))
+	}
+	if al.ipc != nil {
+		return d.errf(d.dropSegment(al.ipc))
 	}
 	return d.errf(d.do(context.WithoutCancel(ctx), func(w *worker) error {
 		if al.vmm != nil {

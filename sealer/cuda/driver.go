@@ -63,8 +63,9 @@ type driver struct {
 	cuMemExportToShareableHandle   func(out unsafe.Pointer, h uint64, kind int32, flags uint64) Result
 	cuMemImportFromShareableHandle func(h *uint64, os uintptr, kind int32) Result
 	// Legacy IPC (attach of a PyTorch storage): optional as a group.
-	cuIpcOpenMemHandle  func(ptr *uint64, h IPCHandle, flags uint32) Result
-	cuIpcCloseMemHandle func(ptr uint64) Result
+	cuIpcOpenMemHandle   func(ptr *uint64, h IPCHandle, flags uint32) Result
+	cuIpcCloseMemHandle  func(ptr uint64) Result
+	cuMemGetAddressRange func(base, size *uint64, ptr uint64) Result
 }
 
 // symbol binds one driver function: the first of names the library exports
@@ -121,6 +122,7 @@ func (d *driver) symbols() []symbol {
 		{&d.cuMemImportFromShareableHandle, []string{"cuMemImportFromShareableHandle"}, true},
 		{&d.cuIpcOpenMemHandle, []string{"cuIpcOpenMemHandle_v2", "cuIpcOpenMemHandle"}, true},
 		{&d.cuIpcCloseMemHandle, []string{"cuIpcCloseMemHandle"}, true},
+		{&d.cuMemGetAddressRange, []string{"cuMemGetAddressRange_v2"}, true},
 	}
 }
 
@@ -159,7 +161,9 @@ func (d *driver) hasVMM() bool {
 }
 
 // hasIPC reports whether the legacy IPC calls are bound.
-func (d *driver) hasIPC() bool { return d.cuIpcOpenMemHandle != nil && d.cuIpcCloseMemHandle != nil }
+func (d *driver) hasIPC() bool {
+	return d.cuIpcOpenMemHandle != nil && d.cuIpcCloseMemHandle != nil && d.cuMemGetAddressRange != nil
+}
 
 // call turns a CUresult into an error naming the function.
 func call(fn string, r Result) error {

@@ -159,7 +159,7 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 		return err
 	})
 	if err != nil {
-		return nil, d.errf(err)
+		return nil, d.errf(al.contain(err))
 	}
 	count := sealer.LeafCount(n, leafSize)
 	leaves := make([]sealer.LeafHash, count)

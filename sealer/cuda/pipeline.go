@@ -228,7 +228,7 @@ func (d *Device) treeDigest(ctx context.Context, s *digestSlot, fn uintptr, i in
 	})
 	al.use.RUnlock()
 	if err != nil {
-		return TreeResult{Err: d.errf(err)}
+		return TreeResult{Err: d.errf(al.contain(err))}
 	}
 	// Host work, overlapping the next shard's kernel.
 	if d.beforeRoot != nil {

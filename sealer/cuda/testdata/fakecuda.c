@@ -84,6 +84,7 @@ static long long retained[64];
 static long long streams_live, modules_live, launches, host_live, dev_live;
 static long long ctx_flags = -1; // the primary context's flags; -1: never set
 static long long vmm_handles, vmm_maps, vmm_reserved, vmm_bytes; // live VMM objects; bytes created here
+static long long last_map; // the address of the last cuMemMap, for tests that act as an engine
 
 struct counter { char name[64]; long long n; };
 static struct counter counters[128];
@@ -167,6 +168,7 @@ static long long *key(const char *k) {
 	if (!strcmp(k, "vmm_maps")) return &vmm_maps;
 	if (!strcmp(k, "vmm_reserved")) return &vmm_reserved;
 	if (!strcmp(k, "vmm_bytes")) return &vmm_bytes;
+	if (!strcmp(k, "last_map")) return &last_map;
 	if (!strcmp(k, "used")) return &used;
 	if (!strcmp(k, "streams")) return &streams_live;
 	if (!strcmp(k, "modules")) return &modules_live;
@@ -695,6 +697,7 @@ CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, unsigned long lon
 	h->refs++;
 	mappings[nmappings++] = (struct mapping){p, size, h};
 	vmm_maps++;
+	last_map = (long long)(uintptr_t)p;
 	pthread_mutex_unlock(&mu);
 	return OK;
 }
@@ -793,9 +796,10 @@ CUresult cuMemImportFromShareableHandle(unsigned long long *handle, void *os, in
 struct ipc_handle { uint32_t magic, pid, fd, pad; uint64_t size, base_off; unsigned char rest[32]; };
 #define IPC_MAGIC 0x1bcafe01u
 
+// cuIpcGetMemHandle needs no current context here, so tests can call it
+// from any thread.
 CUresult cuIpcGetMemHandle(struct ipc_handle *out, CUdeviceptr ptr) {
 	ENTER("cuIpcGetMemHandle");
-	NEED_CTX();
 	char *p = (char *)(uintptr_t)ptr;
 	pthread_mutex_lock(&mu);
 	int i;
@@ -834,6 +838,19 @@ CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *ptr, struct ipc_handle h, unsigned f
 	pthread_mutex_unlock(&mu);
 	*ptr = (CUdeviceptr)(uintptr_t)p;
 	return OK;
+}
+
+CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr ptr) {
+	ENTER("cuMemGetAddressRange_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int i = find_region((const char *)(uintptr_t)ptr, 1, 0);
+	if (i >= 0) {
+		if (base) *base = (CUdeviceptr)(uintptr_t)regions[i].p;
+		if (size) *size = regions[i].size;
+	}
+	pthread_mutex_unlock(&mu);
+	return i >= 0 ? OK : INVALID_VALUE;
 }
 
 CUresult cuIpcCloseMemHandle(CUdeviceptr ptr) {

@@ -241,6 +241,8 @@ CUresult cuInit(unsigned flags) {
 	int rc = enter("cuInit");
 	if (rc) return rc;
 	if (flags != 0) return INVALID_VALUE;
+	// A second process of a test sets its fake through the environment.
+	if (getenv("FAKECUDA_REFUSE_READ_ONLY")) cfg_refuse_read_only = 1;
 	initialized = 1;
 	return OK;
 }

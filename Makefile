@@ -72,6 +72,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s).
 	$(GO) test -run '^$$' -fuzz '^FuzzParseComputeCapability$$' -fuzztime $(or $(FUZZTIME),20s) ./sealer
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
 	$(GO) test -run '^$$' -fuzz '^FuzzScanFrames$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/spool
+	$(GO) test -run '^$$' -fuzz '^FuzzReadCopy$$' -fuzztime $(or $(FUZZTIME),20s) ./audit/otel
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),20s) ./alerts
 	$(GO) test -run '^$$' -fuzz '^FuzzParseModel$$' -fuzztime $(or $(FUZZTIME),20s) ./dashboards
 	cd tools/promqlcheck && $(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(or $(FUZZTIME),20s) .
@@ -85,7 +86,7 @@ run: build ## The demo on simulated GPUs.
 	./scripts/demo.sh
 
 .PHONY: generate
-generate: generate-ptx ## Regenerate committed generated files (PTX, docs/metrics.md, dashboards JSON, PrometheusRule, Grafana dashboards ConfigMap).
+generate: generate-ptx ## Regenerate committed generated files (PTX, docs/metrics.md, dashboards JSON, the Helm chart's values schema, rules and dashboards).
 	$(GO) run ./collector/internal/metricsdoc -o docs/metrics.md
 	$(GO) run ./dashboards/cmd/render -out dashboards/json
 	$(GO) run ./deploy/cmd/render -dir deploy

@@ -77,8 +77,10 @@ type Status struct {
 	Simulated bool   `json:"simulated"`
 	// Ready is true once every declared shard is sealed.
 	Ready bool `json:"ready"`
-	// Pending lists the declared shards not sealed yet.
-	Pending []string `json:"pending,omitempty"`
+	// Pending lists the declared shards not sealed yet; PendingReasons
+	// says, for those that failed, why (their last error).
+	Pending        []string          `json:"pending,omitempty"`
+	PendingReasons map[string]string `json:"pending_reasons,omitempty"`
 	// NotReady says why the agent is not ready ("" when it is).
 	NotReady      string        `json:"not_ready,omitempty"`
 	Shards        int           `json:"shards"`
@@ -91,6 +93,9 @@ type Status struct {
 // ErrorResponse is the body of every error.
 type ErrorResponse struct {
 	Error string `json:"error"`
+	// Retryable is true when the same call may succeed later without a
+	// change by the caller (insufficient VRAM, a device error).
+	Retryable bool `json:"retryable,omitempty"`
 	// Kind classifies it: invalid, not_found, exists, insufficient_vram,
 	// device_error, integrity, policy_blocked, cancelled, forbidden,
 	// not_simulated, too_large, internal.

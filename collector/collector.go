@@ -42,6 +42,10 @@ type Options struct {
 	Schedule       Schedule
 	VerifyInterval time.Duration
 
+	// ConfigReloads is the outcome of the configuration reloads (the
+	// config collector; left out when nil).
+	ConfigReloads *ConfigReloads
+
 	// AuditCounters are the emitter's counters; AuditStats the spool's.
 	AuditCounters *audit.Counters
 	AuditStats    AuditStats
@@ -117,6 +121,9 @@ func New(opts Options) (*Set, error) {
 		{"audit", newAuditCollector(opts)},
 		{"policy", newPolicyCollector(opts)},
 		{"control", newControlCollector(opts)},
+	}
+	if opts.ConfigReloads != nil {
+		s.collectors = append(s.collectors, named{"config", newConfigCollector(opts.ConfigReloads)})
 	}
 	return s, nil
 }

@@ -168,9 +168,6 @@ func (d *Declared) forgetVanished() {
 	}
 }
 
-// Ready reports whether every declared shard is sealed.
-func (d *Declared) Ready() bool { return len(d.Pending()) == 0 }
-
 // LastError returns the last error sealing a pending shard (nil if none).
 func (d *Declared) LastError(id string) error {
 	d.mu.Lock()

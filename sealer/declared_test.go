@@ -87,8 +87,8 @@ func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	if _, err := s.Shard("a"); err != nil {
 		t.Fatalf("declared shard a not sealed: %v", err)
 	}
-	if d.Ready() || len(d.Pending()) != 1 || d.Pending()[0] != "b" {
-		t.Fatalf("ready=%v pending=%v, want not ready with b pending", d.Ready(), d.Pending())
+	if (len(d.Pending()) == 0) || len(d.Pending()) != 1 || d.Pending()[0] != "b" {
+		t.Fatalf("ready=%v pending=%v, want not ready with b pending", (len(d.Pending()) == 0), d.Pending())
 	}
 	if d.LastError("b") == nil {
 		t.Error("no error kept for b")
@@ -118,7 +118,7 @@ func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	}
 	writeFile(t, b, 50_000, 2)
 	clock.Advance(8 * time.Second)
-	waitFor(t, "b sealed", d.Ready)
+	waitFor(t, "b sealed", func() bool { return len(d.Pending()) == 0 })
 	sealedA, _ := s.Shard("a")
 
 	// Reload: a unchanged, b removed, c added.
@@ -131,7 +131,7 @@ func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	waitFor(t, "c sealed and b released", func() bool {
 		_, errB := s.Shard("b")
 		_, errC := s.Shard("c")
-		return errB != nil && errC == nil && d.Ready()
+		return errB != nil && errC == nil && (len(d.Pending()) == 0)
 	})
 	nowA, _ := s.Shard("a")
 	if nowA.Seal != sealedA.Seal {
@@ -150,7 +150,7 @@ func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	d.Set([]sealer.DeclaredShard{{ID: "a", Path: a, GPU: 1}, {ID: "c", Path: c, GPU: 1, ModelRef: "m"}})
 	waitFor(t, "a re-sealed on GPU 1", func() bool {
 		st, err := s.Shard("a")
-		return err == nil && st.Seal.GPUDevice == 1 && d.Ready()
+		return err == nil && st.Seal.GPUDevice == 1 && (len(d.Pending()) == 0)
 	})
 	if changes.Load() < 4 {
 		t.Errorf("OnChange called %d times", changes.Load())
@@ -167,7 +167,7 @@ func TestDeclaredShardLargerThanGPUIsRetriedNotFatal(t *testing.T) {
 	d.Set([]sealer.DeclaredShard{{ID: "big", Path: big}})
 	runDeclared(t, d)
 	clock.BlockUntil(t, 1)
-	if d.Ready() {
+	if len(d.Pending()) == 0 {
 		t.Fatal("ready with a shard that cannot fit")
 	}
 	if sealer.KindOf(d.LastError("big")) != sealer.KindInsufficientVRAM {
@@ -187,8 +187,8 @@ func TestDeclaredShardThatIsADirectoryIsReported(t *testing.T) {
 	runDeclared(t, d)
 	clock.BlockUntil(t, 1)
 	err := d.LastError("d")
-	if d.Ready() || sealer.KindOf(err) != sealer.KindInvalid || !strings.Contains(err.Error(), "is not a regular file") {
-		t.Fatalf("ready=%v, error %v", d.Ready(), err)
+	if (len(d.Pending()) == 0) || sealer.KindOf(err) != sealer.KindInvalid || !strings.Contains(err.Error(), "is not a regular file") {
+		t.Fatalf("ready=%v, error %v", (len(d.Pending()) == 0), err)
 	}
 }
 
@@ -203,19 +203,19 @@ func TestDeclaredShardReleasedThroughTheAPIIsSealedAgain(t *testing.T) {
 	runDeclared(t, d)
 	clock.BlockUntil(t, 1)
 	first, err := s.Shard("a")
-	if err != nil || !d.Ready() {
+	if err != nil || !(len(d.Pending()) == 0) {
 		t.Fatalf("not sealed: %v", err)
 	}
 	if _, err := s.Release(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	if d.Ready() {
+	if len(d.Pending()) == 0 {
 		t.Fatal("ready while a declared shard is released")
 	}
 	d.Notify()
 	// The sealer holds the shard a moment before the reconciler records
 	// it: wait for readiness, which needs both.
-	waitFor(t, "a sealed again and the agent ready", d.Ready)
+	waitFor(t, "a sealed again and the agent ready", func() bool { return len(d.Pending()) == 0 })
 	if st, err := s.Shard("a"); err != nil || st.Seal.Signature == first.Seal.Signature {
 		t.Errorf("not sealed again: %+v, %v", st, err)
 	}

@@ -41,9 +41,9 @@ type Lease struct {
 // be opened.
 func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, revoke func()) (*Lease, error) {
 	s.mu.Lock()
-	sh, ok := s.shards[id]
+	sh, ok := s.sealedLocked(id)
 	switch {
-	case !ok || sh.sealing:
+	case !ok:
 		s.mu.Unlock()
 		return nil, opErr("open", id, KindNotFound, errors.New("no such shard"))
 	case sh.failed:

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/sirupsen/logrus"
 )
 
@@ -60,10 +62,10 @@ type Schedule struct {
 	clock Clock
 	log   logrus.FieldLogger
 
-	mu       sync.Mutex
-	entries  map[string]*scheduled
-	budgetAt time.Time // when the byte budget is next free
-	wake     map[int]chan struct{}
+	mu      sync.Mutex
+	entries map[string]*scheduled
+	budget  *rate.Limiter // the byte budget (nil: none)
+	wake    map[int]chan struct{}
 }
 
 type scheduled struct {
@@ -98,6 +100,11 @@ func NewSchedule(src ScheduleSource, cfg ScheduleConfig) (*Schedule, error) {
 	}
 	s := &Schedule{src: src, cfg: cfg, clock: cfg.Clock, log: cfg.Logger,
 		entries: map[string]*scheduled{}, wake: map[int]chan struct{}{}}
+	if cfg.MaxBytesPerSecond > 0 {
+		// A burst of one read buffer: a chunk is never split, and no more
+		// than one chunk ever goes ahead of the rate.
+		s.budget = rate.NewLimiter(rate.Limit(cfg.MaxBytesPerSecond), BufferSize)
+	}
 	for _, g := range src.GPUs() {
 		s.wake[g] = make(chan struct{}, 1)
 	}
@@ -228,20 +235,19 @@ func (s *Schedule) next(gpu int, now time.Time) (string, time.Duration) {
 }
 
 // reserveBudget books bytes of the shared budget and returns how long to
-// wait before reading them.
+// wait before reading them. More bytes than one burst (a whole shard
+// hashed on the GPU) are booked burst by burst, back to back.
 func (s *Schedule) reserveBudget(bytes uint64, now time.Time) time.Duration {
-	if s.cfg.MaxBytesPerSecond == 0 {
+	if s.budget == nil {
 		return 0
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	start := s.budgetAt
-	if start.Before(now) {
-		start = now
+	var wait time.Duration
+	for bytes > 0 {
+		n := min(bytes, uint64(s.budget.Burst()))
+		wait = s.budget.ReserveN(now, int(n)).DelayFrom(now)
+		bytes -= n
 	}
-	cost := time.Duration(float64(bytes) / float64(s.cfg.MaxBytesPerSecond) * float64(time.Second))
-	s.budgetAt = start.Add(cost)
-	return start.Sub(now)
+	return wait
 }
 
 // pace is the Pacer of scheduled verifications: it books bytes of the

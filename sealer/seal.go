@@ -34,13 +34,18 @@ type Seal struct {
 	ModelRef      string    `json:"model_ref"`
 	SealedAt      time.Time `json:"sealed_at"`
 	WorkerID      string    `json:"worker_id"`
-	Signature     string    `json:"signature"`
+	// KeyID names the key that signed the record (internal/secret
+	// Secret.KeyID), so that after a rotation the right one checks it;
+	// empty on records signed before key ids existed.
+	KeyID     string `json:"key_id,omitempty"`
+	Signature string `json:"signature"`
 }
 
 // canonical returns the length-prefixed encoding the signature covers:
 // the domain string, then each field as uint32_be(len) || bytes, in the
 // order of the struct; numbers in decimal, sealed_at in RFC 3339 with
-// nanoseconds, UTC.
+// nanoseconds, UTC; then key_id, when the record has one (records without
+// one encode as they always did).
 func (s Seal) canonical() []byte {
 	fields := []string{
 		sealDomain,
@@ -53,6 +58,9 @@ func (s Seal) canonical() []byte {
 		s.ModelRef,
 		s.SealedAt.UTC().Format(time.RFC3339Nano),
 		s.WorkerID,
+	}
+	if s.KeyID != "" {
+		fields = append(fields, s.KeyID)
 	}
 	var b bytes.Buffer
 	var l [4]byte
@@ -92,34 +100,57 @@ func ParseSeal(data []byte) (Seal, error) {
 	return s, nil
 }
 
-// Signer signs and checks seal records with a key derived from the seal
-// secret (internal/secret, label LabelSealSignature).
+// Signer signs and checks seal records with keys derived from seal
+// secrets (internal/secret, label LabelSealSignature): it signs with its
+// first key and checks with any of them, so that records signed before a
+// rotation still verify.
 type Signer struct {
-	key []byte
+	keys []SigningKey
 }
 
-// NewSigner returns a Signer for a 32-byte key.
+// SigningKey is a seal signing key and the id seal records name it by.
+type SigningKey struct {
+	ID  string
+	Key []byte
+}
+
+// NewSigner returns a Signer for one 32-byte key without an id.
 func NewSigner(key []byte) (*Signer, error) {
-	if len(key) < 32 {
-		return nil, errors.New("seal signing key shorter than 32 bytes")
-	}
-	return &Signer{key: append([]byte(nil), key...)}, nil
+	return NewRotatingSigner([]SigningKey{{Key: key}})
 }
 
-func (g *Signer) mac(s Seal) []byte {
-	m := hmac.New(sha256.New, g.key)
+// NewRotatingSigner returns a Signer that signs with keys[0] (its id goes
+// into each record) and checks a record with the key its key id names,
+// or, for a record without one, with each key.
+func NewRotatingSigner(keys []SigningKey) (*Signer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("no seal signing key")
+	}
+	g := &Signer{}
+	for i, k := range keys {
+		if len(k.Key) < 32 {
+			return nil, fmt.Errorf("seal signing key %d shorter than 32 bytes", i+1)
+		}
+		g.keys = append(g.keys, SigningKey{ID: k.ID, Key: append([]byte(nil), k.Key...)})
+	}
+	return g, nil
+}
+
+func mac(key []byte, s Seal) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write(s.canonical())
 	return m.Sum(nil)
 }
 
-// Sign returns s with its Signature set.
+// Sign returns s with its KeyID and Signature set (by the first key).
 func (g *Signer) Sign(s Seal) Seal {
-	s.Signature = SignatureScheme + ":" + hex.EncodeToString(g.mac(s))
+	s.KeyID = g.keys[0].ID
+	s.Signature = SignatureScheme + ":" + hex.EncodeToString(mac(g.keys[0].Key, s))
 	return s
 }
 
-// Check reports whether s carries a valid signature over its fields,
-// comparing in constant time.
+// Check reports whether s carries a valid signature over its fields by
+// one of the Signer's keys, comparing in constant time.
 func (g *Signer) Check(s Seal) bool {
 	hexSig, ok := strings.CutPrefix(s.Signature, SignatureScheme+":")
 	if !ok {
@@ -129,7 +160,15 @@ func (g *Signer) Check(s Seal) bool {
 	if err != nil || len(got) != sha256.Size {
 		return false
 	}
-	return hmac.Equal(got, g.mac(s))
+	for _, k := range g.keys {
+		if s.KeyID != "" && k.ID != s.KeyID {
+			continue
+		}
+		if hmac.Equal(got, mac(k.Key, s)) {
+			return true
+		}
+	}
+	return false
 }
 
 // sameSeal reports, in constant time over their canonical encodings and

@@ -132,3 +132,36 @@ export VRAMSEAL_PTXAS := $(PTXAS)
 ptxas-check: $(PTXAS) ## Assemble the committed leaf kernel with ptxas (sm_80, sm_90) and show its registers.
 	@out=$$(VRAMSEAL_REQUIRE_TOOLS=1 $(GO) test -count=1 -v -run '^TestPTXAS' ./sealer/cuda 2>&1) || { echo "$$out"; exit 1; }; \
 		echo "$$out" | grep -E '^(--- |ok)|ptxas_test.go:.*(registers|refused)'
+
+# Debian's PyTorch (CPU) and NumPy, for the Python client's tests and the
+# real PyTorch consumer (cmd/agent, python_e2e_test.go), run with Debian's
+# own interpreter: the python3 first on PATH may be another one that does not
+# see Debian's packages. Installed with apt-get only when the import fails.
+PYTHON ?= /usr/bin/python3
+
+.PHONY: python-torch
+python-torch: ## Install Debian's python3-torch and python3-numpy for the Python client's tests, when missing.
+	@$(PYTHON) -c 'import torch, numpy' 2> /dev/null || { \
+		echo "installing Debian's python3-torch and python3-numpy with apt-get (for the Python client's tests)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-torch python3-numpy; }
+
+test: python-torch
+tools: python-torch
+export VRAMSEAL_PYTHON := $(PYTHON)
+
+# Helm, for the chart's tests (tools/k8scheck: lint, template and strict
+# decoding of every rendered object), built with the Go toolchain like the
+# other tools.
+HELM_VERSION := v3.22.0
+HELM_DIR     := $(TOOLS_CACHE)/helm-$(HELM_VERSION)
+HELM         := $(HELM_DIR)/helm
+
+$(HELM):
+	GOBIN=$(HELM_DIR) $(GO) install -trimpath -ldflags '-s -w' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned Helm for the chart's tests.
+
+test: $(HELM)
+tools: $(HELM)
+export VRAMSEAL_HELM := $(HELM)

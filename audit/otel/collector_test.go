@@ -28,6 +28,8 @@ type collector struct {
 	cmd       *exec.Cmd
 	logsFile  string
 	traceFile string
+	// args are more command-line arguments (feature gates).
+	args []string
 }
 
 func newCollector(t *testing.T) *collector {
@@ -74,7 +76,7 @@ func (c *collector) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command(c.bin, "--config=file:"+filepath.Join(c.dir, "config.yaml"))
+	c.cmd = exec.Command(c.bin, append([]string{"--config=file:" + filepath.Join(c.dir, "config.yaml")}, c.args...)...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,13 @@
 // minute. The Pipeline also owns the TracerProvider for the spans around
 // seal, verify and release, exported to the same collector.
 //
+// Every record also carries its body exactly as the spool framed it
+// (vramseal.audit.body), so the collector's copy can be checked on its own:
+// ReadCopy reads the files the Collector's file exporter writes (JSON lines,
+// or zstd-compressed) and VerifyCopy checks each record against its body,
+// the sequence, the hash chain and the checkpoint HMACs, per worker;
+// CopyReport.CompareSpool compares the copy with the local spool.
+//
 // Configuration comes from the standard environment variables:
 // OTEL_EXPORTER_OTLP_ENDPOINT (and _LOGS_/_TRACES_ variants),
 // OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf, the default),

@@ -106,30 +106,61 @@ func newSpanExporter(ctx context.Context, getenv func(string) string) (sdktrace.
 	return exp, nil
 }
 
-// newResource describes the agent: service.name (vramseal-agent unless
-// OTEL_SERVICE_NAME says otherwise), service.version, host.name,
-// k8s.node.name when NODE_NAME is set, vramseal.worker.id, and whatever
-// OTEL_RESOURCE_ATTRIBUTES adds (the environment wins).
+// newResource describes the agent with resourceAttrs, under whatever
+// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME add (the environment wins).
 func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
-	host, _ := os.Hostname()
+	env, err := resource.New(ctx, resource.WithTelemetrySDK(), resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("OTel resource: %w", err)
+	}
+	res, err := resource.Merge(resource.NewSchemaless(resourceAttrs(cfg, os.Hostname)...), env)
+	if err != nil {
+		return nil, fmt.Errorf("OTel resource: %w", err)
+	}
+	return res, nil
+}
+
+// The downward API variables the agent reads (the Helm chart sets them).
+const (
+	envNodeName     = "NODE_NAME"
+	envPodUID       = "POD_UID"
+	envPodName      = "POD_NAME"
+	envPodNamespace = "POD_NAMESPACE"
+)
+
+// resourceAttrs are the agent's own resource attributes: service.name
+// (vramseal-agent), service.version, vramseal.worker.id, host.name (the
+// node: $NODE_NAME where set, since a pod's host name is the pod's name,
+// else the host name), service.instance.id ($POD_UID, else the worker id:
+// one per running agent), and, from the downward API where set,
+// k8s.node.name, k8s.pod.uid, k8s.pod.name and k8s.namespace.name.
+func resourceAttrs(cfg Config, hostname func() (string, error)) []attribute.KeyValue {
+	host := cfg.Getenv(envNodeName)
+	if host == "" {
+		host, _ = hostname()
+	}
+	instance := cfg.Getenv(envPodUID)
+	if instance == "" {
+		instance = cfg.WorkerID
+	}
 	attrs := []attribute.KeyValue{
 		attribute.String("service.name", "vramseal-agent"),
 		attribute.String("service.version", cfg.ServiceVersion),
 		attribute.String("host.name", host),
 		attribute.String(KeyWorkerID, cfg.WorkerID),
 	}
-	if node := cfg.Getenv("NODE_NAME"); node != "" {
-		attrs = append(attrs, attribute.String("k8s.node.name", node))
+	if instance != "" {
+		attrs = append(attrs, attribute.String("service.instance.id", instance))
 	}
-	env, err := resource.New(ctx, resource.WithTelemetrySDK(), resource.WithFromEnv())
-	if err != nil {
-		return nil, fmt.Errorf("OTel resource: %w", err)
+	for _, kv := range []struct{ env, key string }{
+		{envNodeName, "k8s.node.name"}, {envPodUID, "k8s.pod.uid"},
+		{envPodName, "k8s.pod.name"}, {envPodNamespace, "k8s.namespace.name"},
+	} {
+		if v := cfg.Getenv(kv.env); v != "" {
+			attrs = append(attrs, attribute.String(kv.key, v))
+		}
 	}
-	res, err := resource.Merge(resource.NewSchemaless(attrs...), env)
-	if err != nil {
-		return nil, fmt.Errorf("OTel resource: %w", err)
-	}
-	return res, nil
+	return attrs
 }
 
 // collectProcessor is the log processor the shipper's LoggerProvider sends

@@ -1,6 +1,7 @@
 package otel
 
 import (
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -19,6 +20,11 @@ const (
 	KeyWorkerID  = "vramseal.worker.id"
 	KeySeq       = "vramseal.audit.seq"
 	KeyPrevHash  = "vramseal.audit.prev_hash"
+	// KeyBody carries the record's body exactly as the spool framed it,
+	// base64 (standard, padded): SHA-256 of those bytes is the record's
+	// hash, so a copy of the records (the collector's) can be checked
+	// against the chain without the spool.
+	KeyBody = "vramseal.audit.body"
 )
 
 // AllEvents is the Event of a Mapping that every record carries.
@@ -44,6 +50,7 @@ var Mappings = []Mapping{
 	{AllEvents, "worker_id", KeyWorkerID, "string"},
 	{AllEvents, "seq", KeySeq, "int"},
 	{AllEvents, "prev_hash", KeyPrevHash, "string"},
+	{AllEvents, "body", KeyBody, "string"},
 
 	{audit.NameVRAMSealed, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameVRAMSealed, "gpu_device", "gpu.device.index", "int"},
@@ -116,6 +123,7 @@ var Mappings = []Mapping{
 	{audit.NameControlRateLimited, "burst", "vramseal.control.rate_limit.burst", "int"},
 
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
+	{spool.NameCheckpoint, "key_id", "vramseal.audit.checkpoint.key_id", "string"},
 
 	{spool.NameLoss, "reason", "vramseal.audit.loss.reason", "string"},
 	{spool.NameLoss, "count", "vramseal.audit.loss.count", "int"},
@@ -129,6 +137,8 @@ var Mappings = []Mapping{
 	{spool.NameRepair, "bytes", "vramseal.audit.repair.bytes", "int"},
 	{spool.NameRepair, "last_good_seq", "vramseal.audit.repair.last_good_seq", "int"},
 	{spool.NameRepair, "detail", "vramseal.audit.repair.detail", "string"},
+	{spool.NameRepair, "first_missing_seq", "vramseal.audit.repair.first_missing_seq", "int"},
+	{spool.NameRepair, "last_missing_seq", "vramseal.audit.repair.last_missing_seq", "int"},
 }
 
 // attrIndex maps event name → field → attribute key.
@@ -185,13 +195,25 @@ func LogRecord(rec spool.Record) log.Record {
 	r.SetSeverity(log.Severity(rec.Severity))
 	r.SetSeverityText(rec.Severity.String())
 	r.SetBody(attribute.StringValue(summary(rec)))
-	attrs := make([]attribute.KeyValue, 0, len(rec.Fields)+4)
+	r.AddAttributes(Attributes(rec)...)
+	return r
+}
+
+// Attributes returns the attributes a shipped record carries: the ones of
+// every record (uid, worker id, seq, prev hash, and the body when the
+// record has one) and each field under its key (Mappings). A field the
+// mapping lacks is sent as "vramseal.<field>" rather than dropped.
+func Attributes(rec spool.Record) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, len(rec.Fields)+5)
 	attrs = append(attrs,
 		attribute.String(KeyRecordUID, rec.ID),
 		attribute.String(KeyWorkerID, rec.WorkerID),
 		attribute.Int64(KeySeq, int64(min(rec.Seq, math.MaxInt64))),
 		attribute.String(KeyPrevHash, hex.EncodeToString(rec.PrevHash[:])),
 	)
+	if len(rec.Body) > 0 {
+		attrs = append(attrs, attribute.String(KeyBody, base64.StdEncoding.EncodeToString(rec.Body)))
+	}
 	for _, f := range rec.Fields {
 		key, ok := AttributeKey(rec.Name, f.Key)
 		if !ok {
@@ -199,8 +221,7 @@ func LogRecord(rec spool.Record) log.Record {
 		}
 		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key(key), Value: value(f.Value)})
 	}
-	r.AddAttributes(attrs...)
-	return r
+	return attrs
 }
 
 // summary is the record's body: the event name and its main fields, for

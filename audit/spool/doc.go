@@ -5,9 +5,10 @@
 // # Format
 //
 // The folder holds segment files named after their first sequence number
-// (00000000000000000001.seg), a cursor file (the last sequence number the
-// collector accepted, replaced atomically: temporary file, fsync, rename,
-// fsync of the folder) and, after a repair, quarantined segments
+// (00000000000000000001.seg), a cursor file (the anchor: the last sequence
+// number the collector accepted and the last durable checkpoint's sequence
+// number and hash, replaced atomically: temporary file, fsync, rename, fsync
+// of the folder) and, after a repair, quarantined segments
 // (*.seg.quarantined, never deleted). A record is framed as
 //
 //	uint32 BE length | uint32 BE CRC-32C(body) | body
@@ -34,6 +35,8 @@
 // Open scans every segment: a torn last record (a crash mid-write) is
 // truncated; a segment with a corrupt record is quarantined and the chain goes
 // on from the last good record with a recorded break; each repair is written
-// as a repair record. Verify checks a folder offline (vramseal-agent audit
-// verify).
+// as a repair record; segments that end before the anchor (records removed)
+// are logged as an error and recorded too. Verify checks a folder offline
+// (vramseal-agent audit verify): a spool that ends before its anchor fails,
+// and the records after the anchor are reported as the unauthenticated tail.
 package spool

@@ -120,3 +120,32 @@ func (r *Reader) readSegment(sg segment, max int) ([]Record, error) {
 	}
 	return out, nil
 }
+
+// ReadDir reads a spool folder offline and calls fn with every record of
+// every segment in sequence order (quarantined segments are not read). A
+// segment whose framing breaks is read up to the break; the breaks are
+// returned, joined, after the rest was read. fn's error stops the read.
+func ReadDir(dir string, fn func(Record) error) error {
+	l, err := listDir(dir)
+	if err != nil {
+		return err
+	}
+	var breaks []error
+	for _, sf := range l.segments {
+		f, err := os.Open(filepath.Join(dir, sf.name))
+		if err != nil {
+			return fmt.Errorf("audit spool: %w", err)
+		}
+		_, err = scanFrames(f, 0, sf.size, func(rec Record, _, _ int64) error { return fn(rec) })
+		f.Close()
+		var fe *FrameError
+		switch {
+		case err == nil:
+		case errors.As(err, &fe):
+			breaks = append(breaks, fmt.Errorf("audit spool: %s: %w", sf.name, fe))
+		default:
+			return err
+		}
+	}
+	return errors.Join(breaks...)
+}

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -24,6 +25,9 @@ const (
 const (
 	RepairTruncated   = "truncated"
 	RepairQuarantined = "quarantined"
+	// RepairMissing: the segments end before the anchor in the cursor
+	// file; the chain goes on after the anchor.
+	RepairMissing = "missing"
 )
 
 // Entry is what the spool keeps of one record: an audit event, or one of the
@@ -65,6 +69,10 @@ type Record struct {
 	// Hash is SHA-256 of the record's body; the next record carries it
 	// as PrevHash.
 	Hash [32]byte
+	// Body is the record's body exactly as framed on disk (version, seq,
+	// prev hash, payload): shipped as it is, so that a copy of the record
+	// can be checked against the chain (nil for a Record built by hand).
+	Body []byte
 	Entry
 }
 
@@ -227,6 +235,10 @@ func (d *decoder) str(what string) string {
 	return string(d.bytes(int(n), what))
 }
 
+// DecodeBody decodes a record body (what Record.Body holds): the record,
+// its hash, and its entry.
+func DecodeBody(body []byte) (Record, error) { return decodeBody(body) }
+
 // decodeBody decodes a record body (without the frame header).
 func decodeBody(body []byte) (Record, error) {
 	var r Record
@@ -239,6 +251,7 @@ func decodeBody(body []byte) (Record, error) {
 	r.Seq = binary.BigEndian.Uint64(body[1:9])
 	copy(r.PrevHash[:], body[9:41])
 	r.Hash = sha256.Sum256(body)
+	r.Body = bytes.Clone(body)
 	d := &decoder{b: body[bodyFixed:]}
 	ts := d.bytes(8, "time")
 	sev := d.bytes(2, "severity")

@@ -193,6 +193,9 @@ type segSummary struct {
 	lastTime  int64
 	frameErr  *FrameError
 	seqBroken string // a sequence gap inside the file, or a first record not matching the name
+	// missing are the ranges that repair records in the file say are
+	// missing (action missing).
+	missing [][2]uint64
 }
 
 // scanSegment checks one segment file: framing, and sequence numbers
@@ -222,6 +225,11 @@ func scanSegment(path string, nameFirst uint64) (segSummary, error) {
 		s.last = rec.Seq
 		s.lastHash = rec.Hash
 		s.lastTime = rec.Time.UnixNano()
+		if rec.Name == NameRepair && rec.Field("action") == RepairMissing {
+			from, _ := rec.Field("first_missing_seq").(uint64)
+			to, _ := rec.Field("last_missing_seq").(uint64)
+			s.missing = append(s.missing, [2]uint64{from, to})
+		}
 		return nil
 	})
 	s.goodEnd = end

@@ -41,7 +41,13 @@ type Report struct {
 	Quarantined []string
 	Breaks      []string
 	// Losses counts the events that loss records say were lost.
-	Losses   uint64
+	Losses uint64
+	// Anchor is what the cursor file vouches for: the segments must reach
+	// its End, and hold its checkpoint with that hash.
+	Anchor Anchor
+	// Tail counts the records after the anchor's end: nothing outside the
+	// segments vouches for them, so a cut among them cannot be seen.
+	Tail     uint64
 	Problems []Problem
 }
 
@@ -55,6 +61,17 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 // The chain's first available record is taken as its start (older segments
 // may have been removed by retention after they were shipped).
 func Verify(dir string, key []byte) (Report, error) {
+	var keys [][]byte
+	if len(key) > 0 {
+		keys = [][]byte{key}
+	}
+	return VerifyKeys(dir, keys)
+}
+
+// VerifyKeys is Verify with any number of checkpoint keys (one per seal
+// secret, as after a rotation): a checkpoint verifies when one of them
+// does.
+func VerifyKeys(dir string, keys [][]byte) (Report, error) {
 	var rep Report
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -67,7 +84,14 @@ func Verify(dir string, key []byte) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	rep.CheckpointsChecked = len(key) > 0
+	rep.CheckpointsChecked = len(keys) > 0
+	anchor, aerr := ReadAnchor(dir)
+	if aerr != nil {
+		rep.Problems = append(rep.Problems, Problem{File: cursorName, Reason: "anchor unreadable: " + aerr.Error()})
+	}
+	rep.Anchor = anchor
+	var lastName string
+	var lastEnd int64
 	for _, q := range l.quarantined {
 		rep.Quarantined = append(rep.Quarantined, q.name)
 	}
@@ -89,10 +113,12 @@ func Verify(dir string, key []byte) (Report, error) {
 		expect := sf.first
 		count := 0
 		broken := false
-		_, serr := scanFrames(f, 0, sf.size, func(rec Record, off, _ int64) error {
+		_, serr := scanFrames(f, 0, sf.size, func(rec Record, off, end int64) error {
 			if count == 0 && havePrev && (rec.Seq != prevLast+1 || rec.PrevHash != prevHash) {
 				p := Problem{File: sf.name, Offset: off, Seq: rec.Seq}
-				if rec.Seq != prevLast+1 {
+				if rec.Seq > prevLast+1 {
+					p.Reason = fmt.Sprintf("sequence gap: records %d..%d missing (previous segment ends at %d)", prevLast+1, rec.Seq-1, prevLast)
+				} else if rec.Seq != prevLast+1 {
 					p.Reason = fmt.Sprintf("sequence gap: previous segment ends at %d", prevLast)
 				} else {
 					p.Reason = "hash chain break: prev_hash does not match the previous record"
@@ -112,13 +138,17 @@ func Verify(dir string, key []byte) (Report, error) {
 				rep.Problems = append(rep.Problems, Problem{File: sf.name, Offset: off, Seq: rec.Seq, Reason: "hash chain break: prev_hash does not match the previous record"})
 				return errStop
 			}
+			if anchor.CheckpointSeq > 0 && rec.Seq == anchor.CheckpointSeq {
+				if rec.Hash != anchor.CheckpointHash || rec.Name != NameCheckpoint {
+					rep.Problems = append(rep.Problems, Problem{File: sf.name, Offset: off, Seq: rec.Seq, Reason: "not the checkpoint the cursor file anchors (records replaced)"})
+				}
+			}
+			lastName, lastEnd = sf.name, end
 			switch rec.Name {
 			case NameCheckpoint:
 				rep.Checkpoints++
-				if len(key) > 0 {
-					got, _ := rec.Field("hmac").(string)
-					mac, derr := hex.DecodeString(got)
-					if derr != nil || !hmac.Equal(mac, CheckpointMAC(key, rec.Seq, rec.PrevHash)) {
+				if len(keys) > 0 {
+					if !CheckpointVerifies(rec, keys) {
 						rep.Problems = append(rep.Problems, Problem{File: sf.name, Offset: off, Seq: rec.Seq, Reason: "checkpoint HMAC does not verify (altered records, or another seal secret)"})
 					}
 				}
@@ -164,6 +194,7 @@ func Verify(dir string, key []byte) (Report, error) {
 			prevFirst = sf.first
 		}
 	}
+	rep.checkAnchor(lastName, lastEnd)
 	for q, p := range pending {
 		if named[q] {
 			rep.Breaks = append(rep.Breaks, p.String())
@@ -177,6 +208,56 @@ func Verify(dir string, key []byte) (Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// CheckpointVerifies reports whether a checkpoint record's HMAC verifies
+// with one of keys.
+func CheckpointVerifies(rec Record, keys [][]byte) bool {
+	got, _ := rec.Field("hmac").(string)
+	mac, err := hex.DecodeString(got)
+	if err != nil {
+		return false
+	}
+	for _, k := range keys {
+		if hmac.Equal(mac, CheckpointMAC(k, rec.Seq, rec.PrevHash)) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAnchor fails a spool whose segments end before the anchor, naming
+// the missing range, and counts the tail after it.
+func (rep *Report) checkAnchor(lastName string, lastEnd int64) {
+	end := rep.Anchor.End()
+	if rep.LastSeq > end {
+		rep.Tail = rep.LastSeq - end
+		if rep.Records < int(rep.Tail) {
+			rep.Tail = uint64(rep.Records)
+		}
+	}
+	if rep.Records > 0 && rep.LastSeq >= end {
+		return
+	}
+	if end == 0 {
+		return
+	}
+	from := rep.LastSeq + 1
+	why := fmt.Sprintf("spool cut short: records %d..%d missing (the cursor file says %d were shipped and the last checkpoint is %d)", from, end, rep.Anchor.ShippedSeq, rep.Anchor.CheckpointSeq)
+	if rep.Records == 0 {
+		from = 1
+		why = fmt.Sprintf("spool cut short: records 1..%d missing: no records left, but the cursor file says %d were shipped and the last checkpoint is %d", end, rep.Anchor.ShippedSeq, rep.Anchor.CheckpointSeq)
+	}
+	// A break where the chain ends already names the place: say there
+	// what is missing, as one problem.
+	if n := len(rep.Problems); n > 0 && rep.Problems[n-1].Seq == from {
+		rep.Problems[n-1].Reason += "; " + why
+		return
+	}
+	if lastName == "" {
+		lastName = cursorName
+	}
+	rep.Problems = append(rep.Problems, Problem{File: lastName, Offset: lastEnd, Seq: from, Reason: why})
 }
 
 // quarantinedBetween returns the name of a quarantined segment whose

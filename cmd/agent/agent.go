@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -25,6 +26,7 @@ import (
 // starts and stops them. The metrics wiring (newRegistry) reads from here.
 type agent struct {
 	cfg      *config.Config
+	reloads  *collector.ConfigReloads // the configuration reloads' outcome (reload.go)
 	log      *logrus.Logger
 	audit    *auditPipeline
 	sealer   *sealer.Sealer
@@ -68,19 +70,13 @@ func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 // newAgent builds every part from the configuration and opens the GPUs
 // (openCUDA opens real ones); it starts nothing. On error nothing stays open.
 func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openCUDA cudaOpener) (a *agent, err error) {
-	a = &agent{cfg: cfg, log: log}
-	sec, err := secret.Load(cfg.SealSecretFile)
-	if err != nil {
-		return nil, usageErr(fmt.Errorf("%s: seal_secret_file: %w", cfg.File, err))
-	}
-	key, err := sec.Key(secret.LabelSealSignature)
+	a = &agent{cfg: cfg, log: log, reloads: collector.NewConfigReloads(time.Now())}
+	secrets, signer, err := loadSecrets(cfg)
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	signer, err := sealer.NewSigner(key)
-	if err != nil {
-		return nil, usageErr(err)
-	}
+	sec := secrets[0] // signs; the others only verify
+
 	built := a // the return value is nil on error; close what was opened
 	defer func() {
 		if err != nil {
@@ -230,11 +226,52 @@ func usedGPUs(cfg *config.Config) []int {
 // status describes the agent for the control API.
 func (a *agent) status() client.Status {
 	ok, pending, why := a.ready()
+	var reasons map[string]string
+	for _, id := range pending {
+		if err := a.declared.LastError(id); err != nil {
+			if reasons == nil {
+				reasons = map[string]string{}
+			}
+			reasons[id] = err.Error()
+		}
+	}
 	return client.Status{
-		NotReady: why,
+		NotReady: why, PendingReasons: reasons,
 		WorkerID: a.cfg.WorkerID, Device: a.cfg.Device, Simulated: a.sims != nil,
 		Ready: ok, Pending: pending, Shards: len(a.sealer.List()), GPUs: a.sealer.GPUs(),
 		VerifyMode: string(a.sealer.VerifyMode()), VerifyEvery: a.schedule.Interval(),
 		OverdueShards: a.schedule.OverdueShards(),
 	}
+}
+
+// loadSecrets loads the seal secret files (the first signs, every one
+// verifies) and makes the seal Signer from them.
+func loadSecrets(cfg *config.Config) ([]secret.Secret, *sealer.Signer, error) {
+	key := "seal_secret_file"
+	if len(cfg.SealSecretFiles) > 0 {
+		key = "seal_secret_files"
+	}
+	var secs []secret.Secret
+	var keys []sealer.SigningKey
+	for _, f := range cfg.SecretFiles() {
+		sec, err := secret.Load(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %s: %w", cfg.File, key, err)
+		}
+		k, err := sec.Key(secret.LabelSealSignature)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := sec.KeyID()
+		if err != nil {
+			return nil, nil, err
+		}
+		secs = append(secs, sec)
+		keys = append(keys, sealer.SigningKey{ID: id, Key: k})
+	}
+	signer, err := sealer.NewRotatingSigner(keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return secs, signer, nil
 }

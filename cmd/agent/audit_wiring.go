@@ -49,11 +49,16 @@ func newAuditPipeline(ctx context.Context, cfg *config.Config, sec secret.Secret
 	if err != nil {
 		return nil, usageErr(err)
 	}
+	keyID, err := sec.KeyID()
+	if err != nil {
+		return nil, usageErr(err)
+	}
 	alog := log.WithField(logFieldComponent, "audit")
 	p, err := auditotel.NewPipeline(ctx, auditotel.Config{
 		Spool: spool.Config{
 			Dir: cfg.Audit.SpoolDir, SegmentBytes: int64(cfg.Audit.SegmentBytes), Retention: cfg.Audit.Retention,
-			MinFreeBytes: cfg.Audit.MinFreeBytes, CheckpointKey: key,
+			MinFreeBytes: cfg.Audit.MinFreeBytes, CheckpointKey: key, CheckpointKeyID: keyID,
+			CheckpointEvery: int(cfg.Audit.CheckpointRecords), CheckpointInterval: cfg.Audit.CheckpointInterval,
 		},
 		WorkerID: cfg.WorkerID, ServiceVersion: version.Version, Logger: alog, Counters: counters,
 	})

@@ -461,29 +461,6 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 }
 
-// metric reads one unlabelled sample from /metrics (NaN when absent).
-func (e *env) metric(name string) float64 {
-	e.t.Helper()
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{}).DialContext}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + e.addr + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
-				return f
-			}
-		}
-	}
-	e.t.Fatalf("no %s on /metrics", name)
-	return 0
-}
-
 // settled polls the agent's open descriptors and goroutines (go_goroutines)
 // until two readings agree, or, with want, until both are at or below
 // want's; it gives up after 20s and returns the last reading.

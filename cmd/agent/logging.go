@@ -37,6 +37,14 @@ const (
 	logFieldGOGC = "gogc"
 )
 
+// Log field names of the environment and configuration reload lines.
+const (
+	logFieldEnv        = "env"
+	logFieldValue      = "value"
+	logFieldTrigger    = "trigger"
+	logFieldAutoReload = "config_auto_reload_interval"
+)
+
 // newLogger returns the operational logger: level is debug, info, warn or
 // error; format is logfmt or json.
 func newLogger(w io.Writer, level, format string) (*logrus.Logger, error) {

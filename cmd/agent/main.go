@@ -15,15 +15,16 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/version"
+	"github.com/vramseal/vramseal/policy"
 )
 
 // Exit statuses (DESIGN.md).
 const (
 	exitOK          = 0
-	exitFailed      = 1 // operation failed or refused
-	exitUsage       = 2 // bad usage or bad input
-	exitPolicy      = 3 // policy violation with exit_on_violation
-	exitUnreachable = 4 // agent unreachable
+	exitFailed      = 1               // operation failed or refused
+	exitUsage       = 2               // bad usage or bad input
+	exitPolicy      = policy.ExitCode // policy violation with exit_on_violation
+	exitUnreachable = 4               // agent unreachable
 )
 
 // cli is what every subcommand gets: its output streams.

@@ -53,6 +53,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy, Control: a.controlCounters,
 		Logger: a.log.WithField(logFieldComponent, "metrics"),
 	}
+	opts.ConfigReloads = a.reloads
 	set, err := collector.Register(reg, opts)
 	if err != nil {
 		return nil, nil, errors.Join(errors.New("metrics"), err)

@@ -27,6 +27,11 @@ import (
 // defaultSocket is where the control API listens and the client looks.
 const defaultSocket = "/run/vramseal/agent.sock"
 
+// defaultConfigFile is the configuration's one default path: the systemd
+// unit installs it there and the Helm chart mounts its ConfigMap, as a
+// directory, on /etc/vramseal.
+const defaultConfigFile = "/etc/vramseal/config.yml"
+
 // Shutdown bounds.
 const (
 	releaseTimeout    = 60 * time.Second
@@ -36,6 +41,7 @@ const (
 
 type runOptions struct {
 	configFile    string
+	configWatch   time.Duration
 	web           *web.FlagConfig
 	telemetryPath string
 	socket        string
@@ -47,7 +53,8 @@ func init() {
 	register(func(app *kingpin.Application) (string, action) {
 		cmd := app.Command("run", "Run the agent: seal the declared shards, re-verify every shard on schedule, serve the control API and /metrics.")
 		o := &runOptions{}
-		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default("/etc/vramseal/agent.yml").StringVar(&o.configFile)
+		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default(defaultConfigFile).StringVar(&o.configFile)
+		cmd.Flag("config.auto-reload-interval", "How often to check the configuration file (and, on Kubernetes, its mounted ConfigMap directory) for changes, reloading it when it changed as on SIGHUP; 0 turns the check off.").Default("10s").DurationVar(&o.configWatch)
 		o.web = kingpinflag.AddFlags(cmd, ":9477")
 		cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.telemetryPath)
 		cmd.Flag("control.socket", "Path of the control API's Unix socket.").Default(defaultSocket).StringVar(&o.socket)
@@ -75,6 +82,17 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	if o.configWatch < 0 {
+		log.Errorf("--config.auto-reload-interval %s: want 0 (off) or more", o.configWatch)
+		return exitUsage
+	}
+	// Fingerprinted before the load, so that a change in between is seen.
+	watch := newConfigWatch(o.configFile, o.configWatch)
+	// Before anything can load the CUDA driver, which reads it at cuInit.
+	if err := setCUDADeviceOrder(os.Getenv, os.Setenv, log); err != nil {
+		log.WithError(err).Error("cannot set the CUDA device order")
+		return exitFailed
+	}
 	cfg, err := config.Load(o.configFile)
 	if err != nil {
 		log.WithError(err).Error("cannot load the configuration")
@@ -139,6 +157,9 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	wg.Go(func() { _ = a.declared.Run(runCtx) })
 	wg.Go(func() { _ = a.schedule.Run(runCtx) })
 	wg.Go(func() { _ = a.metrics.Run(runCtx) })
+	wg.Go(func() { _ = watch.Run(runCtx) })
+	log.WithFields(logrus.Fields{logFieldConfigFile: o.configFile, logFieldAutoReload: o.configWatch.String()}).
+		Debug("watching the configuration file for changes (0s: off)")
 	controlErr := make(chan error, 1)
 	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
 	// The consumer socket outlives the rest until the shards are released:
@@ -165,7 +186,9 @@ loop:
 			log.Info("shutting down: stopping the schedule, releasing every shard")
 			break loop
 		case <-hup:
-			a.reload(o.configFile)
+			a.reload(o.configFile, reloadSIGHUP)
+		case <-watch.Changed():
+			a.reload(o.configFile, reloadFileChanged)
 		case <-a.policy.Exit():
 			log.WithError(a.policy.ExitErr()).Error("stopping: the VRAM-only policy is violated and policy.exit_on_violation is set")
 			code = exitPolicy

@@ -50,6 +50,11 @@ func init() {
 				}
 				fmt.Fprintf(c.stdout, "worker   %s\ndevice   %s\ngpus     %v\nshards   %d\nready    %s\nverify   every %s (%s)\n",
 					st.WorkerID, dev, st.GPUs, st.Shards, ready, st.VerifyEvery, st.VerifyMode)
+				for _, id := range st.Pending {
+					if why, ok := st.PendingReasons[id]; ok {
+						fmt.Fprintf(c.stdout, "pending  %s: %s\n", id, why)
+					}
+				}
 			}
 			if *wait > 0 && !st.Ready {
 				return exitFailed

@@ -32,6 +32,9 @@ type Config struct {
 	CUDA CUDA `yaml:"cuda"`
 	// SealSecretFile is the seal secret's path.
 	SealSecretFile string `yaml:"seal_secret_file"`
+	// SealSecretFiles replaces SealSecretFile to rotate the secret: the
+	// first signs, every one verifies (docs/runbooks/seal-secret-rotation.md).
+	SealSecretFiles []string `yaml:"seal_secret_files"`
 	// ModelDirs are the directories the control API may seal files from.
 	ModelDirs []string `yaml:"model_dirs"`
 	// Control is the control socket's access rules.
@@ -150,6 +153,11 @@ type Audit struct {
 	SegmentBytes uint64        `yaml:"segment_bytes"`
 	Retention    time.Duration `yaml:"retention"`
 	MinFreeBytes uint64        `yaml:"min_free_bytes"`
+	// CheckpointRecords and CheckpointInterval: a checkpoint closes the
+	// chain after this many records or this much time, whichever comes
+	// first; they bound the tail that no checkpoint vouches for yet.
+	CheckpointRecords  uint64        `yaml:"checkpoint_records"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // What the status page at / shows (the web.status_page key).
@@ -180,6 +188,15 @@ type Shard struct {
 	LeafSize uint64 `yaml:"leaf_size"`
 }
 
+// SecretFiles returns the seal secret files: the first signs seal records
+// and checkpoints, every one verifies them.
+func (c *Config) SecretFiles() []string {
+	if len(c.SealSecretFiles) > 0 {
+		return c.SealSecretFiles
+	}
+	return []string{c.SealSecretFile}
+}
+
 // Default returns the configuration with every default applied and no
 // shards. WorkerID is left empty (Parse fills it in).
 func Default() Config {
@@ -197,6 +214,7 @@ func Default() Config {
 		Audit: Audit{
 			SpoolDir: "/var/lib/vramseal/audit", SegmentBytes: 64 << 20,
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
+			CheckpointRecords: 1000, CheckpointInterval: 5 * time.Second,
 		},
 		Web: Web{StatusPage: StatusPageSummary},
 	}
@@ -313,8 +331,22 @@ func (c *Config) validate() error {
 			}
 		}
 	}
-	if c.SealSecretFile == "" {
+	if c.SealSecretFile != "" && len(c.SealSecretFiles) > 0 {
+		return c.errorf("seal_secret_files", "give seal_secret_file or seal_secret_files, not both")
+	}
+	if c.SealSecretFile == "" && len(c.SealSecretFiles) == 0 {
 		return c.errorf("seal_secret_file", "required: the path of a file of at least 32 random bytes, mode 0400 or 0600")
+	}
+	seen := map[string]int{}
+	for i, f := range c.SealSecretFiles {
+		key := fmt.Sprintf("seal_secret_files[%d]", i)
+		if f == "" {
+			return c.errorf(key, "empty path")
+		}
+		if j, dup := seen[f]; dup {
+			return c.errorf(key, "%q is listed twice (also seal_secret_files[%d])", f, j)
+		}
+		seen[f] = i
 	}
 	for i, d := range c.ModelDirs {
 		if !filepath.IsAbs(d) {
@@ -361,6 +393,12 @@ func (c *Config) validate() error {
 	}
 	if c.Audit.Retention < time.Hour {
 		return c.errorf("audit.retention", "%s: want at least 1h", c.Audit.Retention)
+	}
+	if c.Audit.CheckpointRecords < 1 || c.Audit.CheckpointRecords > 1<<20 {
+		return c.errorf("audit.checkpoint_records", "%d: want from 1 to 1048576", c.Audit.CheckpointRecords)
+	}
+	if c.Audit.CheckpointInterval < time.Second || c.Audit.CheckpointInterval > time.Hour {
+		return c.errorf("audit.checkpoint_interval", "%s: want from 1s to 1h", c.Audit.CheckpointInterval)
 	}
 	switch c.Web.StatusPage {
 	case StatusPageFull, StatusPageSummary, StatusPageOff:

@@ -161,6 +161,10 @@ func TestBadInput(t *testing.T) {
 		{"per_gpu of a missing GPU", "seal_secret_file: /k\nsim: {gpus: 1, per_gpu: [{gpu: 3}]}\n", "a.yml: sim.per_gpu[0].gpu (line 2): GPU 3 does not exist"},
 		{"per_gpu unknown key", "seal_secret_file: /k\nsim: {per_gpu: [{gpu: 0, ecc: true}]}\n", "a.yml: sim.per_gpu[0].ecc (line 2): unknown key"},
 		{"two documents", "seal_secret_file: /k\n---\ndevice: sim\n", "a.yml: line 2: more than one YAML document"},
+		{"checkpoint records zero", "seal_secret_file: /k\naudit: {checkpoint_records: 0}\n", "a.yml: audit.checkpoint_records (line 2): 0: want from 1 to 1048576"},
+		{"checkpoint interval too short", "seal_secret_file: /k\naudit: {checkpoint_interval: 100ms}\n", "a.yml: audit.checkpoint_interval (line 2): 100ms: want from 1s to 1h"},
+		{"both secret keys", "seal_secret_file: /k\nseal_secret_files: [/k2]\n", "a.yml: seal_secret_files (line 2): give seal_secret_file or seal_secret_files, not both"},
+		{"secret file listed twice", "seal_secret_files: [/k, /k]\n", `a.yml: seal_secret_files[1] (line 1): "/k" is listed twice (also seal_secret_files[0])`},
 		{"alias", "seal_secret_file: &x /k\naudit: {spool_dir: *x}\n", "a.yml: audit.spool_dir (line 2): YAML aliases are not supported"},
 		{"uid out of range", "seal_secret_file: /k\ncontrol: {allowed_uids: [4294967296]}\n", "a.yml: control.allowed_uids[0] (line 2): want a non-negative integer, got \"4294967296\" (out of range)"},
 		{"bool as string", "seal_secret_file: /k\npolicy: {require_ecc: \"yes\"}\n", `a.yml: policy.require_ecc (line 2): want true or false, got "yes"`},
@@ -235,5 +239,20 @@ func TestComputeCapabilityParity(t *testing.T) {
 				t.Errorf("%q: messages differ:\n%s\n%s", v, s, p)
 			}
 		}
+	}
+}
+
+// seal_secret_files lists the secrets of a rotation: the first signs.
+func TestSealSecretFiles(t *testing.T) {
+	c, err := Parse("a.yml", []byte("seal_secret_files: [/new.key, /old.key]\n"), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.SecretFiles(); len(got) != 2 || got[0] != "/new.key" || got[1] != "/old.key" {
+		t.Fatalf("secret files %v", got)
+	}
+	c, err = Parse("a.yml", []byte("seal_secret_file: /k\n"), testEnv)
+	if err != nil || len(c.SecretFiles()) != 1 || c.SecretFiles()[0] != "/k" {
+		t.Fatalf("one secret file: %v %v", c, err)
 	}
 }

@@ -260,7 +260,7 @@ func writeSealerError(w http.ResponseWriter, err error) {
 	case sealer.KindBusy:
 		status, kind = http.StatusConflict, k.String()
 	}
-	writeError(w, status, kind, err.Error())
+	writeJSON(w, status, client.ErrorResponse{Error: err.Error(), Kind: kind, Retryable: sealer.IsRetryable(err)})
 }
 
 // DecodeJSON decodes one JSON object from r (at most client.MaxBodyBytes) into v,

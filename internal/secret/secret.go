@@ -7,6 +7,7 @@ package secret
 import (
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,8 @@ const maxBytes = 64 << 10
 const (
 	LabelSealSignature   = "vramseal seal-signature v1"
 	LabelAuditCheckpoint = "vramseal audit-checkpoint v1"
+	// LabelKeyID derives a secret's public id (KeyID).
+	LabelKeyID = "vramseal key-id v1"
 )
 
 // Secret is the seal secret.
@@ -82,6 +85,18 @@ func (s Secret) Key(label string) ([]byte, error) {
 		return nil, errors.New("seal secret not loaded")
 	}
 	return hkdf.Key(sha256.New, s.b, nil, label, 32)
+}
+
+// KeyID returns the secret's id: 16 hex digits derived one way from it
+// (HKDF, LabelKeyID), safe to publish. Seal records and checkpoints name
+// the secret that signed them by it, so that after a rotation the right
+// one checks them.
+func (s Secret) KeyID() (string, error) {
+	k, err := s.Key(LabelKeyID)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(k[:8]), nil
 }
 
 // String hides the secret.

@@ -607,3 +607,19 @@ func TestJITErrorLog(t *testing.T) {
 		t.Error("a module was left loaded")
 	}
 }
+
+// TestDeviceOrderReachesTheDriver: CUDA_DEVICE_ORDER set by the process
+// itself (as the agent does when it is unset, before it opens the driver)
+// is what the driver reads at cuInit, with and without cgo, so CUDA
+// ordinals follow PCI bus order as NVML's indexes do.
+func TestDeviceOrderReachesTheDriver(t *testing.T) {
+	t.Setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+	f := newFake(t, fakeFull)
+	if got := f.get("init_device_order"); got != -2 {
+		t.Fatalf("init_device_order before cuInit = %d, want -2", got)
+	}
+	open(t, f)
+	if got := f.get("init_device_order"); got != 1 {
+		t.Fatalf("CUDA_DEVICE_ORDER seen by cuInit: code %d, want 1 (PCI_BUS_ID)", got)
+	}
+}

@@ -1,11 +1,12 @@
-// Package k8scheck checks the Kubernetes manifests under deploy/kubernetes
-// the way a cluster would read them: the kustomization is rendered with
-// kustomize's own library (what `kubectl kustomize` and `kubectl apply -k`
-// run), and every object is decoded strictly into its Go API type
+// Package k8scheck checks the Helm chart (deploy/helm/vramseal) the way a
+// cluster would read it: a pinned Helm (VRAMSEAL_HELM, built by `make
+// test`) lints and renders it for its defaults and each ci/*.yaml value set,
+// and every rendered object is decoded strictly into its Go API type
 // (k8s.io/api for the built-in kinds, prometheus-operator's for
-// ServiceMonitor and PrometheusRule), so a misspelt or misplaced field is an
-// error instead of something the API server drops.
+// ServiceMonitor, PodMonitor and PrometheusRule), so a misspelt or
+// misplaced field is an error instead of something the API server drops.
+// The agent's own loader then reads the configuration the chart renders.
 //
-// It is its own module so that the Kubernetes and kustomize trees stay out
-// of the agent's go.mod. `make test` runs its tests.
+// It is its own module so that the Kubernetes trees stay out of the agent's
+// go.mod. `make test` runs its tests.
 package k8scheck

@@ -2,7 +2,11 @@ package k8scheck
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -10,8 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -21,34 +23,53 @@ type Object interface {
 	metav1.Object
 }
 
-// kinds are the object kinds the manifests may hold, each with its Go type.
+// kinds are the object kinds the chart may render, each with its Go type.
 var kinds = map[schema.GroupVersionKind]func() Object{
-	corev1.SchemeGroupVersion.WithKind("Namespace"):            func() Object { return &corev1.Namespace{} },
 	corev1.SchemeGroupVersion.WithKind("ServiceAccount"):       func() Object { return &corev1.ServiceAccount{} },
 	corev1.SchemeGroupVersion.WithKind("ConfigMap"):            func() Object { return &corev1.ConfigMap{} },
 	corev1.SchemeGroupVersion.WithKind("Secret"):               func() Object { return &corev1.Secret{} },
 	corev1.SchemeGroupVersion.WithKind("Service"):              func() Object { return &corev1.Service{} },
+	corev1.SchemeGroupVersion.WithKind("Pod"):                  func() Object { return &corev1.Pod{} },
 	appsv1.SchemeGroupVersion.WithKind("DaemonSet"):            func() Object { return &appsv1.DaemonSet{} },
 	monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"): func() Object { return &monitoringv1.ServiceMonitor{} },
+	monitoringv1.SchemeGroupVersion.WithKind("PodMonitor"):     func() Object { return &monitoringv1.PodMonitor{} },
 	monitoringv1.SchemeGroupVersion.WithKind("PrometheusRule"): func() Object { return &monitoringv1.PrometheusRule{} },
 }
 
-// Render builds the kustomization in dir as `kubectl kustomize dir` does and
-// returns each object as one YAML document.
-func Render(dir string) ([][]byte, error) {
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+// Helm runs one pinned helm binary with its own empty home (no
+// repositories, plugins or cache of the user's), offline.
+type Helm struct {
+	Bin  string
+	Home string
+}
+
+// Run runs helm with args and returns its standard output; a failure
+// carries its standard error.
+func (h Helm) Run(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, h.Bin, args...)
+	cmd.Env = append(os.Environ(),
+		"HELM_CACHE_HOME="+filepath.Join(h.Home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(h.Home, "config"),
+		"HELM_DATA_HOME="+filepath.Join(h.Home, "data"),
+		"KUBECONFIG="+filepath.Join(h.Home, "no-kubeconfig"),
+	)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("helm %v: %w\n%s%s", args, err, stderr.Bytes(), stdout.Bytes())
+	}
+	return stdout.Bytes(), nil
+}
+
+// Template renders chart as `helm template` does (release name and
+// namespace as given, then args such as -f FILE or --set K=V) and returns
+// each object as one YAML document.
+func (h Helm) Template(ctx context.Context, chart, release, namespace string, args ...string) ([][]byte, error) {
+	out, err := h.Run(ctx, append([]string{"template", release, chart, "--namespace", namespace}, args...)...)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize %s: %w", dir, err)
+		return nil, err
 	}
-	var docs [][]byte
-	for _, r := range m.Resources() {
-		y, err := r.AsYAML()
-		if err != nil {
-			return nil, fmt.Errorf("kustomize %s: %s: %w", dir, r.CurId(), err)
-		}
-		docs = append(docs, y)
-	}
-	return docs, nil
+	return Split(out), nil
 }
 
 // Split cuts a multi-document YAML file into its non-empty documents.
@@ -92,5 +113,6 @@ func Decode(doc []byte) (Object, error) {
 	if obj.GetName() == "" {
 		return nil, fmt.Errorf("decode %s: no metadata.name", tm.Kind)
 	}
+	obj.GetObjectKind().SetGroupVersionKind(gvk)
 	return obj, nil
 }

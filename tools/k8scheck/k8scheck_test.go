@@ -1,6 +1,7 @@
 package k8scheck
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,86 +9,204 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vramseal/vramseal/deploy"
+	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/testenv"
 )
 
-// manifests is deploy/kubernetes, the kustomization users apply.
-var manifests = filepath.Join("..", "..", "deploy", "kubernetes")
+// chart is the Helm chart users install.
+var chart = filepath.Join("..", "..", "deploy", "helm", "vramseal")
 
-// TestKustomizeBuild renders the kustomization as `kubectl apply -k` does,
-// checks that every object comes out, in the vramseal namespace, and that
-// each decodes strictly into its API type.
-func TestKustomizeBuild(t *testing.T) {
-	docs, err := Render(manifests)
+const (
+	release   = "vs"
+	namespace = "gpu-integrity"
+)
+
+func helm(t *testing.T) Helm {
+	t.Helper()
+	return Helm{Bin: testenv.Tool(t, "VRAMSEAL_HELM"), Home: t.TempDir()}
+}
+
+// valueSets are the defaults ("") and every ci/*.yaml.
+func valueSets(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(chart, "ci", "*.yaml"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("ci value sets %v: %v", files, err)
+	}
+	return append([]string{""}, files...)
+}
+
+func valuesArgs(set string) []string {
+	if set == "" {
+		return nil
+	}
+	return []string{"-f", set}
+}
+
+func setName(set string) string {
+	if set == "" {
+		return "defaults"
+	}
+	return strings.TrimSuffix(filepath.Base(set), ".yaml")
+}
+
+// rendered is a value set's objects, by kind and name.
+type rendered map[string]Object
+
+func (r rendered) get(t *testing.T, kind, name string) Object {
+	t.Helper()
+	o, ok := r[kind+"/"+name]
+	if !ok {
+		t.Fatalf("no %s/%s rendered; have %v", kind, name, r.names())
+	}
+	return o
+}
+
+func (r rendered) names() []string {
+	var out []string
+	for k := range r {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// render templates the chart with a value set (and more args), decodes
+// every object strictly and checks its namespace.
+func render(t *testing.T, h Helm, set string, args ...string) rendered {
+	t.Helper()
+	docs, err := h.Template(context.Background(), chart, release, namespace, append(valuesArgs(set), args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	out := rendered{}
 	for _, d := range docs {
 		obj, err := Decode(d)
 		if err != nil {
-			t.Errorf("%v\n%s", err, d)
+			t.Errorf("%s: %v\n%s", setName(set), err, d)
 			continue
 		}
-		kind := obj.GetObjectKind().GroupVersionKind().Kind
-		got = append(got, kind+"/"+obj.GetName())
-		if kind != "Namespace" && obj.GetNamespace() != deploy.Namespace {
-			t.Errorf("%s/%s is in namespace %q, want %q", kind, obj.GetName(), obj.GetNamespace(), deploy.Namespace)
+		key := obj.GetObjectKind().GroupVersionKind().Kind + "/" + obj.GetName()
+		if _, dup := out[key]; dup {
+			t.Errorf("%s: %s rendered twice", setName(set), key)
+		}
+		out[key] = obj
+		// Dashboards go where the Grafana sidecar looks (dashboards.namespace).
+		if ns := obj.GetNamespace(); ns != namespace && !(obj.GetLabels()["grafana_dashboard"] != "" && ns != "") {
+			t.Errorf("%s: %s in namespace %q, want %q", setName(set), key, ns, namespace)
+		}
+		if obj.GetLabels()["app.kubernetes.io/part-of"] != "vramseal" || obj.GetLabels()["app.kubernetes.io/instance"] != release {
+			t.Errorf("%s: %s lacks the chart's labels: %v", setName(set), key, obj.GetLabels())
 		}
 	}
-	slices.Sort(got)
-	want := []string{"ConfigMap/vramseal-agent-config", "ConfigMap/vramseal-dashboards", "DaemonSet/vramseal-agent",
-		"Namespace/vramseal", "PrometheusRule/vramseal", "Service/vramseal", "ServiceAccount/vramseal-agent", "ServiceMonitor/vramseal"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("kustomize produced %v, want %v", got, want)
-	}
+	return out
 }
 
-// TestEveryManifestDecodesStrictly decodes each file on its own, including
-// the ones the kustomization leaves out (the secret template).
-func TestEveryManifestDecodesStrictly(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(manifests, "*.yaml"))
-	if err != nil || len(files) < 8 {
-		t.Fatalf("manifests %v: %v", files, err)
-	}
-	for _, f := range files {
-		if filepath.Base(f) == "kustomization.yaml" {
-			continue
-		}
-		data, err := os.ReadFile(f)
+// TestChartLint: helm lint --strict is clean for every value set.
+func TestChartLint(t *testing.T) {
+	h := helm(t)
+	for _, set := range valueSets(t) {
+		out, err := h.Run(context.Background(), append([]string{"lint", "--strict", chart}, valuesArgs(set)...)...)
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("%s: %v", setName(set), err)
+			continue
 		}
-		docs := Split(data)
-		if len(docs) == 0 {
-			t.Errorf("%s: no object", f)
-		}
-		for _, d := range docs {
-			if _, err := Decode(d); err != nil {
-				t.Errorf("%s: %v", f, err)
-			}
+		if s := string(out); strings.Contains(s, "[WARNING]") || strings.Contains(s, "[ERROR]") {
+			t.Errorf("%s: helm lint:\n%s", setName(set), s)
 		}
 	}
 }
 
-// TestPrometheusRuleKeepsEveryRuleKey: what deploy.PrometheusRule makes of
-// a rule file using every key of Prometheus's format is a PrometheusRule
-// the prometheus-operator accepts, with each key in place.
+// TestChartRendersStrictly renders every value set: each object decodes
+// strictly into its API type, and the configuration the chart writes is
+// one the agent's own loader accepts.
+func TestChartRendersStrictly(t *testing.T) {
+	h := helm(t)
+	for _, set := range valueSets(t) {
+		t.Run(setName(set), func(t *testing.T) {
+			r := render(t, h, set)
+			cm := r.get(t, "ConfigMap", release+"-vramseal-config").(*corev1.ConfigMap)
+			cfg, err := config.Parse("config.yml", []byte(cm.Data["config.yml"]), config.Env{Getenv: func(string) string { return "gpu-node-1" }})
+			if err != nil {
+				t.Fatalf("the rendered configuration does not load: %v\n%s", err, cm.Data["config.yml"])
+			}
+			checkDaemonSet(t, r, cfg)
+			t.Logf("%d objects: %v", len(r), r.names())
+		})
+	}
+}
+
+// TestValuesTyposRefused: the schema refuses an unknown key anywhere (the
+// agent's configuration included), a duration that is not a string, a
+// duration the agent would not parse and an override of an alert that does
+// not exist, at `helm template` (and so at `helm install`).
+func TestValuesTyposRefused(t *testing.T) {
+	h := helm(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "config.verify.intervall=5m"}, "additional properties 'intervall' not allowed"},
+		{[]string{"--set", "config.shards[0].id=a", "--set", "config.shards[0].path=/models/a", "--set", "config.shards[0].gpu=0", "--set", "config.shards[0].sha=x"}, "additional properties 'sha' not allowed"},
+		{[]string{"--set", "serviceMonitor.enabeld=true"}, "additional properties 'enabeld' not allowed"},
+		{[]string{"--set", "config.verify.interval=300"}, "want string"},
+		{[]string{"--set-string", "config.verify.interval=5min"}, "/config/verify/interval"},
+		{[]string{"--set", "config.device=gpu"}, "/config/device"},
+		{[]string{"--set", "prometheusRule.rules.VramsealSealVerifcationFailed.enabled=false"}, "VramsealSealVerifcationFailed"},
+		{[]string{"--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true"}, "enable one of serviceMonitor and podMonitor"},
+	} {
+		_, err := h.Template(context.Background(), chart, release, namespace, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one saying %q", tc.args, err, tc.want)
+			continue
+		}
+		t.Logf("%v: refused: %s", tc.args, firstLines(err.Error(), 3))
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// TestPrometheusRuleKeepsEveryRuleKey: the chart's PrometheusRule, made
+// from a rule file using every key of Prometheus's format, keeps each key
+// where the prometheus-operator reads it.
 func TestPrometheusRuleKeepsEveryRuleKey(t *testing.T) {
+	h := helm(t)
+	dir := filepath.Join(t.TempDir(), "vramseal")
+	if err := os.CopyFS(dir, os.DirFS(chart)); err != nil {
+		t.Fatal(err)
+	}
 	src, err := os.ReadFile(filepath.Join("..", "..", "alerts", "testdata", "keep_firing_for.rules.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := deploy.PrometheusRule(src)
+	if err := os.WriteFile(filepath.Join(dir, "files", "vramseal.rules.yml"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := h.Template(context.Background(), dir, release, namespace, "--set", "prometheusRule.enabled=true", "--skip-schema-validation")
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj, err := Decode(out)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	var pr *monitoringv1.PrometheusRule
+	for _, d := range docs {
+		obj, err := Decode(d)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, d)
+		}
+		if p, ok := obj.(*monitoringv1.PrometheusRule); ok {
+			pr = p
+		}
 	}
-	pr := obj.(*monitoringv1.PrometheusRule)
+	if pr == nil || len(pr.Spec.Groups) == 0 {
+		t.Fatal("no PrometheusRule rendered")
+	}
 	g := pr.Spec.Groups[0]
 	if g.Interval == nil || *g.Interval != "30s" || g.QueryOffset == nil || *g.QueryOffset != "1m" ||
 		g.Limit == nil || *g.Limit != 10 || g.Labels["team"] != "gpu" {
@@ -133,7 +252,7 @@ kind: Deployment
 metadata: {name: x}
 `,
 		"no name": `apiVersion: v1
-kind: Namespace
+kind: ConfigMap
 metadata: {}
 `,
 		"unknown rule key": `apiVersion: monitoring.coreos.com/v1
@@ -146,6 +265,14 @@ spec:
         - alert: A
           expr: up == 0
           keep_firing: 5m
+`,
+		"unknown pod monitor key": `apiVersion: monitoring.coreos.com/v1
+kind: PodMonitor
+metadata: {name: x}
+spec:
+  podMetricsEndpoints:
+    - port: metrics
+      intervall: 30s
 `,
 	} {
 		_, err := Decode([]byte(doc))

@@ -89,7 +89,8 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 	reg := prometheus.NewRegistry()
 	set, err := collector.Register(reg, collector.Options{
 		WorkerID: "node-a", Device: "sim", GPU: fullGPU{}, Sealer: node.Sealer, Observer: node.Observer,
-		Schedule: overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
+		ConfigReloads: collector.NewConfigReloads(time.Unix(1767225600, 0)),
+		Schedule:      overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
 		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
 		Policy:     compliance{}, Control: &collector.ControlCounters{}, Logger: node.Logger,
 	})
@@ -119,7 +120,7 @@ every GPU and result from the start.
 const footer = `
 ## Notes
 
-- **Collectors.** Each collector (` + "`info`, `gpu`, `seal`, `audit`, `policy`, `control`" + `) reports
+- **Collectors.** Each collector (` + "`info`, `gpu`, `seal`, `audit`, `policy`, `control`, `config`" + `) reports
   ` + "`vramseal_collector_success`" + ` and ` + "`vramseal_collector_duration_seconds`" + `. A source that
   is missing for an expected reason (no NVML on the machine, no telemetry read yet) gives
   no data and success 0, logged at debug level.

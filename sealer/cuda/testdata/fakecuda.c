@@ -16,6 +16,8 @@
 // Control (exported, called by the tests through dlsym):
 //   fakecuda_fail(name, code, nth): the nth next call of name returns code
 //   fakecuda_set(key, value) / fakecuda_get(key): configuration and counters
+//   ("init_device_order": what CUDA_DEVICE_ORDER was at cuInit, as the real
+//   driver reads it: 1 PCI_BUS_ID, 2 FASTEST_FIRST, 0 unset, 3 other, -2 no cuInit yet)
 //
 // Build: gcc -shared -fPIC -O2 -o libcuda.so.1 fakecuda.c -lpthread
 // (-DFAKECUDA_OMIT_MEMGETINFO leaves out cuMemGetInfo_v2, for the
@@ -79,6 +81,7 @@ static long long cfg_granularity = 65536; // what cuMemGetAllocationGranularity 
 static long long cfg_refuse_read_only = 0; // cuMemSetAccess refuses PROT_READ (as many drivers do)
 
 static int initialized;
+static long long init_device_order = -2;
 static long long used;
 static long long retained[64];
 static long long streams_live, modules_live, launches, host_live, dev_live;
@@ -195,6 +198,8 @@ long long fakecuda_get(const char *k) {
 		v = 0;
 		for (int i = 0; i < ncounters; i++)
 			if (!strcmp(counters[i].name, k + 6)) v = counters[i].n;
+	} else if (!strcmp(k, "init_device_order")) {
+		v = init_device_order;
 	} else if (!strcmp(k, "retained")) {
 		v = 0;
 		for (int i = 0; i < 64; i++) v += retained[i];
@@ -241,8 +246,12 @@ CUresult cuInit(unsigned flags) {
 	int rc = enter("cuInit");
 	if (rc) return rc;
 	if (flags != 0) return INVALID_VALUE;
+	const char *order = getenv("CUDA_DEVICE_ORDER");
+	pthread_mutex_lock(&mu);
+	init_device_order = !order ? 0 : !strcmp(order, "PCI_BUS_ID") ? 1 : !strcmp(order, "FASTEST_FIRST") ? 2 : 3;
 	// A second process of a test sets its fake through the environment.
 	if (getenv("FAKECUDA_REFUSE_READ_ONLY")) cfg_refuse_read_only = 1;
+	pthread_mutex_unlock(&mu);
 	initialized = 1;
 	return OK;
 }

@@ -298,15 +298,15 @@ func (cn *conn) open(ctx context.Context, id string) error {
 // attach seals the memory the request carries, in place, for as long as
 // this connection stays open.
 func (cn *conn) attach(ctx context.Context, req wire.Request, files []*os.File) error {
-	sreq := sealer.AttachRequest{ID: req.ID, GPU: req.GPU, GPUUUID: req.GPUUUID, Size: req.Size, ExpectedSHA256: req.SHA256,
-		ModelRef: req.ModelRef, Owner: cn.who}
+	sreq := sealer.AttachRequest{ID: req.ID, GPU: req.GPU, GPUUUID: req.GPUUUID, Size: req.Size, Offset: req.Offset,
+		ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, Owner: cn.who}
 	switch {
 	case req.IPCHandle != "":
 		h, err := sealer.ParseIPCHandle(req.IPCHandle)
 		if err != nil || len(files) != 0 {
 			return wire.Write(cn.c, failure(wire.KindInvalid, fmt.Sprintf("attach by CUDA IPC handle carries 128 hex digits and no descriptor (%d descriptors; %v)", len(files), err)))
 		}
-		sreq.IPCHandle, sreq.Offset = &h, req.Offset
+		sreq.IPCHandle = &h
 	case len(files) != 1:
 		return wire.Write(cn.c, failure(wire.KindInvalid, "attach carries the memory's descriptor (SCM_RIGHTS, files: 1) or a CUDA IPC handle (ipc_handle)"))
 	default:

@@ -29,14 +29,26 @@ class Client:
 
     ``timeout`` bounds each request in seconds (None: no bound). Requests
     are serialised, so a Client may be shared between threads.
+
+    ``cuda_library`` is the CUDA driver loaded, on the first CUDA shard
+    opened, to import it (libcuda.so.1 when None).
     """
 
-    def __init__(self, socket_path=None, *, timeout=60.0):
+    def __init__(self, socket_path=None, *, timeout=60.0, cuda_library=None):
         self.socket_path = socket_path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
         self.timeout = timeout
+        self.cuda_library = cuda_library
         self._sock = None
         self._lock = threading.Lock()
         self._dead = None
+        self._cuda = None
+
+    def _cuda_driver(self):
+        """The CUDA driver, loaded on first use."""
+        with self._lock:
+            if self._cuda is None:
+                self._cuda = _cuda.Driver(self.cuda_library)
+            return self._cuda
 
     # --- the connection -------------------------------------------------
 
@@ -118,7 +130,9 @@ class Client:
     # --- requests --------------------------------------------------------
 
     def open(self, shard_id):
-        """Leases the sealed shard and maps its memory: returns a Shard.
+        """Leases the sealed shard and maps its memory: returns a Shard, or a
+        CudaShard for a CUDA shard (``memory`` ``cuda_vmm``), imported on
+        its GPU with the CUDA driver.
 
         Check the seal before use: ``client.verify(shard.seal)``.
         """
@@ -133,7 +147,7 @@ class Client:
                 shard = Shard(self, shard_id, fds[0], size, seal)
                 fds.clear()  # the Shard owns the descriptor now
                 return shard
-            return _cuda.open_shard(self, shard_id, fds[0], size, seal, kind)
+            return _cuda.open_shard(self, shard_id, fds[0], size, seal, kind, resp)
         except BaseException:
             self._close_lease_quietly(shard_id)
             raise

@@ -182,6 +182,17 @@ class FakeAgent:
                     send_frame(c, {"v": 1, "ok": True, "result": {"shard_id": seal["shard_id"], "result": result,
                                                                   "first_bad_offset": 0 if result == "digest_mismatch" else -1,
                                                                   "bad_chunks": 1 if result == "digest_mismatch" else 0}}, split=self.split)
+                elif op == "attach" and req.get("ipc_handle"):
+                    # A CUDA IPC handle: the fake cannot open it; it answers a seal of its claim.
+                    if fds or len(req["ipc_handle"]) != 128:
+                        for fd in fds:
+                            os.close(fd)
+                        self._fail(c, "invalid", "attach by CUDA IPC handle carries 128 hex digits and no descriptor")
+                        continue
+                    seal = {"shard_id": req["id"], "gpu_device": 0, "vram_bytes": req.get("size", 0), "digest": "sha256-tree-v1:" + "0" * 64,
+                            "leaf_size": 262144, "content_sha256": "0" * 64, "model_ref": req.get("model_ref", ""),
+                            "sealed_at": "2026-12-01T00:00:00Z", "worker_id": "fake", "signature": "e" * 64}
+                    send_frame(c, {"v": 1, "ok": True, "seal": seal}, split=self.split)
                 elif op == "attach":
                     if len(fds) != 1 or req.get("files") != 1:
                         for fd in fds:

@@ -141,5 +141,22 @@ class CudaShardTest(unittest.TestCase):
         self.assertEqual(self.agent.leases, set())
 
 
+
+class AttachIPCTest(unittest.TestCase):
+    def test_the_request_carries_the_handle_and_no_descriptor(self):
+        agent = FakeAgent()
+        self.addCleanup(agent.close)
+        uuid = "GPU-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff"
+        with vramseal.Client(agent.path) as c:
+            att = c.attach_cuda_ipc("w", bytes(range(64)), uuid, 512, 4096, model_ref="m@1")
+            self.assertEqual(att.seal["shard_id"], "w")
+            with self.assertRaises(ValueError):
+                c.attach_cuda_ipc("w", b"short", uuid, 0, 1)
+        req = agent.requests[-1]
+        self.assertEqual((req["ipc_handle"], req["gpu_uuid"], req["offset"], req["size"], req["model_ref"]),
+                         (bytes(range(64)).hex(), uuid, 512, 4096, "m@1"))
+        self.assertNotIn("files", req)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -202,7 +202,7 @@ class Client:
             fd = memory.fileno()
         else:
             raise TypeError("attach takes a memfd as an int fd or an object with fileno(), not %s "
-                            "(CUDA tensors and storages are not supported by this client yet)" % type(memory).__name__)
+                            "(for CUDA memory use attach_cuda_ipc)" % type(memory).__name__)
         _memory.check_attachable(fd)
         if size is None:
             size = os.fstat(fd).st_size
@@ -220,6 +220,32 @@ class Client:
         if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
             raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
         return Attachment(self, shard_id, seal, memory)
+
+    def attach_cuda_ipc(self, shard_id, handle, gpu_uuid, offset, size, *, model_ref=None, sha256=None):
+        """Registers CUDA memory this process owns by its legacy IPC handle:
+        ``handle`` the 64 bytes of cudaIpcMemHandle_t of the allocator
+        segment, ``offset`` and ``size`` the bytes to seal in it, on the GPU
+        ``gpu_uuid`` (GPU-…). For a PyTorch CUDA storage,
+        ``storage._share_cuda_()`` gives the handle, the storage's offset
+        and size in the segment. Legacy IPC works only when the agent sees
+        this process's pid (one pid namespace); otherwise the agent refuses
+        with kind ``invalid``. Returns an Attachment.
+        """
+        handle = bytes(handle)
+        if len(handle) != 64:
+            raise ValueError("a CUDA IPC handle is 64 bytes, not %d" % len(handle))
+        req = {"op": "attach", "id": shard_id, "ipc_handle": handle.hex(), "gpu_uuid": gpu_uuid, "offset": offset, "size": size}
+        if model_ref is not None:
+            req["model_ref"] = model_ref
+        if sha256 is not None:
+            req["sha256"] = sha256
+        resp, fds = self._call(req)
+        for extra in fds:
+            os.close(extra)
+        seal = resp.get("seal")
+        if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
+            raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
+        return Attachment(self, shard_id, seal, None)
 
     def _end(self, op, shard_id):
         with self._lock:

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/vramseal/vramseal/internal/testenv"
+)
+
+// TestOpenCUDAEndToEnd: the built agent on the fake CUDA driver holds a
+// declared shard as a VMM allocation and hands it out; `open` imports it
+// with its own copy of the driver, read-only, and hashes the sealed bytes.
+func TestOpenCUDAEndToEnd(t *testing.T) {
+	gcc := testenv.Program(t, "gcc")
+	e := newEnv(t)
+	lib := filepath.Join(e.dir, "fakelib", "libcuda.so.1")
+	if err := os.Mkdir(filepath.Dir(lib), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-O2", "-o", lib, filepath.Join("..", "..", "sealer", "cuda", "testdata", "fakecuda.c"), "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("building the fake driver: %v\n%s", err, out)
+	}
+	path := e.shardFile("a.bin", 1<<20+3, 7)
+	hsock := filepath.Join(e.dir, "run", "handoff.sock")
+	e.writeConfigWith("cuda", fmt.Sprintf("cuda: {library: %s}\npolicy: {min_memory_bytes: 1024}\nhandoff: {socket: %s, shutdown_wait: 1s}\n", lib, hsock), "a:a.bin:0")
+	e.start()
+	e.waitFor("/readyz 200", func() bool { code, _ := e.get("/readyz"); return code == 200 })
+	out := e.mustCLI(0, "open", "a", "--handoff.socket", hsock, "--cuda.library", lib, "-o", "json")
+	var res openResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	data, _ := os.ReadFile(path)
+	sum := sha256.Sum256(data)
+	if res.Memory != "cuda_vmm" || !res.ReadOnly || !res.Match || res.ContentSHA256 != hex.EncodeToString(sum[:]) || res.Verification != "ok" {
+		t.Errorf("open of a CUDA shard: %+v", res)
+	}
+	if code, _, errOut := e.cli("open", "a", "--handoff.socket", hsock, "--cuda.library", filepath.Join(e.dir, "none.so")); code != exitFailed {
+		t.Errorf("open without a CUDA driver: exit %d: %s", code, errOut)
+	}
+}

@@ -205,4 +205,10 @@ func TestNoVMM(t *testing.T) {
 	if f.get("dev_allocs") != 0 {
 		t.Error("plain allocation not freed")
 	}
+	// A granularity the driver cannot report: the same, saying why.
+	g := newFake(t, fakeFull)
+	g.failNext(t, "cuMemGetAllocationGranularity", ResultNotSupported, 1)
+	if e := open(t, g)[0]; e.Granularity() != 0 || !strings.Contains(strings.Join(e.Limitations(), "\n"), "CUDA_ERROR_NOT_SUPPORTED") {
+		t.Errorf("granularity refused: %d, %q", e.Granularity(), e.Limitations())
+	}
 }

@@ -558,9 +558,10 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sea
 }
 
 // Close waits for the verifications on the GPU in flight, frees their
-// buffers, unloads the kernel, stops the workers (freeing their streams
-// and pinned buffers) and releases the primary context. Allocations still live
-// are freed with the context. The driver library stays loaded (see Open).
+// buffers, frees the allocations still live (VMM allocations and IPC
+// segments are not the context's to free), unloads the kernel, stops the
+// workers (freeing their streams and pinned buffers) and releases the
+// primary context. The driver library stays loaded (see Open).
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -572,6 +573,8 @@ func (d *Device) Close() error {
 	close(d.closing)
 	// The verifications in flight end; their buffers are freed.
 	errs := []error{d.freeSlots()}
+	// VMM allocations and IPC segments outlive the context: free them.
+	errs = append(errs, d.freeLive())
 	d.kernelMu.Lock()
 	if d.module != 0 {
 		mod := d.module

@@ -221,3 +221,20 @@ func (w *worker) importMap(handle, n uint64) (uint64, int32, error) {
 // 0 when shards are plain allocations that cannot be handed out
 // (Limitations says why).
 func (d *Device) Granularity() uint64 { return d.granularity }
+
+// freeLive frees every allocation still live, at Close.
+func (d *Device) freeLive() error {
+	d.mu.Lock()
+	live := make([]*allocation, 0, len(d.live))
+	for a := range d.live {
+		live = append(live, a)
+	}
+	d.mu.Unlock()
+	var errs []error
+	for _, a := range live {
+		if err := d.Free(context.Background(), a); err != nil && !errors.Is(err, sealer.ErrAllocationMissing) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -212,3 +212,27 @@ func TestNoVMM(t *testing.T) {
 		t.Errorf("granularity refused: %d, %q", e.Granularity(), e.Limitations())
 	}
 }
+
+// TestCloseFreesVMM: Close frees the VMM allocations and IPC segments still
+// live, which the context's release would not.
+func TestCloseFreesVMM(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t, fakeFull)
+	devs, err := Open(ctx, Options{LibraryPath: f.path, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newFake(t, fakeFull)
+	engine := open(t, g)[0]
+	_, h := engineSegment(t, g, engine, 10000)
+	if _, err := devs[0].Alloc(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devs[0].AdoptIPC(ctx, h, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := devs[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.expectClean(t)
+}

@@ -32,7 +32,7 @@ build: ## Build bin/vramseal-agent (needs Go and a C compiler for NVML; CGO_ENAB
 
 # The end-to-end test of dashboards and alerts against the running agent
 # (tools/e2e) needs the agent's /metrics collectors; AGENT_E2E=1 builds the
-# agent first and runs it. Set the default to 1 once the collectors land.
+# agent first and runs it.
 AGENT_E2E ?= 1
 ifeq ($(AGENT_E2E),1)
 test: build

@@ -21,7 +21,7 @@ func allEvents() []Event {
 }
 
 // Every event of the specification exists with its name, severity and
-// required fields (DESIGN.md, "Audit events").
+// required fields (docs/audit-events.md).
 func TestEventSchema(t *testing.T) {
 	required := map[string][]string{
 		NameVRAMSealed:             {"shard_id", "gpu_device", "vram_bytes", "digest", "content_sha256", "leaf_size", "model_ref", "seal_signature", "origin"},
@@ -68,7 +68,7 @@ func TestEventSchema(t *testing.T) {
 		t.Fatalf("events %v, names %v", seen, Names)
 	}
 	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {
-		t.Fatal("severity numbers differ from DESIGN.md")
+		t.Fatal("severity numbers differ from docs/audit-events.md")
 	}
 }
 

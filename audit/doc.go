@@ -19,6 +19,6 @@
 //     dropped silently.
 //
 // Emitters here: LogEmitter writes events to the operational log (for the
-// demo and until a durable pipeline is wired), Recorder keeps them in memory
+// demo), Recorder keeps them in memory
 // for tests. The durable spool and OTLP export live in audit/otel.
 package audit

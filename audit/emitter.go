@@ -77,7 +77,7 @@ func (r Receipt) Wait(ctx context.Context) error {
 
 // WaitDurable waits at most bound for r; it returns ErrDurabilityTimeout when
 // the bound passes first. It is how an operation waits for its CRITICAL
-// record before returning its own result (DESIGN.md, "Rules").
+// record before returning its own result (docs/audit-events.md, "Durability").
 func WaitDurable(ctx context.Context, r Receipt, bound time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 	defer cancel()

@@ -51,7 +51,7 @@ vramseal_audit_emit_failures_total{event="vram.sealed"} 0
 	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "vramseal_audit_events_total", "vramseal_audit_emit_failures_total"); err != nil {
 		t.Fatal(err)
 	}
-	// Without a spool (not wired yet) there are no spool series.
+	// Without a spool there are no spool series.
 	if got := lines(scrape(t, e.reg), "vramseal_audit_spool"); len(got) != 0 {
 		t.Errorf("spool series without a spool: %q", got)
 	}

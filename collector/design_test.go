@@ -12,7 +12,7 @@ import (
 	"github.com/vramseal/vramseal/sealer"
 )
 
-// designMetrics is the metric table of DESIGN.md: dashboards and alert
+// designMetrics is the metric table the project promises (docs/metrics.md): dashboards and alert
 // rules are written against exactly these names, types and labels.
 var designMetrics = map[string]struct {
 	typ    dto.MetricType
@@ -50,7 +50,7 @@ var designMetrics = map[string]struct {
 	"vramseal_collector_duration_seconds":                   {dto.MetricType_GAUGE, "collector"},
 }
 
-// TestDesignMetricTable checks every metric of DESIGN.md's table against a
+// TestDesignMetricTable checks every metric of that table against a
 // full scrape: name, type and label names.
 func TestDesignMetricTable(t *testing.T) {
 	mfs, err := fullEnv(t).reg.Gather()

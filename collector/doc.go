@@ -34,11 +34,11 @@
 //		WorkerID: cfg.WorkerID, Device: "sim",            // or "cuda"
 //		GPU: gpu,
 //		Sealer: s, Observer: obs,
-//		Schedule: schedule,                               // *sealer.Schedule (OverdueShards); nil until wired
+//		Schedule: schedule,                               // *sealer.Schedule (OverdueShards)
 //		VerifyInterval: cfg.Verify.Interval,
 //		AuditCounters: counters,                          // the *audit.Counters the emitter counts into
 //		AuditStats: pipeline,                             // the *audit/otel.Pipeline (its Stats)
-//		Policy: pol,                                      // *policy.Policy (Compliant); nil until wired
+//		Policy: pol,                                      // *policy.Policy (Compliant)
 //		Logger: log,
 //	})
 //	go metrics.Run(ctx)                                   // background GPU reads until ctx ends

@@ -147,7 +147,7 @@ func TestScheduleAndInterval(t *testing.T) {
 			t.Errorf("scrape lacks %q", l)
 		}
 	}
-	// Without a schedule (not wired yet) the overdue gauge is absent.
+	// Without a schedule the overdue gauge is absent.
 	e2 := newEnv(t, envOpts{})
 	if got := lines(scrape(t, e2.reg), "vramseal_verification_overdue_shards{"); len(got) != 0 {
 		t.Errorf("overdue without schedule: %q", got)

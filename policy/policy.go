@@ -16,7 +16,7 @@ import (
 )
 
 // ExitCode is the agent's exit status after a violation with
-// exit_on_violation (DESIGN.md).
+// exit_on_violation (docs/config.md).
 const ExitCode = 3
 
 // Config is the policy section of the agent's configuration.

@@ -8,7 +8,7 @@ import (
 
 var idRef = regexp.MustCompile(`^[A-Za-z0-9._-]{1,256}$`)
 
-// validIDRef is the rule of DESIGN.md written the obvious way.
+// validIDRef is the shard id rule (docs/config.md) written the obvious way.
 func validIDRef(id string) bool {
 	return idRef.MatchString(id) && !strings.HasPrefix(id, ".") && !strings.Contains(id, "..")
 }

@@ -25,18 +25,16 @@ func auditCommand(app *kingpin.Application) *kingpin.CmdClause {
 	return app.Command("audit", "Audit spool tools (offline).")
 }
 
-func init() {
-	register(func(app *kingpin.Application) (string, action) {
-		cmd := auditCommand(app).Command("verify",
-			"Offline: check the local audit spool's framing, sequence, hash chain and anchor (and the checkpoint HMACs with --seal.secret-file); with --collector-file, the copy the OpenTelemetry Collector's file exporter wrote, and with --spool.dir as well the two copies against each other. Exit 0 when intact, 1 naming each break otherwise.")
-		var a auditVerifyArgs
-		cmd.Flag("spool.dir", "Audit spool folder (the config file's audit.spool_dir).").Default(defaultSpoolDir).IsSetByUser(&a.spoolSet).StringVar(&a.dir)
-		cmd.Flag("seal.secret-file", "Seal secret file: also check every checkpoint's HMAC. Repeatable (after a rotation give the old secrets too): a checkpoint verifies when one of them does.").StringsVar(&a.secretFiles)
-		cmd.Flag("collector-file", "A file the Collector's file exporter wrote (OTLP JSON lines, or its zstd-compressed form). Repeatable: give every rotated file.").StringsVar(&a.copyFiles)
-		return cmd.FullCommand(), func(_ context.Context, c cli) int {
-			return auditVerify(c, a)
-		}
-	})
+func auditVerifyCommand(app *kingpin.Application) (string, action) {
+	cmd := auditCommand(app).Command("verify",
+		"Offline: check the local audit spool's framing, sequence, hash chain and anchor (and the checkpoint HMACs with --seal.secret-file); with --collector-file, the copy the OpenTelemetry Collector's file exporter wrote, and with --spool.dir as well the two copies against each other. Exit 0 when intact, 1 naming each break otherwise.")
+	var a auditVerifyArgs
+	cmd.Flag("spool.dir", "Audit spool folder (the config file's audit.spool_dir).").Default(defaultSpoolDir).IsSetByUser(&a.spoolSet).StringVar(&a.dir)
+	cmd.Flag("seal.secret-file", "Seal secret file: also check every checkpoint's HMAC. Repeatable (after a rotation give the old secrets too): a checkpoint verifies when one of them does.").StringsVar(&a.secretFiles)
+	cmd.Flag("collector-file", "A file the Collector's file exporter wrote (OTLP JSON lines, or its zstd-compressed form). Repeatable: give every rotated file.").StringsVar(&a.copyFiles)
+	return cmd.FullCommand(), func(_ context.Context, c cli) int {
+		return auditVerify(c, a)
+	}
 }
 
 type auditVerifyArgs struct {

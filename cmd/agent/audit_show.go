@@ -18,21 +18,19 @@ import (
 	"github.com/vramseal/vramseal/audit/spool"
 )
 
-func init() {
-	register(func(app *kingpin.Application) (string, action) {
-		cmd := auditCommand(app).Command("show", "Offline: print the local audit spool's records, one a line, with sequence numbers and hashes; -o json writes each as it is shipped.")
-		var a auditShowArgs
-		cmd.Flag("spool.dir", "Audit spool folder (the config file's audit.spool_dir).").Default(defaultSpoolDir).StringVar(&a.dir)
-		cmd.Flag("event", "Only this event (e.g. seal.verification_failed, with or without the vramseal. prefix).").StringVar(&a.event)
-		cmd.Flag("shard", "Only records of this shard id.").StringVar(&a.shard)
-		cmd.Flag("since", "Only records at or after this time (RFC 3339, or a duration ago such as 2h).").StringVar(&a.since)
-		cmd.Flag("until", "Only records before this time (RFC 3339, or a duration ago).").StringVar(&a.until)
-		cmd.Flag("severity", "Only records of at least this severity: INFO, WARN, ERROR, CRITICAL.").StringVar(&a.severity)
-		cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&a.output, "text", "json")
-		return cmd.FullCommand(), func(_ context.Context, c cli) int {
-			return auditShow(c, a, time.Now())
-		}
-	})
+func auditShowCommand(app *kingpin.Application) (string, action) {
+	cmd := auditCommand(app).Command("show", "Offline: print the local audit spool's records, one a line, with sequence numbers and hashes; -o json writes each as it is shipped.")
+	var a auditShowArgs
+	cmd.Flag("spool.dir", "Audit spool folder (the config file's audit.spool_dir).").Default(defaultSpoolDir).StringVar(&a.dir)
+	cmd.Flag("event", "Only this event (e.g. seal.verification_failed, with or without the vramseal. prefix).").StringVar(&a.event)
+	cmd.Flag("shard", "Only records of this shard id.").StringVar(&a.shard)
+	cmd.Flag("since", "Only records at or after this time (RFC 3339, or a duration ago such as 2h).").StringVar(&a.since)
+	cmd.Flag("until", "Only records before this time (RFC 3339, or a duration ago).").StringVar(&a.until)
+	cmd.Flag("severity", "Only records of at least this severity: INFO, WARN, ERROR, CRITICAL.").StringVar(&a.severity)
+	cmd.Flag("output", "Output format: text or json.").Short('o').Default("text").EnumVar(&a.output, "text", "json")
+	return cmd.FullCommand(), func(_ context.Context, c cli) int {
+		return auditShow(c, a, time.Now())
+	}
 }
 
 type auditShowArgs struct {

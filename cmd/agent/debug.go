@@ -17,10 +17,10 @@ func debugCommand(app *kingpin.Application) *kingpin.CmdClause {
 	return app.Command("debug", "Simulated GPU only: fault switches for demos and tests (refused on real GPUs).")
 }
 
-// registerDebug adds "debug NAME": build parses the arguments into the
-// request sent to /v1/debug/NAME; done prints the outcome.
-func registerDebug(name, help string, build func(cmd *kingpin.CmdClause) func() any, done func(c cli)) {
-	register(func(app *kingpin.Application) (string, action) {
+// debugSwitch is the command "debug NAME": build parses the arguments into
+// the request sent to /v1/debug/NAME; done prints the outcome.
+func debugSwitch(name, help string, build func(cmd *kingpin.CmdClause) func() any, done func(c cli)) command {
+	return func(app *kingpin.Application) (string, action) {
 		cmd := debugCommand(app).Command(name, help)
 		cf := addClientFlags(cmd)
 		req := build(cmd)
@@ -31,10 +31,11 @@ func registerDebug(name, help string, build func(cmd *kingpin.CmdClause) func() 
 			done(c)
 			return exitOK
 		}
-	})
+	}
 }
 
-func init() {
+// debugCommands are the debug subcommands (the simulated GPU's switches).
+func debugCommands() []command {
 	var (
 		id       string
 		offset   uint64
@@ -47,7 +48,7 @@ func init() {
 		uncorr   uint64
 		failMode string
 	)
-	registerDebug("corrupt", "Flip one bit of a sealed shard in simulated VRAM.", func(cmd *kingpin.CmdClause) func() any {
+	corrupt := debugSwitch("corrupt", "Flip one bit of a sealed shard in simulated VRAM.", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("id", "Shard id.").Required().StringVar(&id)
 		cmd.Flag("offset", "Byte offset in the shard.").Required().Uint64Var(&offset)
 		cmd.Flag("bit", "Bit of that byte to flip (0-7).").Default("0").UintVar(&bit)
@@ -56,7 +57,7 @@ func init() {
 		fmt.Fprintf(c.stdout, "flipped bit %d of byte %d of %s in simulated VRAM\n", bit, offset, id)
 	})
 
-	registerDebug("ecc", "Add ECC error counts to a simulated GPU.", func(cmd *kingpin.CmdClause) func() any {
+	ecc := debugSwitch("ecc", "Add ECC error counts to a simulated GPU.", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&eccGPU)
 		cmd.Flag("uncorrectable", "Uncorrectable errors to add.").Default("0").Uint64Var(&uncorr)
 		cmd.Flag("correctable", "Correctable errors to add.").Default("0").Uint64Var(&corr)
@@ -65,19 +66,21 @@ func init() {
 		fmt.Fprintf(c.stdout, "added %d correctable and %d uncorrectable ECC errors to GPU %d\n", corr, uncorr, eccGPU)
 	})
 
-	registerDebug("gpu-lost", "Make a simulated GPU disappear (every call to it fails).", func(cmd *kingpin.CmdClause) func() any {
+	lost := debugSwitch("gpu-lost", "Make a simulated GPU disappear (every call to it fails).", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&lostGPU)
 		return func() any { return client.GPURequest{GPU: lostGPU} }
 	}, func(c cli) { fmt.Fprintf(c.stdout, "GPU %d is lost\n", lostGPU) })
 
-	registerDebug("gpu-restored", "Bring a lost simulated GPU back (its memory is empty, as after a reset).", func(cmd *kingpin.CmdClause) func() any {
+	restored := debugSwitch("gpu-restored", "Bring a lost simulated GPU back (its memory is empty, as after a reset).", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&backGPU)
 		return func() any { return client.GPURequest{GPU: backGPU} }
 	}, func(c cli) { fmt.Fprintf(c.stdout, "GPU %d is back\n", backGPU) })
 
-	registerDebug("fail-reads", "Make every read of a simulated GPU fail, or not.", func(cmd *kingpin.CmdClause) func() any {
+	failReads := debugSwitch("fail-reads", "Make every read of a simulated GPU fail, or not.", func(cmd *kingpin.CmdClause) func() any {
 		cmd.Arg("gpu", "GPU index.").Required().IntVar(&failGPU)
 		cmd.Arg("mode", "on or off.").Required().EnumVar(&failMode, "on", "off")
 		return func() any { return client.FailReadsRequest{GPU: failGPU, On: failMode == "on"} }
 	}, func(c cli) { fmt.Fprintf(c.stdout, "GPU %d reads fail: %s\n", failGPU, failMode) })
+
+	return []command{corrupt, ecc, lost, restored, failReads}
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/vramseal/vramseal/policy"
 )
 
-// Exit statuses (DESIGN.md).
+// Exit statuses (README.md, "Control API and CLI").
 const (
 	exitOK          = 0
 	exitFailed      = 1               // operation failed or refused
@@ -36,12 +36,17 @@ type cli struct {
 // action runs a parsed subcommand and returns its exit status.
 type action func(ctx context.Context, c cli) int
 
-// register is called by each subcommand's file (in init order) to add
-// itself to the application.
-var registrations []func(app *kingpin.Application) (name string, run action)
+// command adds one subcommand to the application and returns its full name
+// and what runs it.
+type command func(app *kingpin.Application) (name string, run action)
 
-func register(f func(app *kingpin.Application) (string, action)) {
-	registrations = append(registrations, f)
+// commands lists every subcommand, in the order --help shows them.
+func commands() []command {
+	cmds := []command{
+		runCommand, sealCommand, listCommand, verifyCommand, statusCommand, releaseCommand,
+		openCommand, digestCommand, auditVerifyCommand, auditShowCommand, versionCommand,
+	}
+	return append(cmds, debugCommands()...)
 }
 
 func main() {
@@ -65,8 +70,8 @@ func runCLI(ctx context.Context, args []string, c cli) int {
 		}
 	})
 	actions := map[string]action{}
-	for _, r := range registrations {
-		name, run := r(app)
+	for _, add := range commands() {
+		name, run := add(app)
 		actions[name] = run
 	}
 	cmd, err := app.Parse(args)

@@ -15,37 +15,35 @@ import (
 	"github.com/vramseal/vramseal/sealer"
 )
 
-func init() {
-	register(func(app *kingpin.Application) (string, action) {
-		cmd := app.Command("open", "Open a shard on the consumer socket exactly as an inference engine does, check the seal it comes with, hash every byte through the mapping and print content_sha256; exit 0 only if it equals the seal's.")
-		socket := cmd.Flag("handoff.socket", "Path of the agent's consumer socket (handoff.socket).").Default(client.DefaultConsumerSocket).String()
-		timeout := cmd.Flag("timeout", "Give up on the agent after this long (0: never).").Default("10m").Duration()
-		cudaLib := cmd.Flag("cuda.library", "The CUDA driver that imports a CUDA shard (libcuda.so.1, found by the loader, when empty).").Default("").String()
-		id := cmd.Arg("id", "Shard id.").Required().String()
-		out := outputFlag(cmd)
-		return cmd.FullCommand(), func(ctx context.Context, c cli) int {
-			if *timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, *timeout)
-				defer cancel()
-			}
-			res, err := openAndHash(ctx, *socket, *id, *cudaLib)
-			if err != nil {
-				return consumerExit(c, err)
-			}
-			if *out == "json" {
-				printJSON(c.stdout, res)
-			} else {
-				fmt.Fprintf(c.stdout, "content_sha256 %s\n", res.ContentSHA256)
-			}
-			if !res.Match {
-				fmt.Fprintf(c.stderr, "vramseal-agent open: the bytes handed over do not match the seal: content_sha256 %s, the seal says %s (seal verification: %s)\n",
-					res.ContentSHA256, res.Seal.ContentSHA256, res.Verification)
-				return exitFailed
-			}
-			return exitOK
+func openCommand(app *kingpin.Application) (string, action) {
+	cmd := app.Command("open", "Open a shard on the consumer socket exactly as an inference engine does, check the seal it comes with, hash every byte through the mapping and print content_sha256; exit 0 only if it equals the seal's.")
+	socket := cmd.Flag("handoff.socket", "Path of the agent's consumer socket (handoff.socket).").Default(client.DefaultConsumerSocket).String()
+	timeout := cmd.Flag("timeout", "Give up on the agent after this long (0: never).").Default("10m").Duration()
+	cudaLib := cmd.Flag("cuda.library", "The CUDA driver that imports a CUDA shard (libcuda.so.1, found by the loader, when empty).").Default("").String()
+	id := cmd.Arg("id", "Shard id.").Required().String()
+	out := outputFlag(cmd)
+	return cmd.FullCommand(), func(ctx context.Context, c cli) int {
+		if *timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, *timeout)
+			defer cancel()
 		}
-	})
+		res, err := openAndHash(ctx, *socket, *id, *cudaLib)
+		if err != nil {
+			return consumerExit(c, err)
+		}
+		if *out == "json" {
+			printJSON(c.stdout, res)
+		} else {
+			fmt.Fprintf(c.stdout, "content_sha256 %s\n", res.ContentSHA256)
+		}
+		if !res.Match {
+			fmt.Fprintf(c.stderr, "vramseal-agent open: the bytes handed over do not match the seal: content_sha256 %s, the seal says %s (seal verification: %s)\n",
+				res.ContentSHA256, res.Seal.ContentSHA256, res.Verification)
+			return exitFailed
+		}
+		return exitOK
+	}
 }
 
 // openResult is what `open -o json` prints.

@@ -49,19 +49,17 @@ type runOptions struct {
 	logFormat     string
 }
 
-func init() {
-	register(func(app *kingpin.Application) (string, action) {
-		cmd := app.Command("run", "Run the agent: seal the declared shards, re-verify every shard on schedule, serve the control API and /metrics.")
-		o := &runOptions{}
-		cmd.Flag("config.file", "Path to the configuration file (YAML).").Default(defaultConfigFile).StringVar(&o.configFile)
-		cmd.Flag("config.auto-reload-interval", "How often to check the configuration file (and, on Kubernetes, its mounted ConfigMap directory) for changes, reloading it when it changed as on SIGHUP; 0 turns the check off.").Default("10s").DurationVar(&o.configWatch)
-		o.web = kingpinflag.AddFlags(cmd, ":9477")
-		cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.telemetryPath)
-		cmd.Flag("control.socket", "Path of the control API's Unix socket.").Default(defaultSocket).StringVar(&o.socket)
-		cmd.Flag("log.level", "Only log messages with the given severity or above: debug, info, warn, error.").Default("info").EnumVar(&o.logLevel, "debug", "info", "warn", "error")
-		cmd.Flag("log.format", "Output format of log messages: logfmt or json.").Default("logfmt").EnumVar(&o.logFormat, "logfmt", "json")
-		return cmd.FullCommand(), func(ctx context.Context, c cli) int { return runAgent(ctx, o, c) }
-	})
+func runCommand(app *kingpin.Application) (string, action) {
+	cmd := app.Command("run", "Run the agent: seal the declared shards, re-verify every shard on schedule, serve the control API and /metrics.")
+	o := &runOptions{}
+	cmd.Flag("config.file", "Path to the configuration file (YAML).").Default(defaultConfigFile).StringVar(&o.configFile)
+	cmd.Flag("config.auto-reload-interval", "How often to check the configuration file (and, on Kubernetes, its mounted ConfigMap directory) for changes, reloading it when it changed as on SIGHUP; 0 turns the check off.").Default("10s").DurationVar(&o.configWatch)
+	o.web = kingpinflag.AddFlags(cmd, ":9477")
+	cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.telemetryPath)
+	cmd.Flag("control.socket", "Path of the control API's Unix socket.").Default(defaultSocket).StringVar(&o.socket)
+	cmd.Flag("log.level", "Only log messages with the given severity or above: debug, info, warn, error.").Default("info").EnumVar(&o.logLevel, "debug", "info", "warn", "error")
+	cmd.Flag("log.format", "Output format of log messages: logfmt or json.").Default("logfmt").EnumVar(&o.logFormat, "logfmt", "json")
+	return cmd.FullCommand(), func(ctx context.Context, c cli) int { return runAgent(ctx, o, c) }
 }
 
 // runAgent runs until ctx ends (SIGTERM, SIGINT), then shuts down

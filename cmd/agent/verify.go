@@ -12,57 +12,55 @@ import (
 	"github.com/vramseal/vramseal/sealer"
 )
 
-func init() {
-	register(func(app *kingpin.Application) (string, action) {
-		cmd := app.Command("verify", "Verify shards now: one by id, --all, or --seal FILE (a seal record as JSON, verify-before-use). Exit status 0 only if every verified shard is intact.")
-		cf := addClientFlags(cmd)
-		id := cmd.Arg("id", "Shard id.").String()
-		all := cmd.Flag("all", "Verify every sealed shard.").Bool()
-		sealFile := cmd.Flag("seal", "Verify the seal record in FILE ('-' for standard input), as `seal -o json` printed it.").PlaceHolder("FILE").String()
-		out := outputFlag(cmd)
-		return cmd.FullCommand(), func(ctx context.Context, c cli) int {
-			n := 0
-			for _, set := range []bool{*id != "", *all, *sealFile != ""} {
-				if set {
-					n++
-				}
+func verifyCommand(app *kingpin.Application) (string, action) {
+	cmd := app.Command("verify", "Verify shards now: one by id, --all, or --seal FILE (a seal record as JSON, verify-before-use). Exit status 0 only if every verified shard is intact.")
+	cf := addClientFlags(cmd)
+	id := cmd.Arg("id", "Shard id.").String()
+	all := cmd.Flag("all", "Verify every sealed shard.").Bool()
+	sealFile := cmd.Flag("seal", "Verify the seal record in FILE ('-' for standard input), as `seal -o json` printed it.").PlaceHolder("FILE").String()
+	out := outputFlag(cmd)
+	return cmd.FullCommand(), func(ctx context.Context, c cli) int {
+		n := 0
+		for _, set := range []bool{*id != "", *all, *sealFile != ""} {
+			if set {
+				n++
 			}
-			if n != 1 {
-				fmt.Fprintln(c.stderr, "vramseal-agent verify: give exactly one of ID, --all or --seal FILE")
+		}
+		if n != 1 {
+			fmt.Fprintln(c.stderr, "vramseal-agent verify: give exactly one of ID, --all or --seal FILE")
+			return exitUsage
+		}
+		cl := cf.client()
+		var (
+			resp client.VerifyResponse
+			err  error
+		)
+		switch {
+		case *all:
+			resp, err = cl.VerifyAll(ctx)
+		case *sealFile != "":
+			record, rerr := readSealFile(*sealFile)
+			if rerr != nil {
+				fmt.Fprintf(c.stderr, "vramseal-agent verify: %v\n", rerr)
 				return exitUsage
 			}
-			cl := cf.client()
-			var (
-				resp client.VerifyResponse
-				err  error
-			)
-			switch {
-			case *all:
-				resp, err = cl.VerifyAll(ctx)
-			case *sealFile != "":
-				record, rerr := readSealFile(*sealFile)
-				if rerr != nil {
-					fmt.Fprintf(c.stderr, "vramseal-agent verify: %v\n", rerr)
-					return exitUsage
-				}
-				resp, err = cl.VerifySeal(ctx, record)
-			default:
-				resp, err = cl.Verify(ctx, *id)
-			}
-			if err != nil {
-				return clientExit(c, "verify", err)
-			}
-			if *out == "json" {
-				printJSON(c.stdout, resp)
-			} else {
-				printResults(c.stdout, resp)
-			}
-			if !resp.Intact {
-				return exitFailed
-			}
-			return exitOK
+			resp, err = cl.VerifySeal(ctx, record)
+		default:
+			resp, err = cl.Verify(ctx, *id)
 		}
-	})
+		if err != nil {
+			return clientExit(c, "verify", err)
+		}
+		if *out == "json" {
+			printJSON(c.stdout, resp)
+		} else {
+			printResults(c.stdout, resp)
+		}
+		if !resp.Intact {
+			return exitFailed
+		}
+		return exitOK
+	}
 }
 
 func readSealFile(path string) ([]byte, error) {

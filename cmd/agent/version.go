@@ -8,12 +8,10 @@ import (
 	"github.com/prometheus/common/version"
 )
 
-func init() {
-	register(func(app *kingpin.Application) (string, action) {
-		cmd := app.Command("version", "Print the version, revision and Go version.")
-		return cmd.FullCommand(), func(ctx context.Context, c cli) int {
-			fmt.Fprintln(c.stdout, version.Print("vramseal-agent"))
-			return exitOK
-		}
-	})
+func versionCommand(app *kingpin.Application) (string, action) {
+	cmd := app.Command("version", "Print the version, revision and Go version.")
+	return cmd.FullCommand(), func(ctx context.Context, c cli) int {
+		fmt.Fprintln(c.stdout, version.Print("vramseal-agent"))
+		return exitOK
+	}
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// DesignMetrics are the metric families DESIGN.md's table promises; the
+// DesignMetrics are the metric families the project promises (docs/metrics.md); the
 // end-to-end test refuses an agent whose /metrics lacks one.
 var DesignMetrics = []string{
 	"vramseal_build_info", "vramseal_agent_info", "vramseal_gpu_info",

@@ -64,7 +64,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(missing) > 0 {
-		t.Fatalf("vramseal-agent's /metrics lacks %d metrics of DESIGN.md's table: %s\n"+
+		t.Fatalf("vramseal-agent's /metrics lacks %d promised metrics (docs/metrics.md): %s\n"+
 			"The collectors are not wired into the agent yet; the dashboards and alerts cannot be proven without them.",
 			len(missing), strings.Join(missing, ", "))
 	}

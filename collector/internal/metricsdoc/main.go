@@ -1,6 +1,7 @@
 // Command metricsdoc writes docs/metrics.md from a registry holding every
 // vramseal collector, fed by simulated GPUs, a real sealer and stand-ins for
-// the sources not wired yet, so that every metric has a series. `make
+// the other sources (spool, policy, schedule), so that every metric has a
+// series. `make
 // generate` runs it; TestDocsUpToDate fails when the committed file is stale.
 package main
 

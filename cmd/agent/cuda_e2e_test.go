@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vramseal/vramseal/internal/testenv"
 )
@@ -16,6 +19,8 @@ import (
 // TestOpenCUDAEndToEnd: the built agent on the fake CUDA driver holds a
 // declared shard as a VMM allocation and hands it out; `open` imports it
 // with its own copy of the driver, read-only, and hashes the sealed bytes.
+// A consumer process holding an import blocks release; --force and SIGTERM
+// name it in still_mapped_by, as on the simulated GPU.
 func TestOpenCUDAEndToEnd(t *testing.T) {
 	gcc := testenv.Program(t, "gcc")
 	e := newEnv(t)
@@ -43,5 +48,30 @@ func TestOpenCUDAEndToEnd(t *testing.T) {
 	}
 	if code, _, errOut := e.cli("open", "a", "--handoff.socket", hsock, "--cuda.library", filepath.Join(e.dir, "none.so")); code != exitFailed {
 		t.Errorf("open without a CUDA driver: exit %d: %s", code, errOut)
+	}
+
+	holder, sc := e.holdLease(hsock, "a", "VRAMSEAL_TEST_HOLD_CUDA_LIB="+lib)
+	pid := fmt.Sprint(holder.Process.Pid)
+	if code, _, errOut := e.cli("release", "a"); code != exitFailed || !strings.Contains(errOut, "pid "+pid) {
+		t.Fatalf("release of a leased CUDA shard: exit %d: %s", code, errOut)
+	}
+	if code, out, errOut := e.cli("release", "a", "--force"); code != exitOK || !strings.Contains(out+errOut, pid) {
+		t.Errorf("forced release: exit %d: %s%s", code, out, errOut)
+	}
+	if !sc.Scan() || sc.Text() != "REVOKED" {
+		t.Errorf("the consumer was not cut off: %q", sc.Text())
+	}
+	// SIGTERM with an imported lease open.
+	bPath := e.shardFile("b.bin", 300000, 8)
+	e.mustCLI(0, "seal", bPath, "--id", "b", "--gpu", "0")
+	holder, _ = e.holdLease(hsock, "b", "VRAMSEAL_TEST_HOLD_CUDA_LIB="+lib)
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM with a CUDA lease open", code)
+	}
+	if !regexpFound(e.log.String(), "reason=shutdown", fmt.Sprintf("still_mapped_by=%d", holder.Process.Pid)) {
+		t.Error("the shutdown's vram.deallocated does not name the consumer still holding the CUDA shard")
 	}
 }

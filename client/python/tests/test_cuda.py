@@ -157,6 +157,20 @@ class AttachIPCTest(unittest.TestCase):
                          (bytes(range(64)).hex(), uuid, 512, 4096, "m@1"))
         self.assertNotIn("files", req)
 
+    def test_attach_a_vmm_descriptor(self):
+        agent = FakeAgent()
+        self.addCleanup(agent.close)
+        uuid = "GPU-f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff"
+        r, w = os.pipe()  # any descriptor: the fake agent only checks it arrives
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        with vramseal.Client(agent.path) as c:
+            with self.assertRaises(vramseal.VramsealError):  # the fake agent takes only memfds
+                c.attach_cuda_vmm("v", r, uuid, 4096)
+        req = agent.requests[-1]
+        self.assertEqual((req["gpu_uuid"], req["size"], req["files"]), (uuid, 4096, 1))
+        self.assertNotIn("ipc_handle", req)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -221,6 +221,29 @@ class Client:
             raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
         return Attachment(self, shard_id, seal, memory)
 
+    def attach_cuda_vmm(self, shard_id, fd, gpu_uuid, size, *, model_ref=None, sha256=None):
+        """Registers CUDA memory this process owns as a VMM descriptor (the
+        preferred way on CUDA): ``fd`` from cuMemExportToShareableHandle
+        (CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) of memory made with
+        cuMemCreate, ``size`` the bytes to seal from its start, on the GPU
+        ``gpu_uuid`` (GPU-…). The caller keeps and closes ``fd``. Returns an
+        Attachment.
+        """
+        if not isinstance(fd, int) or isinstance(fd, bool) or size < 1:
+            raise ValueError("attach_cuda_vmm takes an int descriptor and a size of at least 1 byte")
+        req = {"op": "attach", "id": shard_id, "gpu_uuid": gpu_uuid, "size": size, "files": 1}
+        if model_ref is not None:
+            req["model_ref"] = model_ref
+        if sha256 is not None:
+            req["sha256"] = sha256
+        resp, fds = self._call(req, fds=[fd])
+        for extra in fds:
+            os.close(extra)
+        seal = resp.get("seal")
+        if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
+            raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
+        return Attachment(self, shard_id, seal, None)
+
     def attach_cuda_ipc(self, shard_id, handle, gpu_uuid, offset, size, *, model_ref=None, sha256=None):
         """Registers CUDA memory this process owns by its legacy IPC handle:
         ``handle`` the 64 bytes of cudaIpcMemHandle_t of the allocator

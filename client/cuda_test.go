@@ -38,6 +38,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if cuda.IsReader() { // the agent's reader process of attached memory
+		os.Exit(cuda.ServeReader())
+	}
 	if os.Getenv(envSocket) != "" {
 		if err := consumerMain(); err != nil {
 			fmt.Println("error:", err)
@@ -171,7 +174,11 @@ func newAgent(t *testing.T) *agent {
 	t.Helper()
 	ctx := context.Background()
 	a := &agent{lib: fakeDriver(t), rec: &audit.Recorder{}, data: bytes.Repeat([]byte("sealed weights "), 20_000)}
-	devs, err := cuda.Open(ctx, cuda.Options{LibraryPath: a.lib, Workers: 2})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, err := cuda.Open(ctx, cuda.Options{LibraryPath: a.lib, Workers: 2, ReaderCommand: []string{self}})
 	if err != nil {
 		t.Fatal(err)
 	}

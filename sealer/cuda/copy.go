@@ -30,6 +30,9 @@ func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []
 		return err
 	}
 	defer al.use.RUnlock()
+	if al.remote != nil {
+		return d.errf(al.contain(al.remote.read(ctx, off, p)))
+	}
 	return d.errf(al.contain(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) })))
 }
 

@@ -58,6 +58,15 @@ type Options struct {
 	// reused until Close.
 	VerifyInFlight int
 
+	// ReaderCommand, when set, starts a process of this program that calls
+	// ServeReader (cmd/agent: the agent's own executable): each attachment
+	// is then imported and read in a reader process of its own, so that a
+	// sticky CUDA error on it (the owner freed the memory) ends that
+	// process only, never the agent's CUDA context. Verification of such
+	// memory on the GPU falls back to the host. When empty, attachments
+	// are read in the agent's own context.
+	ReaderCommand []string
+
 	// load replaces dlOpen in tests.
 	load loader
 	// launchBytes replaces the bytes hashed per kernel launch in tests.
@@ -218,6 +227,7 @@ type Device struct {
 	// granularity is the VMM allocation granularity; 0 when shards are
 	// plain cuMemAlloc allocations (no VMM support).
 	granularity uint64
+	readerCmd   []string
 
 	jobs chan job
 	quit chan struct{}
@@ -266,7 +276,7 @@ func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Opt
 	}
 	d := &Device{
 		drv: drv, ordinal: dev, props: props, version: version, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
-		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits, ipc: map[IPCHandle]*ipcSegment{},
+		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits, ipc: map[IPCHandle]*ipcSegment{}, readerCmd: opts.ReaderCommand,
 		slots: make(chan *digestSlot, opts.VerifyInFlight), closing: make(chan struct{}), beforeRoot: opts.beforeRoot,
 	}
 	for range opts.VerifyInFlight {
@@ -436,6 +446,9 @@ type allocation struct {
 	// from an IPC handle (AdoptIPC, ipc set); the agent only reads it.
 	attached bool
 	ipc      *ipcSegment
+	// remote is the reader process of an attachment read out of process
+	// (Options.ReaderCommand).
+	remote *reader
 	// fault is the contained sticky error of attached memory (contain).
 	faultMu sync.Mutex
 	fault   *AttachedFault
@@ -520,7 +533,10 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	if !live {
 		return d.errf(fmt.Errorf("freed twice: %w", sealer.ErrAllocationMissing))
 	}
-	if al.ipc != nil {
+	switch {
+	case al.remote != nil:
+		return d.errf(al.remote.close())
+	case al.ipc != nil:
 		return d.errf(d.dropSegment(al.ipc))
 	}
 	return d.errf(d.do(context.WithoutCancel(ctx), func(w *worker) error {
@@ -540,6 +556,10 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sea
 		return sealer.AllocationMemory{}, err
 	}
 	defer al.use.RUnlock()
+	if al.remote != nil {
+		m, err := al.remote.memory(ctx)
+		return m, d.errf(al.contain(err))
+	}
 	var out sealer.AllocationMemory
 	err = d.do(ctx, func(w *worker) error {
 		// Zeroed 8-byte slots: the driver writes an unsigned int (memory

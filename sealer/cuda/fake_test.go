@@ -21,6 +21,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if IsReader() { // the reader process of TestReaderProcess
+		os.Exit(ServeReader())
+	}
 	code := m.Run()
 	if fakeDir != "" {
 		os.RemoveAll(fakeDir)

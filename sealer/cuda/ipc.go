@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -41,6 +42,13 @@ func (d *Device) AdoptIPC(ctx context.Context, handle [sealer.IPCHandleSize]byte
 	if size == 0 {
 		return nil, d.errf(errors.New("cannot attach 0 bytes"))
 	}
+	if d.readerCmd != nil {
+		r, err := d.startReader(ctx, readerConfig{IPCHandle: hex.EncodeToString(handle[:]), Offset: offset, Size: size}, nil)
+		if err != nil {
+			return nil, d.errf(err)
+		}
+		return d.track(&allocation{dev: d, size: size, attached: true, remote: r}), nil
+	}
 	h := IPCHandle{Reserved: handle}
 	// d.ipcMu serialises opening and closing, so a handle is never opened
 	// twice in this process (the driver refuses that).
@@ -72,11 +80,15 @@ func (d *Device) AdoptIPC(ctx context.Context, handle [sealer.IPCHandleSize]byte
 	}
 	seg.refs++
 	d.ipc[h] = seg
-	a := &allocation{dev: d, ptr: seg.base + offset, size: size, attached: true, ipc: seg}
+	return d.track(&allocation{dev: d, ptr: seg.base + offset, size: size, attached: true, ipc: seg}), nil
+}
+
+// track makes a live.
+func (d *Device) track(a *allocation) *allocation {
 	d.mu.Lock()
 	d.live[a] = true
 	d.mu.Unlock()
-	return a, nil
+	return a
 }
 
 // closeSegment closes an IPC segment nobody uses. Call with d.ipcMu held.
@@ -116,11 +128,17 @@ func (e *AttachedFault) Is(target error) bool { return target == sealer.ErrAlloc
 // contain turns a sticky error of an operation on attached memory into an
 // AttachedFault and marks the allocation faulted.
 func (al *allocation) contain(err error) error {
+	var f *AttachedFault
 	var ce *CallError
-	if !al.attached || !errors.As(err, &ce) || !ce.Result.sticky() {
+	switch {
+	case !al.attached:
+		return err
+	case errors.As(err, &f):
+	case errors.As(err, &ce) && ce.Result.sticky():
+		f = &AttachedFault{Err: ce}
+	default:
 		return err
 	}
-	f := &AttachedFault{Err: ce}
 	al.faultMu.Lock()
 	if al.fault == nil {
 		al.fault = f

@@ -145,6 +145,10 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 		return nil, err
 	}
 	defer al.use.RUnlock()
+	if al.remote != nil {
+		leaves, err := d.leavesOnHost(ctx, al, n, leafSize)
+		return leaves, d.errf(err)
+	}
 	fn, err := d.leafKernel(ctx)
 	if err != nil {
 		return nil, d.errf(err)

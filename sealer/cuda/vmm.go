@@ -181,6 +181,13 @@ func (d *Device) Adopt(ctx context.Context, memory *os.File, size uint64) (seale
 	if size == 0 {
 		return nil, d.errf(errors.New("cannot attach 0 bytes"))
 	}
+	if d.readerCmd != nil {
+		r, err := d.startReader(ctx, readerConfig{Size: size}, memory)
+		if err != nil {
+			return nil, d.errf(fmt.Errorf("attaching a VMM descriptor: %w", err))
+		}
+		return d.track(&allocation{dev: d, size: size, attached: true, remote: r}), nil
+	}
 	a := &allocation{dev: d, size: size, attached: true, vmm: &vmmMemory{mapped: roundUp(size, d.granularity)}}
 	err := d.do(ctx, func(w *worker) error {
 		m := a.vmm

@@ -252,6 +252,13 @@ CUresult cuInit(unsigned flags) {
 	// A second process of a test sets its fake through the environment.
 	if (getenv("FAKECUDA_REFUSE_READ_ONLY")) cfg_refuse_read_only = 1;
 	pthread_mutex_unlock(&mu);
+	// FAKECUDA_FAIL=NAME:CODE:NTH injects a failure, as fakecuda_fail does.
+	const char *inject = getenv("FAKECUDA_FAIL");
+	if (inject) {
+		char name[64];
+		int code, nth;
+		if (sscanf(inject, "%63[^:]:%d:%d", name, &code, &nth) == 3) fakecuda_fail(name, code, nth);
+	}
 	initialized = 1;
 	return OK;
 }

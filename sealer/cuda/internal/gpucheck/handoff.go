@@ -214,10 +214,17 @@ func (s *second) stop() error {
 // handoffCheck is -handoff: the agent's side of the hand-off and attach
 // checks, each line "PASS: …" or "FAIL: …"; errTargets when one failed.
 func handoffCheck(ctx context.Context, out io.Writer, c config) error {
-	dev, err := c.open(ctx)
+	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
+	// As the agent does: attachments are read in a reader process (this program).
+	devs, err := cuda.Open(ctx, cuda.Options{LibraryPath: c.lib, Devices: []int{c.gpu}, Workers: c.workers, VerifyInFlight: c.inFlight,
+		ReaderCommand: []string{self}})
+	if err != nil {
+		return err
+	}
+	dev := devs[0]
 	defer dev.Close()
 	fmt.Fprintf(out, "GPU %d: %s, VMM granularity %d bytes\n", c.gpu, dev.StaticProperties().UUID, dev.Granularity())
 	if dev.Granularity() == 0 {

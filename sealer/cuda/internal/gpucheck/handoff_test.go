@@ -11,10 +11,14 @@ import (
 	"testing"
 
 	"github.com/vramseal/vramseal/internal/testenv"
+	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
 // TestMain lets the test binary serve as the check's second process.
 func TestMain(m *testing.M) {
+	if cuda.IsReader() {
+		os.Exit(cuda.ServeReader())
+	}
 	if ok, err := role(context.Background(), os.Stdout); ok {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

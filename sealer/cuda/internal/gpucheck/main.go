@@ -42,6 +42,9 @@ import (
 const gib = 1 << 30
 
 func main() {
+	if cuda.IsReader() { // the agent's reader process of attached memory, in the hand-off check
+		os.Exit(cuda.ServeReader())
+	}
 	if ok, err := role(context.Background(), os.Stdout); ok {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "gpucheck (second process):", err)

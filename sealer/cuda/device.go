@@ -228,6 +228,9 @@ type Device struct {
 	// plain cuMemAlloc allocations (no VMM support).
 	granularity uint64
 	readerCmd   []string
+	// rd is the reader process of the device's attachments (reader.go).
+	readerMu sync.Mutex
+	rd       *reader
 
 	jobs chan job
 	quit chan struct{}
@@ -446,9 +449,9 @@ type allocation struct {
 	// from an IPC handle (AdoptIPC, ipc set); the agent only reads it.
 	attached bool
 	ipc      *ipcSegment
-	// remote is the reader process of an attachment read out of process
+	// remote is an attachment held by the reader process
 	// (Options.ReaderCommand).
-	remote *reader
+	remote *remote
 	// fault is the contained sticky error of attached memory (contain).
 	faultMu sync.Mutex
 	fault   *AttachedFault
@@ -535,7 +538,7 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	}
 	switch {
 	case al.remote != nil:
-		return d.errf(al.remote.close())
+		return d.errf(al.remote.free(context.WithoutCancel(ctx)))
 	case al.ipc != nil:
 		return d.errf(d.dropSegment(al.ipc))
 	}
@@ -594,7 +597,7 @@ func (d *Device) Close() error {
 	// The verifications in flight end; their buffers are freed.
 	errs := []error{d.freeSlots()}
 	// VMM allocations and IPC segments outlive the context: free them.
-	errs = append(errs, d.freeLive())
+	errs = append(errs, d.freeLive(), d.closeReader())
 	d.kernelMu.Lock()
 	if d.module != 0 {
 		mod := d.module

@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -43,11 +42,11 @@ func (d *Device) AdoptIPC(ctx context.Context, handle [sealer.IPCHandleSize]byte
 		return nil, d.errf(errors.New("cannot attach 0 bytes"))
 	}
 	if d.readerCmd != nil {
-		r, err := d.startReader(ctx, readerConfig{IPCHandle: hex.EncodeToString(handle[:]), Offset: offset, Size: size}, nil)
+		a, err := d.attachRemote(ctx, nil, &handle, offset, size)
 		if err != nil {
 			return nil, d.errf(err)
 		}
-		return d.track(&allocation{dev: d, size: size, attached: true, remote: r}), nil
+		return a, nil
 	}
 	h := IPCHandle{Reserved: handle}
 	// d.ipcMu serialises opening and closing, so a handle is never opened

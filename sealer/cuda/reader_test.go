@@ -23,8 +23,8 @@ func readerDevice(t *testing.T, f *fake) *Device {
 }
 
 // TestReaderProcess: attachments by VMM descriptor and by IPC handle are
-// read in a process of their own: the same bytes, the memory's type asked
-// there, leaf digests on the host equal to the CPU's; Free ends the process.
+// read in one reader process per GPU: the same bytes, the memory's type
+// asked there, leaf digests on the host equal to the CPU's.
 func TestReaderProcess(t *testing.T) {
 	ctx := context.Background()
 	f := newFake(t, fakeFull)
@@ -51,6 +51,9 @@ func TestReaderProcess(t *testing.T) {
 	}
 	if f.get("vmm_maps")+f.get("vmm_handles") != 0 || f.get("calls:cuIpcOpenMemHandle_v2") != 0 {
 		t.Error("the agent's own driver imported attached memory")
+	}
+	if viaIPC.(*allocation).remote.r != viaFD.(*allocation).remote.r {
+		t.Error("two reader processes for one GPU")
 	}
 	got := make([]byte, 200000)
 	if err := agent.Read(ctx, viaIPC, 0, got); err != nil || !bytes.Equal(got, data[1000:201000]) {
@@ -79,6 +82,11 @@ func TestReaderProcess(t *testing.T) {
 		if err := agent.Free(ctx, a); err != nil {
 			t.Errorf("free: %v", err)
 		}
+	}
+	agent.readerMu.Lock()
+	defer agent.readerMu.Unlock()
+	if agent.rd != nil {
+		t.Error("the reader process outlived its last attachment")
 	}
 }
 
@@ -127,5 +135,16 @@ func TestReaderProcessContainsStickyErrors(t *testing.T) {
 	if err := agent.Free(ctx, att); err != nil {
 		t.Errorf("freeing a faulted attachment: %v", err)
 	}
+	// The next attachment gets a new reader.
+	again, err := agent.AdoptIPC(ctx, h, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Read(ctx, again, 0, make([]byte, 100)); err != nil {
+		t.Errorf("read through a new reader: %v", err)
+	}
 	agent.Free(ctx, own)
+	if err := agent.Close(); err != nil {
+		t.Errorf("Close with an attachment held by the reader: %v", err)
+	}
 }

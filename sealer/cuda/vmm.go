@@ -182,11 +182,11 @@ func (d *Device) Adopt(ctx context.Context, memory *os.File, size uint64) (seale
 		return nil, d.errf(errors.New("cannot attach 0 bytes"))
 	}
 	if d.readerCmd != nil {
-		r, err := d.startReader(ctx, readerConfig{Size: size}, memory)
+		a, err := d.attachRemote(ctx, memory, nil, 0, size)
 		if err != nil {
 			return nil, d.errf(fmt.Errorf("attaching a VMM descriptor: %w", err))
 		}
-		return d.track(&allocation{dev: d, size: size, attached: true, remote: r}), nil
+		return a, nil
 	}
 	a := &allocation{dev: d, size: size, attached: true, vmm: &vmmMemory{mapped: roundUp(size, d.granularity)}}
 	err := d.do(ctx, func(w *worker) error {

@@ -47,8 +47,8 @@
 // IS_MANAGED) so the VRAM-only policy can check it after each seal. Adopt
 // and AdoptIPC attach another process's memory (a VMM descriptor, a legacy
 // IPC handle, ipc.go), read only; a sticky error on it is contained to that
-// allocation (AttachedFault). With Options.ReaderCommand each attachment is
-// imported and read in a reader process of its own (reader.go,
+// allocation (AttachedFault). With Options.ReaderCommand attachments are
+// imported and read in a reader process, one per GPU (reader.go,
 // ServeReader), so that such an error cannot end the agent's context. Allocations print their
 // size only, never their device address. CUresult codes become Result, an
 // error naming the code (CUDA_ERROR_OUT_OF_MEMORY (2): out of memory), wrapped

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/internal/wire"
 	"github.com/vramseal/vramseal/sealer"
 )
@@ -27,7 +28,7 @@ func TestAttachIPCBadInput(t *testing.T) {
 	}
 	defer conn.Close()
 	c := conn.(*net.UnixConn)
-	mem, _ := engineMemfd(t, make([]byte, 4096), unix.F_SEAL_SHRINK|unix.F_SEAL_GROW)
+	mem, _ := testenv.Memfd(t, make([]byte, 4096), unix.F_SEAL_SHRINK|unix.F_SEAL_GROW)
 	good := strings.Repeat("ab", sealer.IPCHandleSize)
 	for _, tc := range []struct {
 		name  string

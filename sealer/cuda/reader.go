@@ -33,6 +33,10 @@ const readerEnv = "VRAMSEAL_CUDA_READER"
 // readerChunk bounds one read request.
 const readerChunk = 8 << 20
 
+// readerStartTimeout bounds a reader process's start (loading the driver,
+// opening the GPU).
+const readerStartTimeout = time.Minute
+
 type readerConfig struct {
 	Library string `json:"library"`
 	Ordinal int    `json:"ordinal"`
@@ -250,6 +254,9 @@ func (d *Device) startReader(ctx context.Context) (*reader, error) {
 		return nil, fmt.Errorf("starting the reader process of attached memory: %w", err)
 	}
 	r := &reader{cmd: cmd, conn: c.(*net.UnixConn)}
+	// A reader that cannot open the GPU in a minute is not waited for.
+	ctx, cancel := context.WithTimeout(ctx, readerStartTimeout)
+	defer cancel()
 	if _, err := r.answer(ctx); err != nil {
 		r.close()
 		return nil, err

@@ -258,6 +258,7 @@ func (d *Device) startReader(ctx context.Context) (*reader, error) {
 	ctx, cancel := context.WithTimeout(ctx, readerStartTimeout)
 	defer cancel()
 	if _, err := r.answer(ctx); err != nil {
+		_ = cmd.Process.Kill() // it may be stuck in the driver
 		r.close()
 		return nil, err
 	}

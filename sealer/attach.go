@@ -31,10 +31,20 @@ type AttachRequest struct {
 	ID  string
 	GPU int
 	// Memory is the owner's memory (a memfd sealed against shrinking and
-	// growing on the simulated GPU); the caller keeps and closes it.
+	// growing on the simulated GPU, a VMM descriptor on CUDA); the caller
+	// keeps and closes it.
 	Memory *os.File
-	// Size is how many bytes, from offset 0, to seal.
+	// Size is how many bytes, from offset 0 (Offset for an IPC handle),
+	// to seal.
 	Size uint64
+	// IPCHandle, instead of Memory, is a legacy CUDA IPC handle of the
+	// owner's allocator segment (IPCAdopter); Offset is where the bytes
+	// to seal start in it. Optional.
+	IPCHandle *[IPCHandleSize]byte
+	Offset    uint64
+	// GPUUUID, when set, names the GPU instead of GPU (the engine's
+	// ordinals need not be the agent's). Optional.
+	GPUUUID string
 	// ExpectedSHA256 pins the content (hex); ModelRef is recorded.
 	ExpectedSHA256 string
 	ModelRef       string
@@ -74,16 +84,29 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	if err != nil {
 		return fail(KindInvalid, err)
 	}
-	if req.Memory == nil || req.Size == 0 {
-		return fail(KindInvalid, errors.New("no memory given (a descriptor and a size of at least 1 byte)"))
+	if (req.Memory == nil) == (req.IPCHandle == nil) || req.Size == 0 {
+		return fail(KindInvalid, errors.New("no memory given (a descriptor or a CUDA IPC handle, and a size of at least 1 byte)"))
+	}
+	if req.Offset != 0 && req.IPCHandle == nil {
+		return fail(KindInvalid, errors.New("an offset is given only with a CUDA IPC handle"))
+	}
+	if req.IPCHandle != nil && req.Owner.PID <= 0 {
+		return fail(KindInvalid, errIPCNamespace)
+	}
+	if req.GPUUUID != "" {
+		if req.GPU, err = s.deviceByUUID(ctx, req.GPUUUID); err != nil {
+			return fail(KindInvalid, err)
+		}
 	}
 	dev, ok := s.devices[req.GPU]
 	if !ok {
 		return fail(KindInvalid, fmt.Errorf("no GPU %d (have %v)", req.GPU, s.GPUs()))
 	}
-	adopter, ok := dev.(Adopter)
-	if !ok {
-		return fail(KindInvalid, fmt.Errorf("GPU %d cannot attach memory of another process", req.GPU))
+	if _, ok := dev.(Adopter); !ok && req.IPCHandle == nil {
+		return fail(KindInvalid, errNoAttach(req.GPU, "memory of another process"))
+	}
+	if _, ok := dev.(IPCAdopter); !ok && req.IPCHandle != nil {
+		return fail(KindInvalid, errNoAttach(req.GPU, "a CUDA IPC handle"))
 	}
 	sreq := SealRequest{ID: req.ID, GPU: req.GPU, ModelRef: req.ModelRef}
 	if s.cfg.Admission != nil {
@@ -96,7 +119,7 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	if err != nil {
 		return nil, err
 	}
-	alloc, err := adopter.Adopt(ctx, req.Memory, req.Size)
+	alloc, err := adopt(ctx, dev, req)
 	s.mu.Lock()
 	s.reserved[req.GPU] -= req.Size
 	s.mu.Unlock()

@@ -74,11 +74,22 @@ type Exported struct {
 	// Kind says what File is, for the consumer: MemoryMemfd, or a CUDA
 	// handle kind.
 	Kind string
+	// MappedSize is, for MemoryCUDAVMM, the allocation's size (the shard's
+	// rounded up to the granularity): what the consumer reserves and maps.
+	MappedSize uint64
+	// GPUUUID names, for MemoryCUDAVMM, the GPU the memory is on (the
+	// consumer's CUDA ordinals need not be the agent's).
+	GPUUUID string
 }
 
 // MemoryMemfd is the Exported.Kind of a sealed memfd (the simulated GPU):
 // the consumer maps it with mmap, read-only.
 const MemoryMemfd = "memfd"
+
+// MemoryCUDAVMM is the Exported.Kind of a CUDA VMM allocation exported as
+// a POSIX file descriptor (cuMemExportToShareableHandle): the consumer
+// imports it with cuMemImportFromShareableHandle and maps it on its GPU.
+const MemoryCUDAVMM = "cuda_vmm"
 
 // Admission decides whether a GPU may take shards (the VRAM-only policy).
 // Admit returns a non-nil error, with the reason, when it may not.

@@ -19,7 +19,11 @@ type Lease struct {
 	File *os.File
 	// Memory is what File is (Exported.Kind).
 	Memory string
-	Seal   Seal
+	// MappedSize and GPUUUID are what a consumer needs to import CUDA
+	// memory (Exported); zero otherwise.
+	MappedSize uint64
+	GPUUUID    string
+	Seal       Seal
 	// Consumer is who holds the lease.
 	Consumer audit.Caller
 
@@ -65,7 +69,7 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 		return nil, opErr("open", id, KindDevice, err)
 	}
 	f := x.File
-	l := &Lease{File: f, Memory: x.Kind, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
+	l := &Lease{File: f, Memory: x.Kind, MappedSize: x.MappedSize, GPUUUID: x.GPUUUID, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
 	s.mu.Lock()
 	if s.shards[id] != sh {
 		s.mu.Unlock()

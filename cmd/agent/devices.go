@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/nvml"
@@ -55,7 +56,14 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 		}
 		return &gpus{devs: simgpu.Devices(sims), sims: sims, policy: policy.GPUsOf(sims)}, nil
 	case config.DeviceCUDA, config.DeviceAuto:
-		ds, err := openCUDA(ctx, cuda.Options{LibraryPath: cfg.CUDA.Library, VerifyInFlight: cfg.Verify.MaxInFlightPerGPU})
+		opts := cuda.Options{LibraryPath: cfg.CUDA.Library, VerifyInFlight: cfg.Verify.MaxInFlightPerGPU}
+		// Attached memory is read in a process of its own (this binary,
+		// main: cuda.ServeReader), so a fault in it cannot end the agent's
+		// CUDA context.
+		if exe, err := os.Executable(); err == nil {
+			opts.ReaderCommand = []string{exe}
+		}
+		ds, err := openCUDA(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("device: %s: %w; the agent does not fall back to a simulated GPU (set device: sim for tests and demos)", cfg.Device, err)
 		}

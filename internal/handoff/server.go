@@ -275,7 +275,8 @@ func (cn *conn) open(ctx context.Context, id string) error {
 		l.Close(ctx)
 		return err
 	}
-	resp := wire.Response{V: wire.Version, OK: true, Seal: raw, Size: l.Seal.VRAMBytes, Memory: l.Memory, Files: 1}
+	resp := wire.Response{V: wire.Version, OK: true, Seal: raw, Size: l.Seal.VRAMBytes, Memory: l.Memory, Files: 1,
+		MappedSize: l.MappedSize, GPUUUID: l.GPUUUID}
 	if err := wire.Write(cn.c, resp, l.File); err != nil {
 		l.Close(ctx)
 		return err
@@ -288,15 +289,24 @@ func (cn *conn) open(ctx context.Context, id string) error {
 // attach seals the memory the request carries, in place, for as long as
 // this connection stays open.
 func (cn *conn) attach(ctx context.Context, req wire.Request, files []*os.File) error {
-	if len(files) != 1 {
-		return wire.Write(cn.c, failure(wire.KindInvalid, "attach carries the memory's descriptor (SCM_RIGHTS, files: 1)"))
+	sreq := sealer.AttachRequest{ID: req.ID, GPU: req.GPU, GPUUUID: req.GPUUUID, Size: req.Size, Offset: req.Offset,
+		ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, Owner: cn.who}
+	switch {
+	case req.IPCHandle != "":
+		h, err := sealer.ParseIPCHandle(req.IPCHandle)
+		if err != nil || len(files) != 0 {
+			return wire.Write(cn.c, failure(wire.KindInvalid, fmt.Sprintf("attach by CUDA IPC handle carries 128 hex digits and no descriptor (%d descriptors; %v)", len(files), err)))
+		}
+		sreq.IPCHandle = &h
+	case len(files) != 1:
+		return wire.Write(cn.c, failure(wire.KindInvalid, "attach carries the memory's descriptor (SCM_RIGHTS, files: 1) or a CUDA IPC handle (ipc_handle)"))
+	default:
+		sreq.Memory = files[0]
 	}
 	if len(cn.leases)+len(cn.attached) >= cn.s.cfg.MaxLeasesPerConnection {
 		return wire.Write(cn.c, failure(wire.KindTooMany, fmt.Sprintf("a connection holds at most %d leases and attachments", cn.s.cfg.MaxLeasesPerConnection)))
 	}
-	a, err := cn.s.cfg.Sealer.Attach(ctx, sealer.AttachRequest{
-		ID: req.ID, GPU: req.GPU, Memory: files[0], Size: req.Size, ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, Owner: cn.who,
-	})
+	a, err := cn.s.cfg.Sealer.Attach(ctx, sreq)
 	if err != nil {
 		return wire.Write(cn.c, sealerFailure(err))
 	}

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -263,5 +265,113 @@ func TestContainerfile(t *testing.T) {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("Containerfile lacks %q", want)
 		}
+	}
+}
+
+// TestSystemdServiceHardening checks what the hardened unit must keep for
+// the product to work, and that it tells systemd when it is up.
+func TestSystemdServiceHardening(t *testing.T) {
+	svc := unitFile(t, filepath.Join("systemd", "vramseal-agent.service"))["Service"]
+	one := func(k string) string {
+		if v := svc[k]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
+	// Type=notify: READY=1, STATUS=, WATCHDOG=1 and RELOADING=1 from the
+	// agent (cmd/agent/notify.go).
+	for k, want := range map[string]string{"Type": "notify", "NotifyAccess": "main", "ExecReload": "/bin/kill -HUP $MAINPID"} {
+		if got := one(k); got != want {
+			t.Errorf("%s=%s, want %s", k, got, want)
+		}
+	}
+	if one("WatchdogSec") == "" {
+		t.Error("no WatchdogSec: the agent feeds systemd's watchdog")
+	}
+	// Settings that break the callers' attribution on the control and
+	// consumer sockets (SO_PEERCRED, /proc/PID/exe), hide the GPUs, or stop
+	// remote scraping and the OTLP export.
+	for k, bad := range map[string][]string{
+		"PrivateUsers":   {"yes", "true", "self", "identity"},
+		"ProtectProc":    {"invisible", "noaccess", "ptraceable"},
+		"ProcSubset":     {"pid"},
+		"PrivateDevices": {"yes", "true"},
+		"PrivateNetwork": {"yes", "true"},
+	} {
+		if v := one(k); slices.Contains(bad, v) {
+			t.Errorf("%s=%s breaks the agent", k, v)
+		}
+	}
+	for _, k := range []string{"IPAddressDeny", "IPAddressAllow", "RootDirectory", "RootImage"} {
+		if len(svc[k]) > 0 {
+			t.Errorf("%s= is set (%v): scraping from other hosts, the OTLP export or the GPU libraries need the host's network and root", k, svc[k])
+		}
+	}
+	if got := one("DevicePolicy"); got != "closed" {
+		t.Errorf("DevicePolicy=%s, want closed (with the GPUs allowed)", got)
+	}
+	for _, dev := range []string{"char-nvidia-frontend rw", "char-nvidia-uvm rw", "char-nvidia-caps r"} {
+		if !slices.Contains(svc["DeviceAllow"], dev) {
+			t.Errorf("DeviceAllow lacks %q: %v", dev, svc["DeviceAllow"])
+		}
+	}
+	fams := strings.Fields(one("RestrictAddressFamilies"))
+	for _, f := range []string{"AF_UNIX", "AF_INET", "AF_INET6"} {
+		if !slices.Contains(fams, f) {
+			t.Errorf("RestrictAddressFamilies lacks %s: %v", f, fams)
+		}
+	}
+	// Engines (other users) reach /run/vramseal/handoff.sock.
+	mode, err := strconv.ParseUint(one("RuntimeDirectoryMode"), 8, 32)
+	if err != nil || mode&0o001 == 0 {
+		t.Errorf("RuntimeDirectoryMode=%s: other users cannot reach the consumer socket", one("RuntimeDirectoryMode"))
+	}
+	users, err := os.ReadFile(filepath.Join("systemd", "vramseal.sysusers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(users, []byte("\nm vramseal video\n")) {
+		t.Error("vramseal.sysusers does not put vramseal in the video group (/dev/nvidia* where restricted)")
+	}
+}
+
+// maxExposure is the highest `systemd-analyze security` exposure the unit
+// may have.
+const maxExposure = 2.0
+
+// exposure scores a unit file with `systemd-analyze security --offline=true`.
+func exposure(t *testing.T, sa, unit string) float64 {
+	t.Helper()
+	out, err := exec.Command(sa, "security", "--offline=true", unit).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no overall exposure in:\n%s", out)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestSystemdSecurityScore scores the unit offline.
+func TestSystemdSecurityScore(t *testing.T) {
+	sa := testenv.Program(t, "systemd-analyze")
+	dir := t.TempDir()
+	svc, err := os.ReadFile(filepath.Join("systemd", "vramseal-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(dir, "vramseal-agent.service")
+	if err := os.WriteFile(unit, bytes.ReplaceAll(svc, []byte("/usr/local/bin/vramseal-agent"), []byte("/bin/true")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v := exposure(t, sa, unit); v > maxExposure {
+		t.Errorf("exposure %.1f, want at most %.1f", v, maxExposure)
+	} else {
+		t.Logf("systemd-analyze security --offline=true: exposure %.1f", v)
 	}
 }

@@ -165,3 +165,59 @@ helm: $(HELM) ## Build the pinned Helm for the chart's tests.
 test: $(HELM)
 tools: $(HELM)
 export VRAMSEAL_HELM := $(HELM)
+
+# Release tools for `make dist` (and the package test of `make test`):
+# nfpm builds the .deb, cyclonedx-gomod writes each binary's SBOM from the
+# module list Go records in it (`go version -m`); both pinned, built with the
+# Go toolchain like the test tools.
+NFPM_VERSION := v2.45.2
+NFPM_DIR     := $(TOOLS_CACHE)/nfpm-$(NFPM_VERSION)
+NFPM         := $(NFPM_DIR)/nfpm
+
+$(NFPM):
+	GOBIN=$(NFPM_DIR) $(GO) install -trimpath -ldflags '-s -w' github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+CYCLONEDX_GOMOD_VERSION := v1.10.0
+CYCLONEDX_GOMOD_DIR     := $(TOOLS_CACHE)/cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION)
+CYCLONEDX_GOMOD         := $(CYCLONEDX_GOMOD_DIR)/cyclonedx-gomod
+
+$(CYCLONEDX_GOMOD):
+	GOBIN=$(CYCLONEDX_GOMOD_DIR) $(GO) install -trimpath -ldflags '-s -w' github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION)
+
+.PHONY: nfpm cyclonedx-gomod
+nfpm: $(NFPM) ## Build the pinned nfpm (the .deb of make dist).
+cyclonedx-gomod: $(CYCLONEDX_GOMOD) ## Build the pinned cyclonedx-gomod (the SBOMs of make dist).
+tools: $(NFPM) $(CYCLONEDX_GOMOD)
+
+# The arm64 build (GH200 nodes) needs Debian's cross C compiler for cgo, and
+# its smoke test Debian's qemu-user-static (with the cross libc of
+# libc6-dev-arm64-cross): both installed with apt-get only when missing.
+CC_ARM64   := aarch64-linux-gnu-gcc
+QEMU_ARM64 := qemu-aarch64-static
+ARM64_SYSROOT := /usr/aarch64-linux-gnu
+
+.PHONY: cross-arm64
+cross-arm64: ## Install Debian's arm64 cross compiler and qemu-user-static, when missing.
+	@command -v $(CC_ARM64) > /dev/null && command -v $(QEMU_ARM64) > /dev/null || { \
+		echo "installing Debian's gcc-aarch64-linux-gnu and qemu-user-static (for the arm64 build)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; }
+
+# The image's C library: Debian's libc6 .deb, the version this machine runs
+# (the one the binary is linked against), fetched with apt-get download into
+# the cache and unpacked to a tar (dpkg-deb --fsys-tarfile) that becomes the
+# image's base layer (tools/image).
+LIBC6_VERSION ?= $(shell dpkg-query -W -f='$${Version}' libc6 2>/dev/null)
+DEBS_DIR      := $(TOOLS_CACHE)/debs
+LIBC6_DEB     := $(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_amd64.deb
+LIBC6_TAR     := $(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_amd64.tar
+
+$(LIBC6_TAR):
+	@test -n '$(LIBC6_VERSION)' || { echo "no libc6 version (dpkg-query): set LIBC6_VERSION"; exit 1; }
+	mkdir -p $(DEBS_DIR)
+	cd $(DEBS_DIR) && apt-get download -q 'libc6:amd64=$(LIBC6_VERSION)' > libc6-download.log 2>&1 || { cat libc6-download.log; exit 1; }
+	dpkg-deb --fsys-tarfile $(LIBC6_DEB) > $@.tmp && mv $@.tmp $@
+
+.PHONY: libc6
+libc6: $(LIBC6_TAR) ## Fetch Debian's libc6 .deb (the image's C library) into the cache.
+tools: $(LIBC6_TAR)
+export VRAMSEAL_LIBC6_TAR := $(LIBC6_TAR)

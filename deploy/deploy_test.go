@@ -257,11 +257,13 @@ func TestContainerfile(t *testing.T) {
 		t.Errorf("build stage %s: want the project's Go 1.26", froms[0])
 	}
 	for _, f := range froms {
-		if strings.HasSuffix(f, ":latest") {
-			t.Errorf("base image %s is not pinned", f)
+		// A reference without a tag or digest is latest too.
+		name := f[strings.LastIndex(f, "/")+1:]
+		if strings.HasSuffix(f, ":latest") || !(strings.Contains(name, ":") || strings.Contains(f, "@sha256:")) {
+			t.Errorf("base image %s is not pinned to a tag or digest other than latest", f)
 		}
 	}
-	for _, want := range []string{"CGO_ENABLED=1", "make build", "ENV CUDA_DEVICE_ORDER=PCI_BUS_ID", `ENTRYPOINT ["/usr/local/bin/vramseal-agent"]`} {
+	for _, want := range []string{"CGO_ENABLED=1", "make build", "ENV CUDA_DEVICE_ORDER=PCI_BUS_ID", `ENTRYPOINT ["/usr/local/bin/vramseal-agent"]`, "USER 0:0", "org.opencontainers.image.revision"} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("Containerfile lacks %q", want)
 		}
@@ -373,5 +375,34 @@ func TestSystemdSecurityScore(t *testing.T) {
 		t.Errorf("exposure %.1f, want at most %.1f", v, maxExposure)
 	} else {
 		t.Logf("systemd-analyze security --offline=true: exposure %.1f", v)
+	}
+}
+
+// TestNoLatestTag: no image reference in the deployment files or the docs
+// uses the latest tag (the chart's default tag is its appVersion).
+func TestNoLatestTag(t *testing.T) {
+	latest := regexp.MustCompile(`[a-z0-9./-]+:latest\b`)
+	var n int
+	for _, root := range []string{".", "../docs", "../README.md"} {
+		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			n++
+			for _, m := range latest.FindAll(data, -1) {
+				t.Errorf("%s: %s (pin a version)", path, m)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d files read", n)
 	}
 }

@@ -129,8 +129,9 @@ gpu-check: ## On a GPU machine (driver, no Go): run the prebuilt GPU tests and t
 # (`version`, and `digest` equal to the amd64 binary's).
 DIST        := dist
 DIST_ARCHES := amd64 arm64
-# A Debian version: v1.2.3 → 1.2.3, anything else → 0.0.0~git<describe>.
-DIST_VERSION := $(shell v='$(VERSION)'; v=$${v#v}; case "$$v" in ([0-9]*) echo "$$v";; (*) echo "0.0.0~git$$v" | tr -- '-' '.';; esac)
+# A Debian version: v1.2.3 → 1.2.3, anything else (a commit id) →
+# 0.0.0~git<describe>.
+DIST_VERSION := $(shell v='$(VERSION)'; v=$${v#v}; case "$$v" in ([0-9]*.[0-9]*) echo "$$v";; (*) echo "0.0.0~git$$v" | tr -- '-' '.';; esac)
 DIST_SRC    := $(shell git ls-files 'go.mod' 'go.sum' '*.go' 2>/dev/null | grep -v '^tools/')
 DIST_DEB     = $(DIST)/vramseal-agent_$(DIST_VERSION)_$(1).deb
 DIST_IMAGE  := $(DIST)/vramseal-agent-image-amd64

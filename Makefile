@@ -124,7 +124,7 @@ gpu-check: ## On a GPU machine (driver, no Go): run the prebuilt GPU tests and t
 # Release artefacts in dist/: the agent for linux/amd64 and linux/arm64 (cgo,
 # for NVML; arm64 with Debian's cross gcc), an SBOM of each (CycloneDX JSON
 # from the modules Go records in the binary), a .deb of each (nfpm:
-# deploy/nfpm.yaml), the OCI image layout (tools/image, no container engine)
+# deploy/nfpm.yaml), the OCI image layout of both (tools/image, no container engine)
 # and SHA256SUMS. The arm64 binary is smoke-tested under qemu-user-static
 # (`version`, and `digest` equal to the amd64 binary's).
 DIST        := dist
@@ -134,7 +134,7 @@ DIST_ARCHES := amd64 arm64
 DIST_VERSION := $(shell v='$(VERSION)'; v=$${v#v}; case "$$v" in ([0-9]*.[0-9]*) echo "$$v";; (*) echo "0.0.0~git$$v" | tr -- '-' '.';; esac)
 DIST_SRC    := $(shell git ls-files 'go.mod' 'go.sum' '*.go' 2>/dev/null | grep -v '^tools/')
 DIST_DEB     = $(DIST)/vramseal-agent_$(DIST_VERSION)_$(1).deb
-DIST_IMAGE  := $(DIST)/vramseal-agent-image-amd64
+DIST_IMAGE  := $(DIST)/vramseal-agent-image
 # The commit's time: the SBOMs, packages and image carry it, not the build's.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH
@@ -164,18 +164,21 @@ $(DIST)/vramseal-agent_$(DIST_VERSION)_%.deb: $(DIST)/vramseal-agent-linux-% $(D
 deb: $(call DIST_DEB,amd64) ## Build the amd64 .deb into dist/ (make test installs it).
 
 .PHONY: image
-image: $(DIST)/vramseal-agent-linux-amd64 $(LIBC6_TAR) ## Build the OCI image layout (amd64) into dist/, without a container engine.
-	cd tools/image && $(GO) run . -out $(abspath $(DIST_IMAGE)) -binary $(abspath $(DIST)/vramseal-agent-linux-amd64) \
-		-base $(LIBC6_TAR) -base-name 'debian:libc6=$(LIBC6_VERSION)' -version '$(VERSION)' -revision '$(REVISION)'
+image: $(foreach a,$(DIST_ARCHES),$(DIST)/vramseal-agent-linux-$(a) $(call LIBC6_TAR,$(a))) ## Build the OCI image layout (linux/amd64 and linux/arm64) into dist/, without a container engine.
+	cd tools/image && $(GO) run . -out $(abspath $(DIST_IMAGE)) -packages 'libc6=$(LIBC6_VERSION)' -version '$(VERSION)' -revision '$(REVISION)' \
+		$(foreach a,$(DIST_ARCHES),-platform $(a)=$(abspath $(DIST)/vramseal-agent-linux-$(a)),$(call LIBC6_TAR,$(a)))
 
 .PHONY: dist-smoke
-dist-smoke: $(DIST)/vramseal-agent-linux-amd64 $(DIST)/vramseal-agent-linux-arm64 | cross-arm64 ## Run the arm64 binary under qemu-user-static (version, digest).
+dist-smoke: $(DIST)/vramseal-agent-linux-amd64 $(DIST)/vramseal-agent-linux-arm64 $(call LIBC6_TAR,arm64) | cross-arm64 ## Run the arm64 binary under qemu-user-static (version, digest; and with the arm64 image's libraries).
 	@f=$$(mktemp) && trap 'rm -f $$f' EXIT && head -c 1000000 /dev/urandom > $$f && \
 	test "$$(od -An -tx1 -j18 -N2 $(DIST)/vramseal-agent-linux-arm64 | tr -d ' ')" = b700 || { echo "not an arm64 (aarch64) ELF binary"; exit 1; }; \
 	$(QEMU_ARM64) -L $(ARM64_SYSROOT) $(DIST)/vramseal-agent-linux-arm64 version && \
 	want=$$($(DIST)/vramseal-agent-linux-amd64 digest --leaf-size 4096 $$f) && \
 	got=$$($(QEMU_ARM64) -L $(ARM64_SYSROOT) $(DIST)/vramseal-agent-linux-arm64 digest --leaf-size 4096 $$f) && \
 	echo "$$got" && test "$$got" = "$$want" && echo "arm64 under qemu: digest equals amd64's"
+	cd tools/image && VRAMSEAL_REQUIRE_TOOLS=1 VRAMSEAL_AGENT_BIN_ARM64=$(abspath $(DIST)/vramseal-agent-linux-arm64) \
+		VRAMSEAL_LIBC6_TAR_ARM64=$(call LIBC6_TAR,arm64) VRAMSEAL_QEMU_ARM64=$$(command -v $(QEMU_ARM64)) \
+		$(GO) test -count=1 -v -run '^TestImageRunsTheAgentArm64$$' . | grep -E '^(--- |ok)|arm64 image:'
 
 .PHONY: dist
 dist: $(foreach a,$(DIST_ARCHES),$(DIST)/vramseal-agent-linux-$(a) $(DIST)/vramseal-agent-linux-$(a).cdx.json $(call DIST_DEB,$(a))) image dist-smoke ## Release artefacts into dist/: binaries (amd64, arm64), SBOMs, .debs, the OCI image, SHA256SUMS.

@@ -202,22 +202,31 @@ cross-arm64: ## Install Debian's arm64 cross compiler and qemu-user-static, when
 		echo "installing Debian's gcc-aarch64-linux-gnu and qemu-user-static (for the arm64 build)"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; }
 
-# The image's C library: Debian's libc6 .deb, the version this machine runs
-# (the one the binary is linked against), fetched with apt-get download into
-# the cache and unpacked to a tar (dpkg-deb --fsys-tarfile) that becomes the
-# image's base layer (tools/image).
+# The image's C library: Debian's libc6 .deb for each architecture, the
+# version this machine runs (the one the binaries are linked against),
+# fetched with apt-get download under a private sources list and private
+# state and cache folders (the machine's apt setup is neither read for
+# packages nor changed), as the CUDA toolkit above, into the cache, and
+# unpacked to a tar (dpkg-deb --fsys-tarfile) that becomes the image's base
+# layer (tools/image). LIBC6_VERSION overrides the version.
 LIBC6_VERSION ?= $(shell dpkg-query -W -f='$${Version}' libc6 2>/dev/null)
+LIBC6_SUITE   := bookworm
 DEBS_DIR      := $(TOOLS_CACHE)/debs
-LIBC6_DEB     := $(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_amd64.deb
-LIBC6_TAR     := $(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_amd64.tar
+LIBC6_TAR      = $(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_$(1).tar
 
-$(LIBC6_TAR):
+$(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_%.tar:
 	@test -n '$(LIBC6_VERSION)' || { echo "no libc6 version (dpkg-query): set LIBC6_VERSION"; exit 1; }
-	mkdir -p $(DEBS_DIR)
-	cd $(DEBS_DIR) && apt-get download -q 'libc6:amd64=$(LIBC6_VERSION)' > libc6-download.log 2>&1 || { cat libc6-download.log; exit 1; }
-	dpkg-deb --fsys-tarfile $(LIBC6_DEB) > $@.tmp && mv $@.tmp $@
+	rm -rf $@.d && mkdir -p $@.d/apt/state/partial $@.d/apt/cache/archives/partial
+	printf 'deb [arch=$*] %s %s main\n' $(CUDA_TOOLKIT_MIRROR) $(LIBC6_SUITE) $(CUDA_TOOLKIT_MIRROR) $(LIBC6_SUITE)-updates > $@.d/apt/sources.list
+	cd $@.d && apt="-o Dir::Etc::SourceList=$$PWD/apt/sources.list -o Dir::Etc::SourceParts=- \
+		-o Dir::State::Lists=$$PWD/apt/state -o Dir::Cache=$$PWD/apt/cache -o Debug::NoLocking=1 \
+		-o APT::Architecture=$* -o APT::Architectures::=$*" && \
+		apt-get -q $$apt update > apt/update.log 2>&1 || { cat apt/update.log; exit 1; }; \
+		apt-get -q $$apt download 'libc6:$*=$(LIBC6_VERSION)' > apt/download.log 2>&1 || { cat apt/download.log; echo "set LIBC6_VERSION to a version the mirror serves"; exit 1; }; \
+		dpkg-deb --fsys-tarfile libc6_*_$*.deb > $@.tmp
+	mv $@.tmp $@ && rm -rf $@.d
 
 .PHONY: libc6
-libc6: $(LIBC6_TAR) ## Fetch Debian's libc6 .deb (the image's C library) into the cache.
-tools: $(LIBC6_TAR)
-export VRAMSEAL_LIBC6_TAR := $(LIBC6_TAR)
+libc6: $(call LIBC6_TAR,amd64) $(call LIBC6_TAR,arm64) ## Fetch Debian's libc6 (amd64, arm64: the image's C library) into the cache.
+tools: $(call LIBC6_TAR,amd64)
+export VRAMSEAL_LIBC6_TAR := $(call LIBC6_TAR,amd64)

@@ -50,33 +50,51 @@ func fakeDebTar(t *testing.T) string {
 	return p
 }
 
-func testOptions(t *testing.T, binary, base string) options {
-	return options{out: filepath.Join(t.TempDir(), "image"), binary: binary, bases: []string{base},
-		packages: "libc6=2.36-test", version: "1.2.3", revision: "abc123", arch: "amd64",
+func testOptions(t *testing.T, plats ...platform) options {
+	return options{out: filepath.Join(t.TempDir(), "image"), platforms: plats,
+		packages: "libc6=2.36-test", version: "1.2.3", revision: "abc123",
 		created: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-// readLayout opens the layout as a registry client would: the index, its
-// one manifest, the config, the layers.
-func readLayout(t *testing.T, dir string) (v1.Descriptor, v1.Image) {
+// readLayout opens the layout as a registry client would: index.json names
+// one image index (tagged), which names one image per platform.
+func readLayout(t *testing.T, dir string) (v1.Descriptor, v1.ImageIndex, map[string]v1.Image) {
 	t.Helper()
-	idx, err := layout.ImageIndexFromPath(dir)
+	top, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	im, err := idx.IndexManifest()
+	im, err := top.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(im.Manifests) != 1 {
-		t.Fatalf("%d manifests in index.json, want 1", len(im.Manifests))
+		t.Fatalf("%d entries in index.json, want 1 (the image index)", len(im.Manifests))
 	}
 	desc := im.Manifests[0]
-	img, err := idx.Image(desc.Digest)
+	if desc.MediaType != types.OCIImageIndex {
+		t.Fatalf("index.json names a %s, want an OCI image index", desc.MediaType)
+	}
+	idx, err := top.ImageIndex(desc.Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return desc, img
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs := map[string]v1.Image{}
+	for _, d := range m.Manifests {
+		if d.MediaType != types.OCIManifestSchema1 || d.Platform == nil || d.Platform.OS != "linux" {
+			t.Fatalf("image index entry %+v", d)
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs[d.Platform.Architecture] = img
+	}
+	return desc, idx, imgs
 }
 
 // files lists a layer's entries by name.
@@ -107,22 +125,49 @@ func TestImageLayout(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!agent"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	o := testOptions(t, bin, fakeDebTar(t))
+	base := fakeDebTar(t)
+	o := testOptions(t, platform{arch: "amd64", binary: bin, bases: []string{base}}, platform{arch: "arm64", binary: bin, bases: []string{base}})
 	built, err := build(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	desc, img := readLayout(t, o.out)
-	if desc.Annotations[annRefName] != "1.2.3" || desc.Platform == nil || desc.Platform.Architecture != "amd64" || desc.Platform.OS != "linux" {
-		t.Errorf("index entry %+v: want tag 1.2.3 on linux/amd64", desc)
-	}
-	if desc.MediaType != types.OCIManifestSchema1 {
-		t.Errorf("manifest media type %s", desc.MediaType)
+	desc, idx, imgs := readLayout(t, o.out)
+	if desc.Annotations[annRefName] != "1.2.3" {
+		t.Errorf("index.json entry %+v: want tag 1.2.3", desc)
 	}
 	d1, _ := built.Digest()
 	if desc.Digest != d1 {
 		t.Errorf("index names %s, built %s", desc.Digest, d1)
 	}
+	if im, _ := idx.IndexManifest(); im.Annotations[annVersion] != "1.2.3" {
+		t.Errorf("image index annotations %v", im.Annotations)
+	}
+	if len(imgs) != 2 || imgs["amd64"] == nil || imgs["arm64"] == nil {
+		t.Fatalf("platforms %v, want amd64 and arm64", imgs)
+	}
+	for arch, img := range imgs {
+		t.Run(arch, func(t *testing.T) { checkImage(t, o, arch, img) })
+	}
+
+	// The same inputs give the same image.
+	o2 := o
+	o2.out = filepath.Join(t.TempDir(), "again")
+	again, err := build(o2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2, _ := again.Digest(); d2 != d1 {
+		t.Errorf("rebuild: digest %s, first %s", d2, d1)
+	}
+	// Never tagged latest.
+	o2.version = "latest"
+	if _, err := build(o2); err == nil {
+		t.Error("an image tagged latest was built")
+	}
+}
+
+// checkImage checks one platform's manifest, config and layers.
+func checkImage(t *testing.T, o options, arch string, img v1.Image) {
 	m, err := img.Manifest()
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +205,7 @@ func TestImageLayout(t *testing.T) {
 			t.Errorf("label %s=%q, annotation %q", k, c.Labels[k], v)
 		}
 	}
-	if cfg.Architecture != "amd64" || cfg.OS != "linux" || !cfg.Created.Time.Equal(o.created) {
+	if cfg.Architecture != arch || cfg.OS != "linux" || !cfg.Created.Time.Equal(o.created) {
 		t.Errorf("config %s/%s created %v", cfg.OS, cfg.Architecture, cfg.Created)
 	}
 	layers, err := img.Layers()
@@ -203,22 +248,6 @@ func TestImageLayout(t *testing.T) {
 	if !strings.HasPrefix(passwd, "root:x:0:0:") {
 		t.Error("/etc/passwd does not name the image's user 0")
 	}
-
-	// The same inputs give the same image.
-	o2 := o
-	o2.out = filepath.Join(t.TempDir(), "again")
-	again, err := build(o2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d2, _ := again.Digest(); d2 != d1 {
-		t.Errorf("rebuild: digest %s, first %s", d2, d1)
-	}
-	// Never tagged latest.
-	o2.version = "latest"
-	if _, err := build(o2); err == nil {
-		t.Error("an image tagged latest was built")
-	}
 }
 
 // TestImageRunsTheAgent builds the image from the real inputs that `make
@@ -229,11 +258,12 @@ func TestImageLayout(t *testing.T) {
 func TestImageRunsTheAgent(t *testing.T) {
 	bin := testenv.Tool(t, "VRAMSEAL_AGENT_BIN")
 	libc := testenv.Tool(t, "VRAMSEAL_LIBC6_TAR")
-	o := testOptions(t, bin, libc)
+	o := testOptions(t, platform{arch: "amd64", binary: bin, bases: []string{libc}})
 	if _, err := build(o); err != nil {
 		t.Fatal(err)
 	}
-	_, img := readLayout(t, o.out)
+	_, _, imgs := readLayout(t, o.out)
+	img := imgs["amd64"]
 	root := t.TempDir()
 	extract(t, img, root)
 
@@ -242,6 +272,25 @@ func TestImageRunsTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	libs := checkLibraries(t, root, f, "x86_64-linux-gnu")
+	t.Logf("%v found in the image", libs)
+
+	testenv.Root(t, "runs the agent chrooted into the image's file tree")
+	cmd := exec.Command(agentPath, "version")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "vramseal") {
+		t.Fatalf("vramseal-agent version in the image: %v\n%s", err, out)
+	}
+	t.Logf("in the image: %s", strings.TrimSpace(string(out)))
+}
+
+// checkLibraries checks that the binary's dynamic loader and every library
+// it needs are in the image's tree, and returns the libraries.
+func checkLibraries(t *testing.T, root string, f *elf.File, triplet string) []string {
+	t.Helper()
 	var interp string
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
@@ -260,22 +309,48 @@ func TestImageRunsTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, lib := range libs {
-		if !inTree(root, "/lib/x86_64-linux-gnu/"+lib) && !inTree(root, "/usr/lib/x86_64-linux-gnu/"+lib) {
+		if !inTree(root, "/lib/"+triplet+"/"+lib) && !inTree(root, "/usr/lib/"+triplet+"/"+lib) {
 			t.Errorf("%s (needed by the agent) is not in the image", lib)
 		}
 	}
-	t.Logf("loader %s and %v found in the image", interp, libs)
+	return append(libs, interp)
+}
 
-	testenv.Root(t, "runs the agent chrooted into the image's file tree")
-	cmd := exec.Command(agentPath, "version")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "vramseal") {
-		t.Fatalf("vramseal-agent version in the image: %v\n%s", err, out)
+// TestImageRunsTheAgentArm64 is TestImageRunsTheAgent for linux/arm64,
+// run by `make dist` (dist-smoke), which builds the arm64 binary with the
+// cross compiler and exports these: the agent runs under qemu-user-static
+// with the image's file tree as its root for libraries (-L), so the arm64
+// image's C library is shown to be enough. `make test` does not build for
+// arm64 and does not ask for it.
+func TestImageRunsTheAgentArm64(t *testing.T) {
+	bin := os.Getenv("VRAMSEAL_AGENT_BIN_ARM64")
+	if bin == "" {
+		t.Log("VRAMSEAL_AGENT_BIN_ARM64 not set: the arm64 image is checked by make dist")
+		return
 	}
-	t.Logf("in the image: %s", strings.TrimSpace(string(out)))
+	libc := testenv.Tool(t, "VRAMSEAL_LIBC6_TAR_ARM64")
+	qemu := testenv.Tool(t, "VRAMSEAL_QEMU_ARM64")
+	o := testOptions(t, platform{arch: "arm64", binary: bin, bases: []string{libc}})
+	if _, err := build(o); err != nil {
+		t.Fatal(err)
+	}
+	_, _, imgs := readLayout(t, o.out)
+	root := t.TempDir()
+	extract(t, imgs["arm64"], root)
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_AARCH64 {
+		t.Fatalf("%s is a %s binary", bin, f.Machine)
+	}
+	libs := checkLibraries(t, root, f, "aarch64-linux-gnu")
+	out, err := exec.Command(qemu, "-L", root, filepath.Join(root, agentPath), "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "linux/arm64") {
+		t.Fatalf("vramseal-agent version under qemu with the image's libraries: %v\n%s", err, out)
+	}
+	t.Logf("arm64 image: %v found; under qemu: %s", libs, strings.SplitN(string(out), "\n", 2)[0])
 }
 
 // inTree reports whether name exists in the tree at root, following

@@ -1,7 +1,8 @@
 // Command image builds vramseal-agent's OCI image layout without a container
 // engine (`make image`, part of `make dist`).
 //
-// Two layers: Debian packages unpacked from their .deb (-base, tars made by
+// One image per platform (linux/amd64 and linux/arm64 from `make image`),
+// under one image index. Two layers each: Debian packages unpacked from their .deb (-base, tars made by
 // `dpkg-deb --fsys-tarfile`; for the cgo binary, libc6: the C library and the
 // dynamic loader), then the agent at /usr/local/bin/vramseal-agent with the
 // few files a container needs (/etc/passwd, /etc/group, /tmp). The config
@@ -64,33 +65,45 @@ const (
 
 // options are the image's inputs.
 type options struct {
-	out      string   // the OCI layout folder (replaced)
-	binary   string   // the agent, built for arch
-	bases    []string // tars of unpacked Debian packages
-	packages string   // what the bases are, e.g. "libc6=2.36-9+deb12u14"
-	version  string
-	revision string
-	arch     string
-	created  time.Time
+	out       string // the OCI layout folder (replaced)
+	platforms []platform
+	packages  string // what the bases are, e.g. "libc6=2.36-9+deb12u14"
+	version   string
+	revision  string
+	created   time.Time
 }
 
-type listFlag []string
+// platform is one architecture's image: its binary and Debian packages.
+type platform struct {
+	arch   string   // GOARCH and Debian's name alike: amd64, arm64
+	binary string   // the agent, built for arch
+	bases  []string // tars of unpacked Debian packages for arch
+}
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+// platformFlag parses -platform ARCH=BINARY,TAR[,TAR…].
+type platformFlag []platform
+
+func (l *platformFlag) String() string { return fmt.Sprint(*l) }
+func (l *platformFlag) Set(v string) error {
+	arch, rest, ok := strings.Cut(v, "=")
+	files := strings.Split(rest, ",")
+	if !ok || arch == "" || len(files) < 2 {
+		return fmt.Errorf("%q: want ARCH=BINARY,TAR[,TAR…]", v)
+	}
+	*l = append(*l, platform{arch: arch, binary: files[0], bases: files[1:]})
+	return nil
+}
 
 func main() {
 	var o options
-	var bases listFlag
-	flag.StringVar(&o.out, "out", "dist/vramseal-agent-image-amd64", "the OCI image layout folder to write (replaced)")
-	flag.StringVar(&o.binary, "binary", "", "the agent binary")
-	flag.Var(&bases, "base", "a tar of an unpacked Debian package (dpkg-deb --fsys-tarfile), repeatable")
-	flag.StringVar(&o.packages, "base-name", "", "the Debian packages of -base, as name=version")
+	var plats platformFlag
+	flag.StringVar(&o.out, "out", "dist/vramseal-agent-image", "the OCI image layout folder to write (replaced)")
+	flag.Var(&plats, "platform", "ARCH=BINARY,TAR[,TAR…]: the agent built for linux/ARCH and tars of unpacked Debian packages (dpkg-deb --fsys-tarfile) for ARCH; repeatable")
+	flag.StringVar(&o.packages, "packages", "", "the Debian packages of the tars, as name=version")
 	flag.StringVar(&o.version, "version", "", "the agent's version (the image's tag)")
 	flag.StringVar(&o.revision, "revision", "", "the commit the agent was built from")
-	flag.StringVar(&o.arch, "arch", "amd64", "the image's architecture (the binary's and the packages')")
 	flag.Parse()
-	o.bases = bases
+	o.platforms = plats
 	o.created = time.Unix(0, 0).UTC()
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
 		sec, err := strconv.ParseInt(s, 10, 64)
@@ -100,19 +113,20 @@ func main() {
 		}
 		o.created = time.Unix(sec, 0).UTC()
 	}
-	img, err := build(o)
+	idx, err := build(o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "image: %v\n", err)
 		os.Exit(1)
 	}
-	d, _ := img.Digest()
+	d, _ := idx.Digest()
 	fmt.Printf("%s: %s (tag %s)\n", o.out, d, o.version)
 }
 
-// build writes the layout and returns the image.
-func build(o options) (v1.Image, error) {
-	if o.binary == "" || len(o.bases) == 0 {
-		return nil, errors.New("-binary and at least one -base are needed")
+// build writes the layout: index.json names one image index, tagged with
+// the version, that holds one image per platform. It returns that index.
+func build(o options) (v1.ImageIndex, error) {
+	if len(o.platforms) == 0 {
+		return nil, errors.New("no -platform")
 	}
 	if o.version == "" || o.version == "latest" {
 		return nil, fmt.Errorf("version %q: the image is tagged with the agent's version, never latest", o.version)
@@ -129,8 +143,35 @@ func build(o options) (v1.Image, error) {
 		annVendor:        "vramseal project",
 		annPackages:      o.packages,
 	}
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range o.platforms {
+		img, err := image(o, p, ann)
+		if err != nil {
+			return nil, fmt.Errorf("linux/%s: %w", p.arch, err)
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			MediaType: types.OCIManifestSchema1, Platform: &v1.Platform{OS: "linux", Architecture: p.arch, Variant: variant(p.arch)},
+		}})
+	}
+	idx = mutate.Annotations(idx, ann).(v1.ImageIndex)
+	if err := os.RemoveAll(o.out); err != nil {
+		return nil, err
+	}
+	lp, err := layout.Write(o.out, empty.Index)
+	if err != nil {
+		return nil, err
+	}
+	if err := lp.AppendIndex(idx, layout.WithAnnotations(map[string]string{annRefName: o.version})); err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
+
+// image is one platform's image.
+func image(o options, p platform, ann map[string]string) (v1.Image, error) {
 	cfg := &v1.ConfigFile{
-		Architecture: o.arch,
+		Architecture: p.arch,
+		Variant:      variant(p.arch),
 		OS:           "linux",
 		Created:      v1.Time{Time: o.created},
 		Config: v1.Config{
@@ -150,7 +191,7 @@ func build(o options) (v1.Image, error) {
 		return nil, err
 	}
 	var adds []mutate.Addendum
-	for _, b := range o.bases {
+	for _, b := range p.bases {
 		data, err := debianLayer(b, o.created)
 		if err != nil {
 			return nil, err
@@ -163,7 +204,7 @@ func build(o options) (v1.Image, error) {
 			Created: v1.Time{Time: o.created}, CreatedBy: "dpkg-deb --fsys-tarfile " + path.Base(b), Comment: "Debian packages: " + o.packages,
 		}})
 	}
-	data, err := agentLayer(o.binary, o.created)
+	data, err := agentLayer(p.binary, o.created)
 	if err != nil {
 		return nil, err
 	}
@@ -177,19 +218,15 @@ func build(o options) (v1.Image, error) {
 	if img, err = mutate.Append(img, adds...); err != nil {
 		return nil, err
 	}
-	img = mutate.Annotations(img, ann).(v1.Image)
-	if err := os.RemoveAll(o.out); err != nil {
-		return nil, err
+	return mutate.Annotations(img, ann).(v1.Image), nil
+}
+
+// variant is the platform's variant: v8 for arm64, as registries expect.
+func variant(arch string) string {
+	if arch == "arm64" {
+		return "v8"
 	}
-	p, err := layout.Write(o.out, empty.Index)
-	if err != nil {
-		return nil, err
-	}
-	plat := v1.Platform{OS: "linux", Architecture: o.arch}
-	if err := p.AppendImage(img, layout.WithPlatform(plat), layout.WithAnnotations(map[string]string{annRefName: o.version})); err != nil {
-		return nil, err
-	}
-	return img, nil
+	return ""
 }
 
 // layer is an OCI (gzip) layer of an uncompressed tar held in memory.

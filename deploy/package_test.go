@@ -35,7 +35,7 @@ func TestDebianPackage(t *testing.T) {
 		t.Fatalf("%v: run `make deb`", err)
 	}
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", debPackage).Output(); err == nil && strings.Contains(string(out), "installed") {
-		t.Fatalf("%s is already installed on this machine (%s): not touching it", debPackage, out)
+		t.Fatalf("%s is already installed on this machine (%s): not touching it (dpkg --purge %s, then rerun)", debPackage, out, debPackage)
 	}
 	run := func(name string, args ...string) string {
 		t.Helper()

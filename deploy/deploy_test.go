@@ -290,6 +290,11 @@ func TestSystemdServiceHardening(t *testing.T) {
 	if one("WatchdogSec") == "" {
 		t.Error("no WatchdogSec: the agent feeds systemd's watchdog")
 	}
+	// Go exits with status 2 on SIGABRT (the default WatchdogSignal); 2 is a
+	// status that prevents restarts.
+	if slices.Contains(strings.Fields(one("RestartPreventExitStatus")), "2") && one("WatchdogSignal") != "SIGKILL" {
+		t.Errorf("WatchdogSignal=%q with RestartPreventExitStatus=%s: a hung agent would not be restarted", one("WatchdogSignal"), one("RestartPreventExitStatus"))
+	}
 	// Settings that break the callers' attribution on the control and
 	// consumer sockets (SO_PEERCRED, /proc/PID/exe), hide the GPUs, or stop
 	// remote scraping and the OTLP export.

@@ -314,6 +314,16 @@ func TestSystemdServiceHardening(t *testing.T) {
 			t.Errorf("%s= is set (%v): scraping from other hosts, the OTLP export or the GPU libraries need the host's network and root", k, svc[k])
 		}
 	}
+	// The agent gives its sockets their group with fchownat
+	// (internal/control): a filter that denies @privileged (@chown) must
+	// allow it again, after the deny.
+	filters := svc["SystemCallFilter"]
+	deny := slices.IndexFunc(filters, func(f string) bool { return strings.HasPrefix(f, "~") && strings.Contains(f, "@privileged") })
+	if deny >= 0 && !slices.ContainsFunc(filters[deny+1:], func(f string) bool {
+		return !strings.HasPrefix(f, "~") && (slices.Contains(strings.Fields(f), "fchownat") || slices.Contains(strings.Fields(f), "@chown"))
+	}) {
+		t.Errorf("SystemCallFilter %q denies fchownat: control.group and handoff.group would fail", filters)
+	}
 	if got := one("DevicePolicy"); got != "closed" {
 		t.Errorf("DevicePolicy=%s, want closed (with the GPUs allowed)", got)
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -119,7 +120,8 @@ func (a *agent) notifyStatus() string {
 	if ok {
 		return "serving; ready: every declared shard is sealed"
 	}
-	return "serving; not ready: " + why
+	// One line: a newline would start another assignment in the message.
+	return "serving; not ready: " + strings.ReplaceAll(why, "\n", " ")
 }
 
 // listeningWait bounds the wait for the web server's port: past it the

@@ -28,6 +28,8 @@ import (
 //   - WATCHDOG=1 every half of $WATCHDOG_USEC (systemd's WatchdogSec), each
 //     time after the agent answered a readiness check, so an agent whose
 //     shard bookkeeping hangs is restarted by systemd.
+
+// notifyStatusEvery is how often the status line is checked for a change.
 const notifyStatusEvery = time.Second
 
 // notifier sends the agent's state to systemd. Its methods are safe for

@@ -46,7 +46,8 @@ func (e *LogEmitter) Emit(ctx context.Context, ev Event) Receipt {
 }
 
 // LogFields renders an event as logrus fields: "event", "event_id",
-// "event_severity", "worker_id" and the event's own fields.
+// "event_severity", "worker_id", the header's (cause, caller, GPU UUID) and
+// the event's own fields.
 func LogFields(ev Event) logrus.Fields {
 	h := ev.Head()
 	f := logrus.Fields{
@@ -55,7 +56,7 @@ func LogFields(ev Event) logrus.Fields {
 		"event_severity": ev.Severity().String(),
 		"worker_id":      h.WorkerID,
 	}
-	for _, fl := range ev.Fields() {
+	for _, fl := range AllFields(ev) {
 		if fl.Key == "severity" || fl.Key == "seal" {
 			continue // already there as event_severity; the seal record repeats the other fields
 		}

@@ -48,9 +48,11 @@ type AttachRequest struct {
 // sealed and verified in place until the owner detaches it or goes away.
 type Attachment struct {
 	Seal Seal
-	s    *Sealer
-	sh   *shard
-	once sync.Once
+	// Owner is the process that attached the memory.
+	Owner audit.Caller
+	s     *Sealer
+	sh    *shard
+	once  sync.Once
 }
 
 // Attach seals memory an engine owns, in place: it hashes what it finds
@@ -59,39 +61,18 @@ type Attachment struct {
 // handed to other consumers. The owner ends it with Detach, or OwnerExited
 // when it goes away.
 func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment, err error) {
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &req.Owner})
 	ctx, span := s.tracer.Start(ctx, "vramseal.attach")
 	defer func() { endSpan(span, err) }()
 	fail := func(k Kind, err error) (*Attachment, error) { return nil, opErr("attach", req.ID, k, err) }
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return fail(KindCancelled, errors.New("the agent is shutting down"))
+	ctx, done, err := s.begin(ctx)
+	if err != nil {
+		return fail(KindCancelled, err)
 	}
-	s.seals.Add(1)
-	s.mu.Unlock()
-	defer s.seals.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.sealsCtx, cancel)()
-
-	if err := CheckShardID(req.ID); err != nil {
+	defer done()
+	leafSize, expected, err := s.checkRequest(req.ID, req.LeafSize, req.ModelRef, req.ExpectedSHA256)
+	if err != nil {
 		return fail(KindInvalid, err)
-	}
-	leafSize := req.LeafSize
-	if leafSize == 0 {
-		leafSize = s.cfg.LeafSize
-	}
-	if err := CheckLeafSize(leafSize); err != nil {
-		return fail(KindInvalid, err)
-	}
-	if err := CheckModelRef(req.ModelRef); err != nil {
-		return fail(KindInvalid, err)
-	}
-	expected := ""
-	if req.ExpectedSHA256 != "" {
-		if expected, err = ParseSHA256Hex(req.ExpectedSHA256); err != nil {
-			return fail(KindInvalid, err)
-		}
 	}
 	if req.Memory == nil || req.Size == 0 {
 		return fail(KindInvalid, errors.New("no memory given (a descriptor and a size of at least 1 byte)"))
@@ -107,7 +88,7 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	sreq := SealRequest{ID: req.ID, GPU: req.GPU, ModelRef: req.ModelRef}
 	if s.cfg.Admission != nil {
 		if err := s.cfg.Admission.Admit(ctx, req.GPU); err != nil {
-			s.allocationFailed(ctx, sreq, req.Size, 0, audit.ReasonPolicyBlocked)
+			s.allocationFailed(ctx, sreq, req.Size, s.available(ctx, dev), audit.ReasonPolicyBlocked)
 			return fail(KindPolicy, err)
 		}
 	}
@@ -149,7 +130,7 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	if err != nil {
 		return nil, err
 	}
-	return &Attachment{Seal: seal, s: s, sh: sh}, nil
+	return &Attachment{Seal: seal, Owner: req.Owner, s: s, sh: sh}, nil
 }
 
 // Detach ends the attachment at its owner's request: the shard is released
@@ -157,13 +138,13 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 // again. Call it before freeing or changing the memory: a change while
 // attached is a failed verification, as it should be.
 func (a *Attachment) Detach(ctx context.Context) (ReleaseResult, error) {
-	return a.end(ctx, audit.DeallocDetached)
+	return a.end(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &a.Owner}), audit.DeallocDetached)
 }
 
 // OwnerExited ends the attachment because its owner went away (its
 // connection closed), also when the shard is in the failed state.
 func (a *Attachment) OwnerExited(ctx context.Context) (ReleaseResult, error) {
-	return a.end(ctx, audit.DeallocOwnerExited)
+	return a.end(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseOwnerExited, Caller: &a.Owner}), audit.DeallocOwnerExited)
 }
 
 func (a *Attachment) end(ctx context.Context, reason string) (res ReleaseResult, err error) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/audit"
 )
 
 // DeclaredShard is a shard the agent's configuration says must be sealed.
@@ -208,7 +209,7 @@ func (d *Declared) releaseRemoved(ctx context.Context) {
 	d.mu.Unlock()
 	slices.Sort(drop)
 	for _, id := range drop {
-		_, err := d.s.Release(ctx, id)
+		_, err := d.s.Release(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseReload}), id)
 		if err != nil && KindOf(err) != KindNotFound {
 			d.log.WithField(LogFieldShardID, id).WithError(err).Error("releasing a shard no longer declared failed")
 			continue
@@ -255,7 +256,7 @@ func (d *Declared) sealDue(ctx context.Context) time.Duration {
 		if d.cfg.Progress != nil {
 			req.Progress = d.cfg.Progress(want.ID)
 		}
-		seal, err := d.s.Seal(ctx, req)
+		seal, err := d.s.Seal(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseDeclared}), req)
 		if ctx.Err() != nil {
 			return 0
 		}

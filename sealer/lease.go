@@ -36,6 +36,7 @@ type Lease struct {
 // that failed verification, or one on a device that cannot export, cannot
 // be opened.
 func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, revoke func()) (*Lease, error) {
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &consumer})
 	s.mu.Lock()
 	sh, ok := s.sealedLocked(id)
 	switch {
@@ -73,20 +74,22 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 	}
 	sh.leases[l] = struct{}{}
 	s.mu.Unlock()
-	s.emit(ctx, audit.VRAMOpened{Header: s.header(), ShardID: id, GPUDevice: sh.seal.GPUDevice, Consumer: consumer})
+	s.emit(ctx, audit.VRAMOpened{Header: s.header(ctx, sh.seal.GPUDevice), ShardID: id, GPUDevice: sh.seal.GPUDevice, Consumer: consumer})
 	return l, nil
 }
 
 // Close ends the lease (the consumer closed it or went away). It is safe
 // to call more than once and after the shard was released.
-func (l *Lease) Close(ctx context.Context) { l.end(ctx, audit.CloseConsumer) }
+func (l *Lease) Close(ctx context.Context) {
+	l.end(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &l.Consumer}), audit.CloseConsumer)
+}
 
 func (l *Lease) end(ctx context.Context, reason string) {
 	l.once.Do(func() {
 		l.s.mu.Lock()
 		delete(l.sh.leases, l)
 		l.s.mu.Unlock()
-		l.s.emit(ctx, audit.VRAMClosed{Header: l.s.header(), ShardID: l.Seal.ShardID, GPUDevice: l.Seal.GPUDevice,
+		l.s.emit(ctx, audit.VRAMClosed{Header: l.s.header(ctx, l.Seal.GPUDevice), ShardID: l.Seal.ShardID, GPUDevice: l.Seal.GPUDevice,
 			Consumer: l.Consumer, Reason: reason})
 	})
 }

@@ -95,7 +95,7 @@ func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Al
 	s.used[dev.Index()] = sub(s.used[dev.Index()], size)
 	remaining := s.used[dev.Index()]
 	s.mu.Unlock()
-	s.emit(ctx, audit.VRAMDeallocated{Header: s.header(), ShardID: id, GPUDevice: dev.Index(), FreedBytes: size, RemainingUsed: remaining,
+	s.emit(ctx, audit.VRAMDeallocated{Header: s.header(ctx, dev.Index()), ShardID: id, GPUDevice: dev.Index(), FreedBytes: size, RemainingUsed: remaining,
 		Reason: reason, StillMappedBy: stillMappedBy})
 	return remaining
 }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/audit"
 )
 
 // ScheduleSource is what the schedule verifies: the Sealer implements it.
@@ -268,7 +269,7 @@ func (s *Schedule) runGPU(ctx context.Context, gpu int) {
 			sleep(ctx, s.clock, wait, wake)
 			continue
 		}
-		res, err := s.src.Verify(WithPacer(ctx, s.pace), id)
+		res, err := s.src.Verify(WithPacer(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseSchedule}), s.pace), id)
 		s.finish(id, ctx.Err() == nil)
 		entry := s.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: gpu, LogFieldResult: res.Result, LogFieldDuration: res.Duration.String()})
 		switch {

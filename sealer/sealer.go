@@ -29,7 +29,7 @@ const (
 type Observer interface {
 	// SealDone: result is ok, content_digest_mismatch, insufficient_vram or error.
 	SealDone(gpu int, result string)
-	// AllocationDone: result is ok, insufficient_vram or error.
+	// AllocationDone: result is ok, insufficient_vram, policy_blocked or error.
 	AllocationDone(gpu int, result string)
 	// VerificationDone: result is ok, digest_mismatch, signature_invalid,
 	// allocation_missing or error; bytes is what was hashed.
@@ -87,6 +87,7 @@ type Config struct {
 type Sealer struct {
 	cfg     Config
 	devices map[int]Device
+	uuids   map[int]string // each GPU's UUID, for the events that name it
 	tracer  trace.Tracer
 	log     logrus.FieldLogger
 	bufs    *BufferPool
@@ -191,6 +192,7 @@ func New(cfg Config) (*Sealer, error) {
 		shards:   map[string]*shard{},
 		reserved: map[int]uint64{},
 		used:     map[int]uint64{},
+		uuids:    map[int]string{},
 	}
 	s.sealsCtx, s.stopSeals = context.WithCancel(context.Background())
 	for _, d := range cfg.Devices {
@@ -199,6 +201,11 @@ func New(cfg Config) (*Sealer, error) {
 		}
 		s.devices[d.Index()] = d
 		s.gpuSlots[d.Index()] = make(chan struct{}, cfg.MaxVerifyInFlightPerGPU)
+		if g, ok := d.(GPUDescriber); ok {
+			if p, err := g.Properties(context.Background()); err == nil {
+				s.uuids[d.Index()] = p.UUID
+			}
+		}
 	}
 	return s, nil
 }
@@ -226,8 +233,14 @@ func (s *Sealer) GPUs() []int {
 	return out
 }
 
-func (s *Sealer) header() audit.Header {
-	return audit.NewHeader(s.cfg.Now().UTC(), s.cfg.WorkerID)
+// header is the header of an event about gpu: the cause ctx carries (an
+// operation without one was asked for through the Go API, recorded as
+// api), and the GPU's UUID.
+func (s *Sealer) header(ctx context.Context, gpu int) audit.Header {
+	h := audit.NewHeader(s.cfg.Now().UTC(), s.cfg.WorkerID)
+	h.Cause = audit.CauseOr(ctx, audit.CauseAPI)
+	h.GPUUUID = s.uuids[gpu]
+	return h
 }
 
 func (s *Sealer) emit(ctx context.Context, ev audit.Event) audit.Receipt {
@@ -277,6 +290,7 @@ func (s *Sealer) observeVerify(gpu int, result string, d time.Duration, bytes ui
 // LeaseWait to close their leases, then every shard is released (leases
 // still open are revoked). ctx bounds the waits.
 func (s *Sealer) Shutdown(ctx context.Context) error {
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseShutdown})
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()

@@ -50,6 +50,12 @@ var Mappings = []Mapping{
 	{AllEvents, "worker_id", KeyWorkerID, "string"},
 	{AllEvents, "seq", KeySeq, "int"},
 	{AllEvents, "prev_hash", KeyPrevHash, "string"},
+	{AllEvents, "cause", "vramseal.cause", "string"},
+	{AllEvents, "caller_uid", "vramseal.caller.uid", "int"},
+	{AllEvents, "caller_gid", "vramseal.caller.gid", "int"},
+	{AllEvents, "caller_pid", "vramseal.caller.pid", "int"},
+	{AllEvents, "caller_executable", "vramseal.caller.executable", "string"},
+	{AllEvents, "gpu_uuid", "vramseal.gpu.uuid", "string"},
 	{AllEvents, "body", KeyBody, "string"},
 
 	{audit.NameVRAMSealed, "shard_id", "vramseal.shard.id", "string"},
@@ -88,11 +94,13 @@ var Mappings = []Mapping{
 	{audit.NamePolicyViolation, "details", "vramseal.policy.details", "string"},
 	{audit.NamePolicyViolation, "action_taken", "vramseal.policy.action_taken", "string"},
 	{audit.NamePolicyViolation, "gpu_device", "gpu.device.index", "int"},
+	{audit.NamePolicyViolation, "severity", "vramseal.severity", "string"},
 
 	{audit.NameVRAMAllocated, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameVRAMAllocated, "gpu_device", "gpu.device.index", "int"},
 	{audit.NameVRAMAllocated, "requested_bytes", "vramseal.vram.requested_bytes", "int"},
 	{audit.NameVRAMAllocated, "used_after", "vramseal.vram.used_after_bytes", "int"},
+	{audit.NameVRAMAllocated, "available_bytes", "vramseal.vram.available_bytes", "int"},
 
 	{audit.NameVRAMAllocationFailed, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameVRAMAllocationFailed, "gpu_device", "gpu.device.index", "int"},
@@ -102,25 +110,19 @@ var Mappings = []Mapping{
 
 	{audit.NameVRAMOpened, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameVRAMOpened, "gpu_device", "gpu.device.index", "int"},
-	{audit.NameVRAMOpened, "caller_uid", "vramseal.caller.uid", "int"},
-	{audit.NameVRAMOpened, "caller_gid", "vramseal.caller.gid", "int"},
-	{audit.NameVRAMOpened, "caller_pid", "vramseal.caller.pid", "int"},
-	{audit.NameVRAMOpened, "caller_executable", "vramseal.caller.executable", "string"},
 
 	{audit.NameVRAMClosed, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameVRAMClosed, "gpu_device", "gpu.device.index", "int"},
 	{audit.NameVRAMClosed, "reason", "vramseal.lease.close_reason", "string"},
-	{audit.NameVRAMClosed, "caller_uid", "vramseal.caller.uid", "int"},
-	{audit.NameVRAMClosed, "caller_gid", "vramseal.caller.gid", "int"},
-	{audit.NameVRAMClosed, "caller_pid", "vramseal.caller.pid", "int"},
-	{audit.NameVRAMClosed, "caller_executable", "vramseal.caller.executable", "string"},
 
-	{audit.NameControlRateLimited, "caller_uid", "vramseal.caller.uid", "int"},
-	{audit.NameControlRateLimited, "caller_gid", "vramseal.caller.gid", "int"},
-	{audit.NameControlRateLimited, "caller_pid", "vramseal.caller.pid", "int"},
 	{audit.NameControlRateLimited, "endpoint", "vramseal.control.endpoint", "string"},
 	{audit.NameControlRateLimited, "requests_per_second", "vramseal.control.rate_limit.requests_per_second", "string"},
 	{audit.NameControlRateLimited, "burst", "vramseal.control.rate_limit.burst", "int"},
+
+	{audit.NameDebugFaultInjected, "fault", "vramseal.debug.fault", "string"},
+	{audit.NameDebugFaultInjected, "shard_id", "vramseal.shard.id", "string"},
+	{audit.NameDebugFaultInjected, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameDebugFaultInjected, "details", "vramseal.debug.details", "string"},
 
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 	{spool.NameCheckpoint, "key_id", "vramseal.audit.checkpoint.key_id", "string"},

@@ -15,6 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/audit/spool"
@@ -125,7 +126,7 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.lp = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(p.proc))
 	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if spanExp != nil {
-		p.spans = &quietSpanExporter{SpanExporter: spanExp, log: p.log}
+		p.spans = &quietSpanExporter{SpanExporter: spanExp, log: p.log, warn: rate.Sometimes{Interval: time.Minute}}
 		topts = append(topts, sdktrace.WithBatcher(p.spans))
 	}
 	p.tp = sdktrace.NewTracerProvider(topts...)
@@ -223,7 +224,9 @@ func (p *Pipeline) ship(ctx context.Context) {
 		backoff  = p.cfg.RetryMin
 		failing  bool
 		attempts int
-		lastLog  time.Time
+		// While exports keep failing, the warning is logged at most once a
+		// minute; the first failure after a success always is.
+		warn = rate.Sometimes{Interval: time.Minute}
 	)
 	for ctx.Err() == nil {
 		if len(pending) == 0 {
@@ -258,11 +261,12 @@ func (p *Pipeline) ship(ctx context.Context) {
 		if err != nil {
 			p.exportFailures.Add(1)
 			attempts++
-			now := time.Now()
-			if !failing || now.Sub(lastLog) >= time.Minute {
-				p.log.WithError(err).WithFields(logrus.Fields{"attempts": attempts, "pending_records": p.spool.Stats().PendingRecords, "retry_in": backoff.String()}).Warn("audit export to the OTel collector failed; records stay in the spool and are retried")
-				lastLog = now
+			if !failing {
+				warn = rate.Sometimes{Interval: time.Minute}
 			}
+			warn.Do(func() {
+				p.log.WithError(err).WithFields(logrus.Fields{"attempts": attempts, "pending_records": p.spool.Stats().PendingRecords, "retry_in": backoff.String()}).Warn("audit export to the OTel collector failed; records stay in the spool and are retried")
+			})
 			failing = true
 			sleep := backoff/2 + rand.N(backoff/2+1)
 			backoff = min(backoff*2, p.cfg.RetryMax)

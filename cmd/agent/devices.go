@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/vramseal/vramseal/internal/config"
-	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/nvml"
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
@@ -67,15 +66,6 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 		return g, nil
 	}
 	return nil, fmt.Errorf("device: %q is not one of sim, cuda, auto", cfg.Device)
-}
-
-// faults are the simulated GPUs' fault switches for the control API's
-// debug endpoints; nil on real GPUs, where they are refused.
-func (a *agent) faults() control.Faults {
-	if a.sims == nil {
-		return nil
-	}
-	return simgpu.Faults{Shards: a.sealer, Devices: a.sims}
 }
 
 // simConfig is the simulated GPUs' configuration from the sim section.

@@ -154,9 +154,11 @@ func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, p Peer, fie
 // auditRateLimited emits the event of the first refusal of a burst, and
 // logs it.
 func (s *Server) auditRateLimited(ctx context.Context, p Peer, endpoint string, fields logrus.Fields) {
+	h := audit.NewHeader(s.now().UTC(), s.cfg.WorkerID)
+	caller := p.Caller(nil)
+	h.Cause = audit.Cause{Kind: audit.CauseAPI, Caller: &caller}
 	ev := audit.ControlRateLimited{
-		Header: audit.NewHeader(s.now().UTC(), s.cfg.WorkerID), CallerUID: p.UID, CallerGID: p.GID, CallerPID: p.PID,
-		Endpoint: endpoint, RequestsPerSecond: strconv.FormatFloat(s.cfg.RateLimit.RequestsPerSecond, 'g', -1, 64),
+		Header: h, Endpoint: endpoint, RequestsPerSecond: strconv.FormatFloat(s.cfg.RateLimit.RequestsPerSecond, 'g', -1, 64),
 		Burst: s.limits.burst,
 	}
 	if s.cfg.Emitter != nil {

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -80,7 +79,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.MaxLeasesPerConnection = 256
 	}
 	if cfg.Executable == nil {
-		cfg.Executable = func(pid int32) (string, error) { return os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe") }
+		cfg.Executable = control.ReadExecutable
 	}
 	if cfg.Access.Section == "" {
 		cfg.Access.Section = "handoff"
@@ -125,18 +124,8 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
-// caller is the audit record of a peer: a pid the kernel could not map
-// into our namespace (0) and an unreadable executable are unknown.
-func (s *Server) caller(p control.Peer) audit.Caller {
-	c := audit.Caller{UID: int64(p.UID), GID: int64(p.GID), PID: -1}
-	if p.PID > 0 {
-		c.PID = int64(p.PID)
-		if exe, err := s.cfg.Executable(p.PID); err == nil {
-			c.Executable = exe
-		}
-	}
-	return c
-}
+// caller is the audit record of a peer (control.Peer.Caller).
+func (s *Server) caller(p control.Peer) audit.Caller { return p.Caller(s.cfg.Executable) }
 
 func failure(kind, msg string) wire.Response {
 	return wire.Response{V: wire.Version, Error: &wire.Error{Kind: kind, Message: msg}}
@@ -175,6 +164,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	cn := &conn{s: s, c: c, who: s.caller(p), log: log, leases: map[string]*sealer.Lease{}, attached: map[string]*sealer.Attachment{}}
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &cn.who})
 	defer cn.closeAll(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()

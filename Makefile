@@ -157,6 +157,7 @@ $(DIST)/pkg/vramseal-agent.service: deploy/systemd/vramseal-agent.service
 	mkdir -p $(@D) && sed 's#/usr/local/bin/vramseal-agent#/usr/bin/vramseal-agent#' $< > $@
 
 $(DIST)/vramseal-agent_$(DIST_VERSION)_%.deb: $(DIST)/vramseal-agent-linux-% $(DIST)/pkg/vramseal-agent.service deploy/nfpm.yaml $(wildcard deploy/systemd/* deploy/debian/*) | $(NFPM)
+	rm -f $(filter-out $@,$(wildcard $(DIST)/vramseal-agent_*_$*.deb)) # one version in dist/
 	sed 's/$${DEB_ARCH}/$*/g' deploy/nfpm.yaml > $(DIST)/pkg/nfpm-$*.yaml # nfpm expands no variables in contents
 	DEB_ARCH=$* DIST_VERSION='$(DIST_VERSION)' $(NFPM) package --config $(DIST)/pkg/nfpm-$*.yaml --packager deb --target $@ > /dev/null
 

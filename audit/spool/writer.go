@@ -15,6 +15,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+
+	"github.com/vramseal/vramseal/internal/crashpoint"
 )
 
 // writerState is what only the writer goroutine (and Open, before it
@@ -197,7 +199,9 @@ func (s *Spool) rotate() {
 			return
 		}
 	}
+	crashpoint.Hit("spool.rotate.before_close")
 	s.closeActive()
+	crashpoint.Hit("spool.rotate.after_close")
 }
 
 // closeActive fsyncs (when dirty) and closes the active segment. A failed

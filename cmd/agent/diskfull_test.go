@@ -74,11 +74,13 @@ func fill(t *testing.T, filler string, fsDir string, left int64) {
 	}
 }
 
-// sample reads one sample from /metrics whose labels contain labels.
+// sample reads one sample from /metrics whose labels contain labels (the
+// unlabelled one when labels is ""); 0 when absent or unreachable. Unlike
+// metric it may be called from any goroutine.
 func (e *env) sample(name, labels string) float64 {
 	_, body := e.get("/metrics")
 	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, name+"{") && strings.Contains(line, labels) {
+		if (labels == "" && strings.HasPrefix(line, name+" ")) || (labels != "" && strings.HasPrefix(line, name+"{") && strings.Contains(line, labels)) {
 			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 			return v
 		}

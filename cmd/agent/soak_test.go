@@ -311,6 +311,7 @@ func TestSoak(t *testing.T) {
 			g := 6 + rng.IntN(2)
 			_, err := c.Debug(ctx, "fail-reads", client.FailReadsRequest{GPU: g, On: true})
 			time.Sleep(1500 * time.Millisecond)
+			start = start.Add(1500 * time.Millisecond) // the calls are timed, not the pause
 			if _, err2 := c.Debug(ctx, "fail-reads", client.FailReadsRequest{GPU: g, On: false}); err == nil {
 				err = err2
 			}

@@ -268,6 +268,18 @@ func crashAt(t *testing.T, point string) {
 	if !has(audit.NameVRAMDeallocated, "ok2") {
 		t.Error("no vram.deallocated of ok2 in the spool, though its release returned success")
 	}
+	// What the spool says of the interrupted operation's shard.
+	victim := "victim"
+	if !strings.HasPrefix(point, "seal.") {
+		victim = "ok"
+	}
+	var trail []string
+	for _, name := range []string{audit.NameVRAMAllocated, audit.NameVRAMSealed, audit.NameVRAMOpened, audit.NameVRAMClosed, audit.NameVRAMDeallocated} {
+		if has(name, victim) {
+			trail = append(trail, name)
+		}
+	}
+	t.Logf("killed at %s: the spool holds %v for %s; the operation returned an error", point, trail, victim)
 
 	// After restart: whole shards only, accounting consistent, the
 	// interrupted operation possible again.

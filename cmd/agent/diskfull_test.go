@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,7 +67,7 @@ func fill(t *testing.T, filler string, fsDir string, left int64) {
 	buf := make([]byte, 4096)
 	for freeBytes(t, fsDir) > left {
 		if _, err := f.Write(buf[:min(int64(len(buf)), max(freeBytes(t, fsDir)-left, 1))]); err != nil {
-			if err.(*os.PathError).Err == syscall.ENOSPC {
+			if errors.Is(err, syscall.ENOSPC) {
 				return
 			}
 			t.Fatal(err)

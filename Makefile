@@ -55,6 +55,16 @@ test: tools ## vet, gofmt, the race detector over every test, and the tests with
 	$(GOTESTSUM) --format pkgname -- -race -count=1 -timeout 30m $(PKGS)
 	@for m in $(TOOL_MODULES); do echo "== $$m"; (cd $$m && $(GO) mod tidy -diff > /dev/null || { echo "$$m: go.mod is stale (it follows the agent's module): run 'cd $$m && go mod tidy'"; exit 1; }; $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
+# The soak (docs/reliability.md): the agent under churn, reloads, faults and
+# a collector stopped and restarted, for SOAK_DURATION; make test runs it
+# for 60 seconds.
+SOAK_DURATION ?= 10m
+
+.PHONY: soak
+soak: build $(OTELCOL) ## The soak test for SOAK_DURATION (default 10m); the table goes to $TMPDIR/vramseal-soak.txt.
+	VRAMSEAL_AGENT_BIN=$(abspath $(BIN)) VRAMSEAL_OTELCOL=$(abspath $(OTELCOL)) \
+		$(GO) test -run '^TestSoak$$' -count=1 -timeout 24h -v ./cmd/agent -soak $(SOAK_DURATION) 2>&1 | grep -v '^            time='
+
 .PHONY: lint
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

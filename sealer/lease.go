@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vramseal/vramseal/audit"
+
+	"github.com/vramseal/vramseal/internal/crashpoint"
 )
 
 // Lease is one consumer's hold on a sealed shard, from Open until Close: a
@@ -68,6 +70,7 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 	if err != nil {
 		return nil, opErr("open", id, KindDevice, err)
 	}
+	crashpoint.Hit("lease.after_export")
 	f := x.File
 	l := &Lease{File: f, Memory: x.Kind, MappedSize: x.MappedSize, GPUUUID: x.GPUUUID, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
 	s.mu.Lock()
@@ -79,6 +82,7 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 	sh.leases[l] = struct{}{}
 	s.mu.Unlock()
 	s.emit(ctx, audit.VRAMOpened{Header: s.header(ctx, sh.seal.GPUDevice), ShardID: id, GPUDevice: sh.seal.GPUDevice, Consumer: consumer})
+	crashpoint.Hit("lease.after_opened_event")
 	return l, nil
 }
 

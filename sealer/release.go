@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/crashpoint"
 	"github.com/vramseal/vramseal/internal/logfield"
 )
 
@@ -78,7 +79,9 @@ func (s *Sealer) releaseShard(ctx context.Context, sh *shard, force bool, reason
 	defer func() { <-sh.verify }()
 	sh.mem.Lock() // and for Memory's callers
 	defer sh.mem.Unlock()
+	crashpoint.Hit("release.before_free")
 	remaining := s.freeAllocation(ctx, id, sh.dev, sh.alloc, reason, mapped)
+	crashpoint.Hit("release.after_deallocated_event")
 	return ReleaseResult{ShardID: id, GPUDevice: sh.seal.GPUDevice, FreedBytes: sh.seal.VRAMBytes, RemainingUsed: remaining,
 		StillMappedBy: mapped}, nil
 }

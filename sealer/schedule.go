@@ -214,6 +214,13 @@ func (s *Schedule) next(gpu int, now time.Time) (string, time.Duration) {
 		if e.gpu != gpu || e.running {
 			continue
 		}
+		// A due time is never set more than one interval (with jitter)
+		// ahead: one further away means the wall clock stepped back.
+		// Re-base it on now, or the shard would wait for the clock to
+		// catch up (docs/reliability.md, clock steps).
+		if e.due.Sub(now) > time.Duration(float64(s.cfg.Interval)*(1+s.cfg.Jitter)) {
+			e.due = now.Add(s.jittered())
+		}
 		if best == "" || e.due.Before(bestAt) || e.due.Equal(bestAt) && id < best {
 			best, bestAt = id, e.due
 		}

@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vramseal/vramseal/audit"
+
+	"github.com/vramseal/vramseal/internal/crashpoint"
 )
 
 // SealRequest asks for a file to be sealed.
@@ -79,6 +81,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	if err != nil {
 		return Seal{}, err
 	}
+	crashpoint.Hit("seal.before_allocate")
 	alloc, err := dev.Alloc(ctx, size)
 	s.mu.Lock()
 	s.reserved[req.GPU] -= size
@@ -117,6 +120,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 		s.observeSeal(req.GPU, ResultError)
 		return fail(k, err)
 	}
+	crashpoint.Hit("seal.after_copy")
 	return s.complete(ctx, req, sh, dev, alloc, size, leafSize, expected, d, OriginSealed, undo)
 }
 
@@ -159,11 +163,13 @@ func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev D
 	})
 	// The event goes out before the shard can be seen (and released), so
 	// the audit trail never has vram.deallocated before vram.sealed.
+	crashpoint.Hit("seal.before_sealed_event")
 	s.emit(ctx, audit.VRAMSealed{
 		Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
 		Digest: seal.Digest, ContentSHA256: seal.ContentSHA256, LeafSize: leafSize,
 		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature, Origin: origin,
 	})
+	crashpoint.Hit("seal.after_sealed_event")
 	s.mu.Lock()
 	sh.seal, sh.alloc, sh.leaves, sh.sealing, sh.origin = seal, alloc, d.Leaves, false, origin
 	s.mu.Unlock()

@@ -63,7 +63,7 @@ func (l *lossTracker) add(reason string, n, firstSeq uint64, now time.Time) (tot
 	}
 	t.count += n
 	t.last = now
-	if now.Sub(l.logged[reason]) >= 10*time.Second {
+	if passed(now, l.logged[reason], 10*time.Second) {
 		l.logged[reason] = now
 		logIt = true
 	}

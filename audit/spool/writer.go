@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/crashpoint"
 	"github.com/vramseal/vramseal/internal/logfield"
 )
 
@@ -198,7 +199,9 @@ func (s *Spool) rotate() {
 			return
 		}
 	}
+	crashpoint.Hit("spool.rotate.before_close")
 	s.closeActive()
+	crashpoint.Hit("spool.rotate.after_close")
 }
 
 // closeActive fsyncs (when dirty) and closes the active segment. A failed
@@ -307,16 +310,16 @@ func (s *Spool) run() {
 		case <-tick.C:
 			now := s.cfg.Now()
 			s.writeOwn(s.lossRecords())
-			if s.sinceCkpt > 0 && (s.sinceCkpt >= s.cfg.CheckpointEvery || now.Sub(s.lastCkpt) >= s.cfg.CheckpointInterval) {
+			if s.sinceCkpt > 0 && (s.sinceCkpt >= s.cfg.CheckpointEvery || passed(now, s.lastCkpt, s.cfg.CheckpointInterval)) {
 				s.writeOwn(own(s.checkpointEntry()))
 			}
 			s.mu.Lock()
-			old := s.active && now.Sub(s.segs[len(s.segs)-1].created) >= s.cfg.SegmentAge && s.segs[len(s.segs)-1].count > 0
+			old := s.active && passed(now, s.segs[len(s.segs)-1].created, s.cfg.SegmentAge) && s.segs[len(s.segs)-1].count > 0
 			s.mu.Unlock()
 			if old {
 				s.rotate()
 			}
-			if now.Sub(lastRetention) >= time.Minute {
+			if passed(now, lastRetention, time.Minute) {
 				lastRetention = now
 				s.applyRetention(now)
 			}
@@ -375,7 +378,7 @@ func (s *Spool) process(batch []item, closing bool) bool {
 	s.checkFree()
 	now := s.cfg.Now()
 	var recs []pending
-	if now.Sub(s.lastLossRec) >= time.Second || closing {
+	if passed(now, s.lastLossRec, time.Second) || closing {
 		recs = s.lossRecords()
 	}
 	nLoss := len(recs)
@@ -447,8 +450,7 @@ func (s *Spool) checkFree() {
 		est = s.free - s.writtenSince
 	}
 	near := est < s.cfg.MinFreeBytes+4<<20
-	age := now.Sub(s.freeAt)
-	if age < time.Second && !(near && age >= 100*time.Millisecond) {
+	if !passed(now, s.freeAt, time.Second) && !(near && passed(now, s.freeAt, 100*time.Millisecond)) {
 		s.low = est < s.cfg.MinFreeBytes
 		return
 	}

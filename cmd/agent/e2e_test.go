@@ -66,6 +66,9 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+	if crashBin != "" { // crash_test.go's build
+		os.RemoveAll(filepath.Dir(crashBin))
+	}
 	os.Exit(code)
 }
 

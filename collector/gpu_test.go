@@ -173,6 +173,10 @@ func (f *fakeNVML) Device(i int) (nvml.Device, error) {
 	return f.devs[i], nil
 }
 
+func (f *fakeNVML) NewEventSet() (nvml.EventSet, error) {
+	return nil, &nvml.ReturnError{Op: "event set", Code: 3, Message: "ERROR_NOT_SUPPORTED"}
+}
+
 func (f *fakeNVML) DeviceByUUID(string) (nvml.Device, error) {
 	return nil, &nvml.ReturnError{Op: "device handle by UUID", Code: 6, Message: "ERROR_NOT_FOUND"}
 }
@@ -198,6 +202,13 @@ func (d fakeNVMLDevice) RetiredPages() (int, int, error) {
 }
 func (d fakeNVMLDevice) ECCMode() (bool, error) { return true, nil }
 func (d fakeNVMLDevice) MIGMode() (bool, error) { return false, nil }
+func (d fakeNVMLDevice) PCIBusID() (string, error) {
+	return fmt.Sprintf("00000000:%02X:00.0", d.i+0x3b), nil
+}
+func (d fakeNVMLDevice) Processes() ([]nvml.Process, error) { return nil, nil }
+func (d fakeNVMLDevice) MIGDevices() ([]nvml.MIGDevice, error) {
+	return nil, &nvml.ReturnError{Op: "MIG devices", Code: 3, Message: "ERROR_NOT_SUPPORTED"}
+}
 
 func TestNVMLSource(t *testing.T) {
 	src := collector.NewNVMLSource(&fakeNVML{devs: []fakeNVMLDevice{{0}}}, quietLogger())

@@ -17,6 +17,7 @@ func allEvents() []Event {
 		VRAMSealed{Header: h}, SealVerified{Header: h}, SealVerificationFailed{Header: h},
 		VRAMDeallocated{Header: h}, PolicyViolation{Header: h}, VRAMAllocated{Header: h},
 		VRAMAllocationFailed{Header: h}, VRAMOpened{Header: h}, VRAMClosed{Header: h}, ControlRateLimited{Header: h},
+		GPUXID{Header: h}, GPUForeignProcess{Header: h},
 	}
 }
 
@@ -34,11 +35,14 @@ func TestEventSchema(t *testing.T) {
 		NameVRAMOpened:             {"shard_id", "gpu_device", "caller_uid", "caller_gid", "caller_pid", "caller_executable"},
 		NameVRAMClosed:             {"shard_id", "gpu_device", "reason", "caller_uid", "caller_gid", "caller_pid", "caller_executable"},
 		NameControlRateLimited:     {"caller_uid", "caller_gid", "caller_pid", "endpoint", "requests_per_second", "burst"},
+		NameGPUXID:                 {"gpu_device", "gpu_uuid", "xid", "count"},
+		NameGPUForeignProcess:      {"gpu_device", "gpu_uuid", "pid", "executable", "used_bytes", "sealed_shards", "suppressed"},
 	}
 	severity := map[string]Severity{
 		NameVRAMSealed: SeverityInfo, NameSealVerified: SeverityInfo, NameSealVerificationFailed: SeverityCritical,
 		NameVRAMDeallocated: SeverityInfo, NamePolicyViolation: SeverityError, NameVRAMAllocated: SeverityInfo,
 		NameVRAMAllocationFailed: SeverityWarn, NameVRAMOpened: SeverityInfo, NameVRAMClosed: SeverityInfo, NameControlRateLimited: SeverityWarn,
+		NameGPUXID: SeverityError, NameGPUForeignProcess: SeverityWarn,
 	}
 	seen := map[string]bool{}
 	for _, ev := range allEvents() {
@@ -64,7 +68,7 @@ func TestEventSchema(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != len(Names) || len(Names) != 10 {
+	if len(seen) != len(Names) || len(Names) != 12 {
 		t.Fatalf("events %v, names %v", seen, Names)
 	}
 	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {

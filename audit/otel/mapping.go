@@ -122,6 +122,19 @@ var Mappings = []Mapping{
 	{audit.NameControlRateLimited, "requests_per_second", "vramseal.control.rate_limit.requests_per_second", "string"},
 	{audit.NameControlRateLimited, "burst", "vramseal.control.rate_limit.burst", "int"},
 
+	{audit.NameGPUXID, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameGPUXID, "gpu_uuid", "vramseal.gpu.uuid", "string"},
+	{audit.NameGPUXID, "xid", "vramseal.gpu.xid", "int"},
+	{audit.NameGPUXID, "count", "vramseal.gpu.xid.count", "int"},
+
+	{audit.NameGPUForeignProcess, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameGPUForeignProcess, "gpu_uuid", "vramseal.gpu.uuid", "string"},
+	{audit.NameGPUForeignProcess, "pid", "vramseal.gpu.process.pid", "int"},
+	{audit.NameGPUForeignProcess, "executable", "vramseal.gpu.process.executable", "string"},
+	{audit.NameGPUForeignProcess, "used_bytes", "vramseal.gpu.process.used_bytes", "int"},
+	{audit.NameGPUForeignProcess, "sealed_shards", "vramseal.gpu.sealed_shards", "int"},
+	{audit.NameGPUForeignProcess, "suppressed", "vramseal.gpu.foreign_process.suppressed", "int"},
+
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 	{spool.NameCheckpoint, "key_id", "vramseal.audit.checkpoint.key_id", "string"},
 

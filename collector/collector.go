@@ -58,6 +58,9 @@ type Options struct {
 
 	// Processes configures the attribution of the GPU processes.
 	Processes Processes
+	// Pods says which pod uses each GPU (vramseal_gpu_pod_info; left out
+	// when nil).
+	Pods PodSource
 	// Emitter receives the GPU events (vramseal.gpu.xid,
 	// vramseal.gpu.foreign_process); none are emitted when nil.
 	Emitter audit.Emitter

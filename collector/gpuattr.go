@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/sealer"
@@ -25,13 +26,17 @@ type gpuAttribution struct {
 
 	processes, processBytes, processUsed *prometheus.Desc
 	dropped, migInfo, migTotal, migUsed  *prometheus.Desc
-	xid                                  *prometheus.Desc
+	xid, pod                             *prometheus.Desc
+	podSrc                               PodSource
+	log                                  logrus.FieldLogger
 
 	mu       sync.Mutex
 	per      map[int]gpuProcesses
 	labelled map[int][]attributed
 	dropTot  uint64
 	limiter  *foreignLimiter
+	pods     map[int][]podKey
+	podErr   string
 }
 
 func newGPUAttribution(o Options, d func(name, help string, extra ...string) *prometheus.Desc) gpuAttribution {
@@ -41,6 +46,9 @@ func newGPUAttribution(o Options, d func(name, help string, extra ...string) *pr
 	}
 	return gpuAttribution{
 		opts: o.Processes, sealer: o.Sealer, emitter: o.Emitter, workerID: o.WorkerID, limit: limit,
+		podSrc: o.Pods, log: o.Logger,
+		pod: d("pod_info", "A container the GPU (or a MIG device of it) is allocated to, always 1, from the kubelet's pod-resources API (with kubernetes.pod_resources_socket).",
+			"namespace", "pod", "container"),
 		limiter: newForeignLimiter(o.Processes.ForeignEventInterval),
 		processes: d("processes", "Processes on the GPU (NVML's compute and graphics processes), by class: "+
 			"agent (this agent), consumer (a lease through the consumer socket), owner (attached memory), "+
@@ -60,7 +68,7 @@ func newGPUAttribution(o Options, d func(name, help string, extra ...string) *pr
 }
 
 func (a *gpuAttribution) describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{a.processes, a.processBytes, a.processUsed, a.dropped, a.migInfo, a.migTotal, a.migUsed, a.xid} {
+	for _, d := range []*prometheus.Desc{a.processes, a.processBytes, a.processUsed, a.dropped, a.migInfo, a.migTotal, a.migUsed, a.xid, a.pod} {
 		ch <- d
 	}
 }
@@ -85,6 +93,7 @@ func (a *gpuAttribution) observe(ctx context.Context, now time.Time, data []GPUT
 		per[t.Index] = m.attribute(t.Processes)
 	}
 	emitAll(ctx, a.emitter, xids)
+	pods := a.readPods(ctx, data)
 
 	var keep map[int][]attributed
 	dropped := 0
@@ -92,7 +101,7 @@ func (a *gpuAttribution) observe(ctx context.Context, now time.Time, data []GPUT
 		keep, dropped = labelled(per, a.limit)
 	}
 	a.mu.Lock()
-	a.per, a.labelled = per, keep
+	a.per, a.labelled, a.pods = per, keep, pods
 	a.dropTot += uint64(dropped)
 	var foreign []audit.GPUForeignProcess
 	if a.opts.ForeignEvents && m != nil {
@@ -113,13 +122,42 @@ func (a *gpuAttribution) shards() []sealer.ShardStatus {
 	return a.sealer.List()
 }
 
-// emit writes one GPU's process, MIG and XID series.
+// readPods asks the pod source, when there is one, and matches its pods to
+// the read's GPUs. A failure leaves no pod series and is logged when it
+// changes.
+func (a *gpuAttribution) readPods(ctx context.Context, data []GPUTelemetry) map[int][]podKey {
+	if a.podSrc == nil {
+		return nil
+	}
+	pods, err := a.podSrc.GPUPods(ctx)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	a.mu.Lock()
+	changed := msg != a.podErr
+	a.podErr = msg
+	a.mu.Unlock()
+	if err != nil {
+		if changed {
+			a.log.WithError(err).Warn("reading the pods of the GPUs failed")
+		}
+		return nil
+	}
+	return podsByGPU(pods, data)
+}
+
+// emit writes one GPU's process, MIG, XID and pod series.
 func (a *gpuAttribution) emit(ch chan<- prometheus.Metric, t GPUTelemetry) {
 	gpu := gpuLabel(t.Index)
 	a.mu.Lock()
 	g, ok := a.per[t.Index]
 	procs := a.labelled[t.Index]
+	pods := a.pods[t.Index]
 	a.mu.Unlock()
+	for _, p := range pods {
+		ch <- prometheus.MustNewConstMetric(a.pod, prometheus.GaugeValue, 1, gpu, t.UUID, p.namespace, p.pod, p.container)
+	}
 	if ok {
 		for _, c := range processClasses {
 			ch <- prometheus.MustNewConstMetric(a.processes, prometheus.GaugeValue, float64(g.count[c]), gpu, t.UUID, c)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/vramseal/vramseal/collector/simsource"
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/nvml"
+	"github.com/vramseal/vramseal/internal/podresources"
 )
 
 // The metrics are wired in two steps, because the sealer reports every
@@ -64,6 +66,14 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		Logger: a.log.WithField(logFieldComponent, "metrics"),
 	}
 	opts.ConfigReloads = a.reloads
+	if sock := a.cfg.Kubernetes.PodResourcesSocket; sock != "" {
+		c, err := podresources.New(sock)
+		if err != nil {
+			return nil, nil, fmt.Errorf("metrics: %w", err)
+		}
+		a.closers = append(a.closers, c.Close)
+		opts.Pods = podresources.NewSource(c)
+	}
 	set, err := collector.Register(reg, opts)
 	if err != nil {
 		return nil, nil, errors.Join(errors.New("metrics"), err)

@@ -67,6 +67,13 @@ func (fullGPU) Telemetry(ctx context.Context) ([]collector.GPUTelemetry, error) 
 	}}, nil
 }
 
+// pods stands in for the kubelet's pod-resources API.
+type pods struct{}
+
+func (pods) GPUPods(context.Context) ([]collector.GPUPod, error) {
+	return []collector.GPUPod{{Namespace: "inference", Pod: "vllm-0", Container: "engine", UUID: "GPU-0", Index: -1}}, nil
+}
+
 type overdue struct{}
 
 func (overdue) OverdueShards() map[int]int { return map[int]int{} }
@@ -100,6 +107,7 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 		Policy:     compliance{}, Control: &collector.ControlCounters{}, Logger: node.Logger,
 		Processes: collector.Processes{AgentPID: 4242, HostPIDNamespace: true, Labels: true,
 			Name: func(int64) (string, bool) { return "vramseal-agent", true }},
+		Pods: pods{},
 	})
 	if err != nil {
 		return fail(err)
@@ -146,6 +154,10 @@ const footer = `
   (` + "`vramseal_gpu_process_used_bytes`" + `, with ` + "`pid`" + ` and ` + "`name`" + `) exist only with
   ` + "`metrics.process_labels: true`" + `, at most ` + "`metrics.process_label_limit`" + ` (the largest first); the
   rest are counted in ` + "`vramseal_gpu_process_series_dropped_total`" + ` (docs/config.md).
+- **Pods.** With ` + "`kubernetes.pod_resources_socket`" + ` set, each telemetry read asks the kubelet's
+  pod-resources API which containers hold each GPU (device-plugin devices, time-sliced replicas, MIG
+  devices and DRA claims): ` + "`vramseal_gpu_pod_info`" + `, at most 1024 series. Without the kubelet the
+  other GPU metrics stay and the failure is logged.
 - **MIG and XIDs.** ` + "`vramseal_gpu_mig_*`" + ` exist for GPUs in MIG mode, one per GPU instance.
   ` + "`vramseal_gpu_xid_errors_total`" + ` counts NVML's critical XID events since the agent started; a
   series appears with the first XID of its kind (each also a ` + "`vramseal.gpu.xid`" + ` audit event).

@@ -106,6 +106,8 @@ var Mappings = []Mapping{
 	{audit.NameVRAMOpened, "caller_gid", "vramseal.caller.gid", "int"},
 	{audit.NameVRAMOpened, "caller_pid", "vramseal.caller.pid", "int"},
 	{audit.NameVRAMOpened, "caller_executable", "vramseal.caller.executable", "string"},
+	{audit.NameVRAMOpened, "caller_pod_uid", "k8s.pod.uid", "string"},
+	{audit.NameVRAMOpened, "caller_container_id", "container.id", "string"},
 
 	{audit.NameVRAMClosed, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameVRAMClosed, "gpu_device", "gpu.device.index", "int"},
@@ -114,6 +116,8 @@ var Mappings = []Mapping{
 	{audit.NameVRAMClosed, "caller_gid", "vramseal.caller.gid", "int"},
 	{audit.NameVRAMClosed, "caller_pid", "vramseal.caller.pid", "int"},
 	{audit.NameVRAMClosed, "caller_executable", "vramseal.caller.executable", "string"},
+	{audit.NameVRAMClosed, "caller_pod_uid", "k8s.pod.uid", "string"},
+	{audit.NameVRAMClosed, "caller_container_id", "container.id", "string"},
 
 	{audit.NameControlRateLimited, "caller_uid", "vramseal.caller.uid", "int"},
 	{audit.NameControlRateLimited, "caller_gid", "vramseal.caller.gid", "int"},

@@ -21,6 +21,7 @@ import (
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/wire"
+	"github.com/vramseal/vramseal/internal/workload"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 	Logger logrus.FieldLogger
 	// Executable reads a process's executable (/proc/PID/exe when nil).
 	Executable func(pid int32) (string, error)
+	// Cgroup reads a process's cgroup file, for its pod and container
+	// (/proc/PID/cgroup when nil).
+	Cgroup func(pid int32) (string, error)
 }
 
 // Server serves the consumer socket.
@@ -81,6 +85,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Executable == nil {
 		cfg.Executable = func(pid int32) (string, error) { return os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe") }
+	}
+	if cfg.Cgroup == nil {
+		cfg.Cgroup = func(pid int32) (string, error) {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/cgroup")
+			return string(b), err
+		}
 	}
 	if cfg.Access.Section == "" {
 		cfg.Access.Section = "handoff"
@@ -133,6 +143,10 @@ func (s *Server) caller(p control.Peer) audit.Caller {
 		c.PID = int64(p.PID)
 		if exe, err := s.cfg.Executable(p.PID); err == nil {
 			c.Executable = exe
+		}
+		if cg, err := s.cfg.Cgroup(p.PID); err == nil {
+			w := workload.ParseCgroup(cg)
+			c.PodUID, c.ContainerID = w.PodUID, w.ContainerID
 		}
 	}
 	return c

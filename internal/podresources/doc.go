@@ -6,6 +6,5 @@
 // decoded here with protowire (wire.go) instead of importing the kubelet's
 // module and its dependency tree. Device ids are normalised (device.go):
 // GPU UUIDs, indexes, time-sliced ids ("<id>::<n>"), MIG ids and DRA
-// claims' CDI devices. The peer's cgroup gives its pod UID and container
-// id (cgroup.go).
+// claims' CDI devices.
 package podresources

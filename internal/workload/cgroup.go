@@ -1,4 +1,4 @@
-package podresources
+package workload
 
 import (
 	"strings"

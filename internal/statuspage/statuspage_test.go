@@ -162,7 +162,7 @@ func TestRenderEverySection(t *testing.T) {
 		`<section id="gpus">`, `id="gpu-0"`, `id="gpu-1"`,
 		`<div class="s" style="width:`, "sealed 3.0 GiB", "others 1.0 GiB", "free 4.0 GiB", "of 8.0 GiB",
 		"policy ok", "policy: blocked", "integrated_gpu", "ECC corrected 7, uncorrected", ">2<",
-		"critical XIDs: " + `<span class="badge bad">XID 48 × 3</span>, <span class="badge bad">XID 79 × 1</span>`,
+		"critical XIDs: "+`<span class="badge bad">XID 48 × 3</span>, <span class="badge bad">XID 79 × 1</span>`,
 		// shards: every column, failed first, ages and due times
 		`<section id="shards">`, "<th>origin</th>", "<th>leases</th>", "<th>next due</th>",
 		"llama-00001", "org/model@rev", "30s ago", "in 1m30s", "due now (10s late)", `digest_mismatch <span class="muted">(checked 5s ago)</span>`, "1.0 GiB",

@@ -21,10 +21,10 @@ func nodeDetail() *dashboard.DashboardBuilder {
 			queries:     []query{{expr: `vramseal_gpu_up{` + selGPU + `}`, legend: "{{instance}} GPU {{gpu}}"}}},
 		panel{kind: timeSeries, title: "Processes on the GPU", unit: units.Short, width: 12,
 			description: "Processes NVML reports on each GPU, by class: agent, consumer (a lease), owner (attached memory), foreign (none of these) and unknown (not matchable: the agent runs without the host's pid namespace, or cannot see the process). A foreign process on a GPU holding sealed shards shares the GPU with the weights: find it with metrics.process_labels or the vramseal.gpu.foreign_process event.",
-			queries: []query{{expr: `sum by (instance, gpu, class) (vramseal_gpu_processes{` + selGPU + `})`, legend: "{{class}} {{instance}} GPU {{gpu}}"}}},
+			queries:     []query{{expr: `sum by (instance, gpu, class) (vramseal_gpu_processes{` + selGPU + `})`, legend: "{{class}} {{instance}} GPU {{gpu}}"}}},
 		panel{kind: timeSeries, title: "GPU memory by process class", unit: units.BytesIEC, width: 12,
 			description: "GPU memory held by the processes on each GPU, by class. Memory held by foreign or unknown processes is memory the agent's seals do not cover: check who holds it (metrics.process_labels, vramseal_gpu_pod_info) before trusting the GPU with sealed weights.",
-			queries: []query{{expr: `sum by (instance, gpu, class) (vramseal_gpu_process_memory_bytes{` + selGPU + `})`, legend: "{{class}} {{instance}} GPU {{gpu}}"}}},
+			queries:     []query{{expr: `sum by (instance, gpu, class) (vramseal_gpu_process_memory_bytes{` + selGPU + `})`, legend: "{{class}} {{instance}} GPU {{gpu}}"}}},
 		panel{kind: timeSeries, title: "GPU memory", unit: units.BytesIEC, width: 18,
 			description: "Total, used and free GPU memory per GPU (NVML). Used near total blocks new seals (insufficient_vram); a total that changes means the GPU was reset or replaced.",
 			queries: []query{

@@ -3,6 +3,8 @@ package collector_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -263,5 +265,36 @@ func TestXIDAndMIGSeries(t *testing.T) {
 	}
 	if x := evs[0].(audit.GPUXID); x.XID != 79 || x.Count != 1 || x.GPUUUID != "GPU-0" || x.Severity() != audit.SeverityError {
 		t.Errorf("xid event %+v", x)
+	}
+}
+
+func TestProcNameAndHostPIDNamespace(t *testing.T) {
+	root := t.TempDir()
+	write := func(pid, comm string) {
+		if err := os.MkdirAll(filepath.Join(root, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, pid, "comm"), []byte(comm), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if collector.HostPIDNamespace(root) {
+		t.Error("no pid 2: host namespace")
+	}
+	write("2", "bash\n") // a container's pid 2 is no kernel thread
+	if collector.HostPIDNamespace(root) {
+		t.Error("pid 2 is bash: host namespace")
+	}
+	write("2", "kthreadd\n")
+	if !collector.HostPIDNamespace(root) {
+		t.Error("pid 2 is kthreadd: not the host namespace")
+	}
+	write("42", "python3\n")
+	name := collector.ProcName(root)
+	if n, ok := name(42); !ok || n != "python3" {
+		t.Errorf("ProcName(42) = %q, %v", n, ok)
+	}
+	if _, ok := name(43); ok {
+		t.Error("a missing process is visible")
 	}
 }

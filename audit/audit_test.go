@@ -17,6 +17,7 @@ func allEvents() []Event {
 		VRAMSealed{Header: h}, SealVerified{Header: h}, SealVerificationFailed{Header: h},
 		VRAMDeallocated{Header: h}, PolicyViolation{Header: h}, VRAMAllocated{Header: h},
 		VRAMAllocationFailed{Header: h}, VRAMOpened{Header: h}, VRAMClosed{Header: h}, ControlRateLimited{Header: h},
+		DebugFaultInjected{Header: h},
 		GPUXID{Header: h}, GPUForeignProcess{Header: h},
 	}
 }
@@ -29,19 +30,20 @@ func TestEventSchema(t *testing.T) {
 		NameSealVerified:           {"shard_id", "gpu_device", "digest"},
 		NameSealVerificationFailed: {"shard_id", "reason", "expected_digest", "actual_digest", "severity", "gpu_device", "first_bad_offset", "bad_chunks"},
 		NameVRAMDeallocated:        {"shard_id", "freed_bytes", "remaining_used", "gpu_device", "reason", "still_mapped_by"},
-		NamePolicyViolation:        {"policy", "violation", "details", "action_taken", "gpu_device"},
-		NameVRAMAllocated:          {"shard_id", "gpu_device", "requested_bytes", "used_after"},
+		NamePolicyViolation:        {"policy", "violation", "details", "action_taken", "gpu_device", "severity"},
+		NameVRAMAllocated:          {"shard_id", "gpu_device", "requested_bytes", "used_after", "available_bytes"},
 		NameVRAMAllocationFailed:   {"shard_id", "gpu_device", "requested_bytes", "available_bytes", "reason"},
-		NameVRAMOpened:             {"shard_id", "gpu_device", "caller_uid", "caller_gid", "caller_pid", "caller_executable"},
-		NameVRAMClosed:             {"shard_id", "gpu_device", "reason", "caller_uid", "caller_gid", "caller_pid", "caller_executable"},
-		NameControlRateLimited:     {"caller_uid", "caller_gid", "caller_pid", "endpoint", "requests_per_second", "burst"},
-		NameGPUXID:                 {"gpu_device", "gpu_uuid", "xid", "count"},
-		NameGPUForeignProcess:      {"gpu_device", "gpu_uuid", "pid", "executable", "used_bytes", "sealed_shards", "suppressed"},
+		NameVRAMOpened:             {"shard_id", "gpu_device"},
+		NameVRAMClosed:             {"shard_id", "gpu_device", "reason"},
+		NameControlRateLimited:     {"endpoint", "requests_per_second", "burst"},
+		NameDebugFaultInjected:     {"fault", "shard_id", "gpu_device", "details"},
+		NameGPUXID:                 {"gpu_device", "xid", "count"},
+		NameGPUForeignProcess:      {"gpu_device", "pid", "executable", "used_bytes", "sealed_shards", "suppressed"},
 	}
 	severity := map[string]Severity{
 		NameVRAMSealed: SeverityInfo, NameSealVerified: SeverityInfo, NameSealVerificationFailed: SeverityCritical,
 		NameVRAMDeallocated: SeverityInfo, NamePolicyViolation: SeverityError, NameVRAMAllocated: SeverityInfo,
-		NameVRAMAllocationFailed: SeverityWarn, NameVRAMOpened: SeverityInfo, NameVRAMClosed: SeverityInfo, NameControlRateLimited: SeverityWarn,
+		NameVRAMAllocationFailed: SeverityWarn, NameVRAMOpened: SeverityInfo, NameVRAMClosed: SeverityInfo, NameControlRateLimited: SeverityWarn, NameDebugFaultInjected: SeverityWarn,
 		NameGPUXID: SeverityError, NameGPUForeignProcess: SeverityWarn,
 	}
 	seen := map[string]bool{}
@@ -68,7 +70,7 @@ func TestEventSchema(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != len(Names) || len(Names) != 12 {
+	if len(seen) != len(Names) || len(Names) != 13 {
 		t.Fatalf("events %v, names %v", seen, Names)
 	}
 	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {
@@ -162,5 +164,36 @@ func TestTee(t *testing.T) {
 	}
 	if len(primary.Events()) != 1 || len(echo.Events()) != 1 {
 		t.Fatal("an emitter missed the event")
+	}
+}
+
+// TestHeaderFields: the cause, the caller and the GPU's UUID come from the
+// header, for every event, before its own fields.
+func TestHeaderFields(t *testing.T) {
+	h := NewHeader(time.Unix(1, 0), "w")
+	if len(h.HeaderFields()) != 0 {
+		t.Errorf("an empty header has fields %v", h.HeaderFields())
+	}
+	h.Cause = Cause{Kind: CauseAPI, Caller: &Caller{UID: 1000, GID: 100, PID: -1}}
+	h.GPUUUID = "GPU-1"
+	got := h.HeaderFields()
+	want := []Field{{"cause", "api"}, {"caller_uid", int64(1000)}, {"caller_gid", int64(100)}, {"caller_pid", int64(-1)},
+		{"caller_executable", ""}, {"gpu_uuid", "GPU-1"}}
+	if len(got) != len(want) {
+		t.Fatalf("header fields %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("field %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+	for _, ev := range allEvents() {
+		for _, f := range ev.Fields() {
+			for _, hf := range want {
+				if f.Key == hf.Key {
+					t.Errorf("%s has its own %s: it comes from the header", ev.Name(), f.Key)
+				}
+			}
+		}
 	}
 }

@@ -7,14 +7,10 @@ const NameControlRateLimited = "control.rate_limited"
 // ControlRateLimited: a control API caller went over its rate limit. Only
 // the first refusal of a burst is an event (the next one follows once the
 // caller was let through again); every refusal is counted in
-// vramseal_control_rate_limited_total.
+// vramseal_control_rate_limited_total. The caller is the event's
+// (Header.Cause, kind api): the rate limit applies per uid.
 type ControlRateLimited struct {
 	Header
-	// CallerUID, CallerGID and CallerPID are the caller's credentials
-	// (SO_PEERCRED); the rate limit applies per uid.
-	CallerUID uint32
-	CallerGID uint32
-	CallerPID int32
 	// Endpoint is the refused call: method and path.
 	Endpoint string
 	// RequestsPerSecond and Burst are the limit in force.
@@ -27,9 +23,6 @@ func (ControlRateLimited) Severity() Severity { return SeverityWarn }
 func (e ControlRateLimited) Head() Header     { return e.Header }
 func (e ControlRateLimited) Fields() []Field {
 	return []Field{
-		{"caller_uid", uint64(e.CallerUID)},
-		{"caller_gid", uint64(e.CallerGID)},
-		{"caller_pid", int64(e.CallerPID)},
 		{"endpoint", e.Endpoint},
 		{"requests_per_second", e.RequestsPerSecond},
 		{"burst", int64(e.Burst)},

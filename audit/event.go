@@ -53,7 +53,7 @@ var Names = []string{
 	NameVRAMSealed, NameSealVerified, NameSealVerificationFailed,
 	NameVRAMDeallocated, NamePolicyViolation, NameVRAMAllocated,
 	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed, NameControlRateLimited,
-	NameGPUXID, NameGPUForeignProcess,
+	NameDebugFaultInjected, NameGPUXID, NameGPUForeignProcess,
 }
 
 // NamePrefix is put before an event's name on the wire.
@@ -68,6 +68,11 @@ type Header struct {
 	Time time.Time
 	// WorkerID names the agent (node) that emitted the event.
 	WorkerID string
+	// Cause is what made the event happen (every event says).
+	Cause Cause
+	// GPUUUID is the UUID of the GPU the event names (gpu_device), which
+	// survives a reboot or a re-enumeration; "" for none.
+	GPUUUID string
 }
 
 // NewHeader returns a Header with a fresh event id.
@@ -273,6 +278,7 @@ func (e PolicyViolation) Fields() []Field {
 		{"details", e.Details},
 		{"action_taken", e.ActionTaken},
 		{"gpu_device", int64(e.GPUDevice)},
+		{"severity", SeverityError.String()},
 	}
 }
 
@@ -283,6 +289,8 @@ type VRAMAllocated struct {
 	GPUDevice      int
 	RequestedBytes uint64
 	UsedAfter      uint64
+	// AvailableBytes is what the GPU has left for further shards.
+	AvailableBytes uint64
 }
 
 func (VRAMAllocated) Name() string       { return NameVRAMAllocated }
@@ -294,6 +302,7 @@ func (e VRAMAllocated) Fields() []Field {
 		{"gpu_device", int64(e.GPUDevice)},
 		{"requested_bytes", e.RequestedBytes},
 		{"used_after", e.UsedAfter},
+		{"available_bytes", e.AvailableBytes},
 	}
 }
 

@@ -73,7 +73,8 @@ func (c Caller) String() string {
 	return b.String()
 }
 
-// VRAMOpened: a consumer opened a sealed shard (a lease began).
+// VRAMOpened: a consumer opened a sealed shard (a lease began). The
+// consumer is the event's caller (Header.Cause, kind lease).
 type VRAMOpened struct {
 	Header
 	ShardID   string
@@ -85,10 +86,11 @@ func (VRAMOpened) Name() string       { return NameVRAMOpened }
 func (VRAMOpened) Severity() Severity { return SeverityInfo }
 func (e VRAMOpened) Head() Header     { return e.Header }
 func (e VRAMOpened) Fields() []Field {
-	return append([]Field{{"shard_id", e.ShardID}, {"gpu_device", int64(e.GPUDevice)}}, e.Consumer.fields()...)
+	return []Field{{"shard_id", e.ShardID}, {"gpu_device", int64(e.GPUDevice)}}
 }
 
-// VRAMClosed: a consumer's lease on a shard ended (Reason: Close*).
+// VRAMClosed: a consumer's lease on a shard ended (Reason: Close*). The
+// consumer is the event's caller (Header.Cause).
 type VRAMClosed struct {
 	Header
 	ShardID   string
@@ -101,7 +103,7 @@ func (VRAMClosed) Name() string       { return NameVRAMClosed }
 func (VRAMClosed) Severity() Severity { return SeverityInfo }
 func (e VRAMClosed) Head() Header     { return e.Header }
 func (e VRAMClosed) Fields() []Field {
-	return append([]Field{{"shard_id", e.ShardID}, {"gpu_device", int64(e.GPUDevice)}, {"reason", e.Reason}}, e.Consumer.fields()...)
+	return []Field{{"shard_id", e.ShardID}, {"gpu_device", int64(e.GPUDevice)}, {"reason", e.Reason}}
 }
 
 // PIDList writes pids as vram.deallocated's still_mapped_by: "12,345", or

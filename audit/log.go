@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -46,16 +47,17 @@ func (e *LogEmitter) Emit(ctx context.Context, ev Event) Receipt {
 }
 
 // LogFields renders an event as logrus fields: "event", "event_id",
-// "event_severity", "worker_id" and the event's own fields.
+// "event_severity", "worker_id", the header's (cause, caller, GPU UUID) and
+// the event's own fields.
 func LogFields(ev Event) logrus.Fields {
 	h := ev.Head()
 	f := logrus.Fields{
-		"event":          NamePrefix + ev.Name(),
-		"event_id":       h.ID,
-		"event_severity": ev.Severity().String(),
-		"worker_id":      h.WorkerID,
+		logfield.Event:         NamePrefix + ev.Name(),
+		logfield.EventID:       h.ID,
+		logfield.EventSeverity: ev.Severity().String(),
+		logfield.WorkerID:      h.WorkerID,
 	}
-	for _, fl := range ev.Fields() {
+	for _, fl := range AllFields(ev) {
 		if fl.Key == "severity" || fl.Key == "seal" {
 			continue // already there as event_severity; the seal record repeats the other fields
 		}

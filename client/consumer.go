@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,8 +92,14 @@ type Lease struct {
 	Seal sealer.Seal
 	// Size is the shard's size in bytes.
 	Size uint64
-	// Memory is what File is: "memfd" on the simulated GPU.
+	// Memory is what File is: "memfd" on the simulated GPU (Map maps
+	// it), "cuda_vmm" on CUDA (CUDA.Import imports it).
 	Memory string
+	// MappedSize and GPUUUID, for "cuda_vmm": the allocation's size to
+	// map (Size rounded up to the driver's granularity) and the GPU it is
+	// on.
+	MappedSize uint64
+	GPUUUID    string
 	// File is the shard's memory. Map maps it; it stays the consumer's
 	// after Close, for as long as it keeps it open or mapped.
 	File *os.File
@@ -122,7 +129,8 @@ func (c *Consumer) Open(ctx context.Context, id string) (*Lease, error) {
 		files[0].Close()
 		return nil, fmt.Errorf("open %s: the answer's seal is of shard %q, %d bytes (size %d)", id, seal.ShardID, seal.VRAMBytes, resp.Size)
 	}
-	return &Lease{Seal: seal, Size: resp.Size, Memory: resp.Memory, File: files[0], c: c, id: id}, nil
+	return &Lease{Seal: seal, Size: resp.Size, Memory: resp.Memory, MappedSize: resp.MappedSize, GPUUUID: resp.GPUUUID,
+		File: files[0], c: c, id: id}, nil
 }
 
 // ErrNotMappable is returned by Map for memory that is not a memfd (a
@@ -182,8 +190,10 @@ func (c *Consumer) VerifySealRecord(ctx context.Context, record []byte) (sealer.
 
 // AttachOptions describe memory to attach.
 type AttachOptions struct {
-	// GPU is the GPU the memory is on.
-	GPU int
+	// GPU is the GPU the memory is on; GPUUUID, when set, names it
+	// instead (CUDA: this process's ordinals need not be the agent's).
+	GPU     int
+	GPUUUID string
 	// Size is the bytes to seal from offset 0 (the memory's size when 0).
 	Size uint64
 	// ModelRef is recorded in the seal; SHA256 (hex), when set, pins the
@@ -212,7 +222,23 @@ func (c *Consumer) Attach(ctx context.Context, id string, memory *os.File, o Att
 		}
 		size = uint64(st.Size())
 	}
-	resp, files, err := c.call(ctx, wire.Request{Op: wire.OpAttach, ID: id, GPU: o.GPU, Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256}, memory)
+	return c.attach(ctx, wire.Request{Op: wire.OpAttach, ID: id, GPU: o.GPU, GPUUUID: o.GPUUUID, Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256}, memory)
+}
+
+// AttachIPC asks the agent to seal, in place, size bytes at offset of an
+// allocator segment this process exported as a legacy CUDA IPC handle
+// (cuIpcGetMemHandle; PyTorch's storage._share_cuda_() gives the handle,
+// the offset and the size), on the GPU with the UUID gpuUUID. Legacy IPC
+// works only when the agent sees this process's pid (one pid namespace):
+// otherwise the agent refuses, and a VMM descriptor (Attach) is the way.
+func (c *Consumer) AttachIPC(ctx context.Context, id string, handle [sealer.IPCHandleSize]byte, gpuUUID string, offset, size uint64, o AttachOptions) (*Attachment, error) {
+	return c.attach(ctx, wire.Request{Op: wire.OpAttach, ID: id, IPCHandle: hex.EncodeToString(handle[:]), GPUUUID: gpuUUID, Offset: offset,
+		Size: size, ModelRef: o.ModelRef, SHA256: o.SHA256})
+}
+
+func (c *Consumer) attach(ctx context.Context, req wire.Request, memory ...*os.File) (*Attachment, error) {
+	id := req.ID
+	resp, files, err := c.call(ctx, req, memory...)
 	for _, f := range files {
 		f.Close()
 	}

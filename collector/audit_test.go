@@ -26,6 +26,7 @@ func TestAuditCounters(t *testing.T) {
 # HELP vramseal_audit_events_total Audit events handed to the audit pipeline, by event name (without the vramseal. prefix).
 # TYPE vramseal_audit_events_total counter
 vramseal_audit_events_total{event="control.rate_limited"} 0
+vramseal_audit_events_total{event="debug.fault_injected"} 0
 vramseal_audit_events_total{event="gpu.foreign_process"} 0
 vramseal_audit_events_total{event="gpu.xid"} 0
 vramseal_audit_events_total{event="policy.violation"} 0
@@ -40,6 +41,7 @@ vramseal_audit_events_total{event="vram.sealed"} 1
 # HELP vramseal_audit_emit_failures_total Audit events the pipeline failed to take or keep, by event name.
 # TYPE vramseal_audit_emit_failures_total counter
 vramseal_audit_emit_failures_total{event="control.rate_limited"} 0
+vramseal_audit_emit_failures_total{event="debug.fault_injected"} 0
 vramseal_audit_emit_failures_total{event="gpu.foreign_process"} 0
 vramseal_audit_emit_failures_total{event="gpu.xid"} 0
 vramseal_audit_emit_failures_total{event="policy.violation"} 0

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // Namespace is the prefix of every vramseal metric.
@@ -183,7 +184,7 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 			// Logged at debug level: the GPU reader logs a real failure
 			// once, when it happens, rather than at every scrape.
 			success = 0
-			s.log.WithField("collector", c.name).WithError(err).Debug("collector failed")
+			s.log.WithField(logfield.Collector, c.name).WithError(err).Debug("collector failed")
 		}
 		ch <- prometheus.MustNewConstMetric(s.durationDesc, prometheus.GaugeValue, d.Seconds(), c.name)
 		ch <- prometheus.MustNewConstMetric(s.successDesc, prometheus.GaugeValue, success, c.name)
@@ -196,7 +197,7 @@ func (s *Set) update(c named, ch chan<- prometheus.Metric) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
-			s.log.WithField("collector", c.name).WithError(err).Error("collector panicked")
+			s.log.WithField(logfield.Collector, c.name).WithError(err).Error("collector panicked")
 		}
 	}()
 	return c.c.update(ch)

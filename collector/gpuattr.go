@@ -82,7 +82,7 @@ func (a *gpuAttribution) observe(ctx context.Context, now time.Time, data []GPUT
 	var xids []audit.GPUXID
 	for _, t := range data {
 		for _, x := range sortedKeys(t.NewXIDs) {
-			xids = append(xids, audit.GPUXID{Header: audit.NewHeader(now, a.workerID), GPUDevice: t.Index, GPUUUID: t.UUID, XID: x, Count: t.NewXIDs[x]})
+			xids = append(xids, audit.GPUXID{Header: gpuEventHeader(now, a.workerID, t.UUID), GPUDevice: t.Index, XID: x, Count: t.NewXIDs[x]})
 		}
 		if !t.Up || !t.HasProcesses {
 			continue

@@ -245,11 +245,19 @@ func (l *foreignLimiter) observe(now time.Time, gpu int, uuid string, workerID s
 	if p.HasUsed {
 		used = int64(min(p.UsedBytes, 1<<63-1))
 	}
-	ev := audit.GPUForeignProcess{Header: audit.NewHeader(now, workerID), GPUDevice: gpu, GPUUUID: uuid,
+	ev := audit.GPUForeignProcess{Header: gpuEventHeader(now, workerID, uuid), GPUDevice: gpu,
 		PID: int64(p.PID), Executable: p.name, UsedBytes: used, SealedShards: sealed,
 		Suppressed: l.suppressed[gpu] + len(fresh) - 1}
 	l.last[gpu], l.suppressed[gpu] = now, 0
 	return []audit.GPUForeignProcess{ev}
+}
+
+// gpuEventHeader is the header of an event the telemetry read found on a
+// GPU.
+func gpuEventHeader(now time.Time, workerID, uuid string) audit.Header {
+	h := audit.NewHeader(now, workerID)
+	h.Cause, h.GPUUUID = audit.Cause{Kind: audit.CauseTelemetry}, uuid
+	return h
 }
 
 // emitAll hands events to the emitter (never blocking the read on them

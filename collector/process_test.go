@@ -263,7 +263,7 @@ func TestXIDAndMIGSeries(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("xid events %v", evs)
 	}
-	if x := evs[0].(audit.GPUXID); x.XID != 79 || x.Count != 1 || x.GPUUUID != "GPU-0" || x.Severity() != audit.SeverityError {
+	if x := evs[0].(audit.GPUXID); x.XID != 79 || x.Count != 1 || x.Header.GPUUUID != "GPU-0" || x.Header.Cause.Kind != audit.CauseTelemetry || x.Severity() != audit.SeverityError {
 		t.Errorf("xid event %+v", x)
 	}
 }

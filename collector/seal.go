@@ -33,7 +33,7 @@ var _ SealState = (*sealer.Sealer)(nil)
 var (
 	sealResults         = []string{sealer.ResultOK, audit.ReasonContentDigestMismatch, audit.ReasonInsufficientVRAM, sealer.ResultError}
 	verificationResults = []string{sealer.ResultOK, audit.ReasonDigestMismatch, audit.ReasonSignatureInvalid, audit.ReasonAllocationMissing, sealer.ResultError}
-	allocationResults   = []string{sealer.ResultOK, audit.ReasonInsufficientVRAM, sealer.ResultError}
+	allocationResults   = []string{sealer.ResultOK, audit.ReasonInsufficientVRAM, audit.ReasonPolicyBlocked, sealer.ResultError}
 )
 
 // VerificationBuckets are the bounds of the verification duration
@@ -73,7 +73,7 @@ func NewObserver(gpus []int) *Observer {
 		verifiedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "verified_bytes_total",
 			Help: "Bytes of VRAM verified intact, by GPU."}, []string{"gpu"}),
 		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "allocations_total",
-			Help: "VRAM allocations for shards, by GPU and result (ok, insufficient_vram, error)."}, []string{"gpu", "result"}),
+			Help: "VRAM allocations for shards, by GPU and result (ok, insufficient_vram, policy_blocked, error)."}, []string{"gpu", "result"}),
 	}
 	for _, g := range gpus {
 		o.gpus[g] = true

@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -81,6 +82,8 @@ type Violation struct {
 	GPU       int
 	Violation string // audit.Violation* value
 	Details   string
+	// UUID is the GPU's UUID, when it answered.
+	UUID string
 }
 
 func (v Violation) String() string {
@@ -231,8 +234,9 @@ func (p *Policy) checkGPU(ctx context.Context, gpu int, once bool) []Violation {
 
 // evaluate returns the rules gpu breaks.
 func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
+	uuid := ""
 	v := func(kind, format string, args ...any) Violation {
-		return Violation{GPU: gpu, Violation: kind, Details: fmt.Sprintf(format, args...)}
+		return Violation{GPU: gpu, Violation: kind, Details: fmt.Sprintf(format, args...), UUID: uuid}
 	}
 	g, ok := p.gpus[gpu]
 	if !ok {
@@ -247,9 +251,10 @@ func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
 	if err != nil {
 		return []Violation{v(audit.ViolationDeviceMissing, "GPU %d does not answer: %v", gpu, err)}
 	}
+	uuid = props.UUID
 	if p.deps.MIG != nil {
 		if m, err := p.deps.MIG.MIGMode(ctx, props.UUID); err != nil {
-			p.deps.Logger.WithField("gpu", gpu).WithError(err).Warn("MIG mode unknown: NVML did not answer")
+			p.deps.Logger.WithField(logfield.GPU, gpu).WithError(err).Warn("MIG mode unknown: NVML did not answer")
 		} else {
 			props.MIG = m
 		}
@@ -277,10 +282,12 @@ func (p *Policy) evaluate(ctx context.Context, gpu int) []Violation {
 
 func (p *Policy) report(ctx context.Context, v Violation) {
 	action := p.action()
-	p.deps.Logger.WithFields(logrus.Fields{"gpu": v.GPU, "violation": v.Violation, "action_taken": action}).
+	p.deps.Logger.WithFields(logrus.Fields{logfield.GPU: v.GPU, logfield.Violation: v.Violation, logfield.Action: action}).
 		Error("vram_only policy violation: " + v.Details)
+	h := audit.NewHeader(p.deps.Now().UTC(), p.deps.WorkerID)
+	h.Cause, h.GPUUUID = audit.CauseOr(ctx, audit.CauseStartup), v.UUID
 	p.deps.Emitter.Emit(ctx, audit.PolicyViolation{
-		Header: audit.NewHeader(p.deps.Now().UTC(), p.deps.WorkerID),
+		Header: h,
 		Policy: audit.PolicyVRAMOnly, Violation: v.Violation, Details: v.Details,
 		ActionTaken: action, GPUDevice: v.GPU,
 	})
@@ -345,6 +352,9 @@ func (p *Policy) CheckAllocation(ctx context.Context, dev sealer.Device, a seale
 	}
 	v := Violation{GPU: dev.Index(), Violation: audit.ViolationNonDeviceMemory,
 		Details: fmt.Sprintf("a sealed allocation is %s memory (managed: %v), not plain device memory", mem.Type, mem.Managed)}
+	if props, err := g.Properties(ctx); err == nil {
+		v.UUID = props.UUID
+	}
 	p.mu.Lock()
 	p.checked[v.GPU] = true
 	p.blocked[v.GPU] = append(p.blocked[v.GPU], v)

@@ -8,8 +8,9 @@
 # In order: the driver, CUDA and GPU facts (nvidia-smi when present) and the
 # loaded libcuda's readelf flags; the committed PTX assembled by this
 # machine's ptxas when it has one; the GPU tests, twice in one process; the
-# leaf kernel's test under compute-sanitizer memcheck when present; then the
-# throughput table. Every step is bounded by `timeout`. The table and the
+# leaf kernel's test under compute-sanitizer memcheck when present; the
+# hand-off and attach checks (gpucheck -handoff, which runs itself as the
+# second process); then the throughput table. Every step is bounded by `timeout`. The table and the
 # PASS/FAIL lines are also written to GPU_CHECK_REPORT.
 #
 # Environment:
@@ -161,10 +162,20 @@ else
 	echo "== compute-sanitizer: none on this machine"
 fi
 
+# Hand-off and attach, with this same gpucheck as the second process:
+# export, import, bytes equal, which access flag took effect, a write
+# through the imported mapping in a throwaway process, attach of the
+# second process's allocation, a change there detected.
+echo
+echo "== hand-off and attach (GPU $gpu): a second process imports, writes, attaches"
+handoff_out=$(mktemp)
+bounded "$step_timeout" "$bin/gpucheck" -handoff -gpu "$gpu" -dir "$data" "${libargs[@]}" 2>&1 | tee "$handoff_out"
+record "hand-off and attach checks" "${PIPESTATUS[0]}"
+
 echo
 echo "== throughput over $((bytes >> 20)) MiB of sealed shards (GPU $gpu)"
 table=$(mktemp)
-trap 'rm -f "$table"' EXIT
+trap 'rm -f "$table" "$handoff_out"' EXIT
 bounded "$step_timeout" "$bin/gpucheck" -bytes "$bytes" -leaf-size "$leaf" -dir "$data" -gpu "$gpu" -report "$table" "${libargs[@]}"
 record "throughput targets" $?
 
@@ -173,6 +184,9 @@ record "throughput targets" $?
 	grep -E '^(library|driver|GPU|limitation):' <<<"$facts"
 	echo
 	cat "$table" 2>/dev/null
+	echo
+	echo "hand-off and attach:"
+	sed 's/^/  /' "$handoff_out" 2>/dev/null
 	echo
 	printf '%s\n' "${results[@]}"
 	if ((status == 0)); then echo "gpu-check: PASS"; else echo "gpu-check: FAIL"; fi

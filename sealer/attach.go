@@ -31,10 +31,20 @@ type AttachRequest struct {
 	ID  string
 	GPU int
 	// Memory is the owner's memory (a memfd sealed against shrinking and
-	// growing on the simulated GPU); the caller keeps and closes it.
+	// growing on the simulated GPU, a VMM descriptor on CUDA); the caller
+	// keeps and closes it.
 	Memory *os.File
-	// Size is how many bytes, from offset 0, to seal.
+	// Size is how many bytes, from offset 0 (Offset for an IPC handle),
+	// to seal.
 	Size uint64
+	// IPCHandle, instead of Memory, is a legacy CUDA IPC handle of the
+	// owner's allocator segment (IPCAdopter); Offset is where the bytes
+	// to seal start in it. Optional.
+	IPCHandle *[IPCHandleSize]byte
+	Offset    uint64
+	// GPUUUID, when set, names the GPU instead of GPU (the engine's
+	// ordinals need not be the agent's). Optional.
+	GPUUUID string
 	// ExpectedSHA256 pins the content (hex); ModelRef is recorded.
 	ExpectedSHA256 string
 	ModelRef       string
@@ -48,9 +58,11 @@ type AttachRequest struct {
 // sealed and verified in place until the owner detaches it or goes away.
 type Attachment struct {
 	Seal Seal
-	s    *Sealer
-	sh   *shard
-	once sync.Once
+	// Owner is the process that attached the memory.
+	Owner audit.Caller
+	s     *Sealer
+	sh    *shard
+	once  sync.Once
 }
 
 // Attach seals memory an engine owns, in place: it hashes what it finds
@@ -59,55 +71,47 @@ type Attachment struct {
 // handed to other consumers. The owner ends it with Detach, or OwnerExited
 // when it goes away.
 func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment, err error) {
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &req.Owner})
 	ctx, span := s.tracer.Start(ctx, "vramseal.attach")
 	defer func() { endSpan(span, err) }()
 	fail := func(k Kind, err error) (*Attachment, error) { return nil, opErr("attach", req.ID, k, err) }
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return fail(KindCancelled, errors.New("the agent is shutting down"))
+	ctx, done, err := s.begin(ctx)
+	if err != nil {
+		return fail(KindCancelled, err)
 	}
-	s.seals.Add(1)
-	s.mu.Unlock()
-	defer s.seals.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.sealsCtx, cancel)()
-
-	if err := CheckShardID(req.ID); err != nil {
+	defer done()
+	leafSize, expected, err := s.checkRequest(req.ID, req.LeafSize, req.ModelRef, req.ExpectedSHA256)
+	if err != nil {
 		return fail(KindInvalid, err)
 	}
-	leafSize := req.LeafSize
-	if leafSize == 0 {
-		leafSize = s.cfg.LeafSize
+	if (req.Memory == nil) == (req.IPCHandle == nil) || req.Size == 0 {
+		return fail(KindInvalid, errors.New("no memory given (a descriptor or a CUDA IPC handle, and a size of at least 1 byte)"))
 	}
-	if err := CheckLeafSize(leafSize); err != nil {
-		return fail(KindInvalid, err)
+	if req.Offset != 0 && req.IPCHandle == nil {
+		return fail(KindInvalid, errors.New("an offset is given only with a CUDA IPC handle"))
 	}
-	if err := CheckModelRef(req.ModelRef); err != nil {
-		return fail(KindInvalid, err)
+	if req.IPCHandle != nil && req.Owner.PID <= 0 {
+		return fail(KindInvalid, errIPCNamespace)
 	}
-	expected := ""
-	if req.ExpectedSHA256 != "" {
-		if expected, err = ParseSHA256Hex(req.ExpectedSHA256); err != nil {
+	if req.GPUUUID != "" {
+		if req.GPU, err = s.deviceByUUID(ctx, req.GPUUUID); err != nil {
 			return fail(KindInvalid, err)
 		}
-	}
-	if req.Memory == nil || req.Size == 0 {
-		return fail(KindInvalid, errors.New("no memory given (a descriptor and a size of at least 1 byte)"))
 	}
 	dev, ok := s.devices[req.GPU]
 	if !ok {
 		return fail(KindInvalid, fmt.Errorf("no GPU %d (have %v)", req.GPU, s.GPUs()))
 	}
-	adopter, ok := dev.(Adopter)
-	if !ok {
-		return fail(KindInvalid, fmt.Errorf("GPU %d cannot attach memory of another process", req.GPU))
+	if _, ok := dev.(Adopter); !ok && req.IPCHandle == nil {
+		return fail(KindInvalid, errNoAttach(req.GPU, "memory of another process"))
+	}
+	if _, ok := dev.(IPCAdopter); !ok && req.IPCHandle != nil {
+		return fail(KindInvalid, errNoAttach(req.GPU, "a CUDA IPC handle"))
 	}
 	sreq := SealRequest{ID: req.ID, GPU: req.GPU, ModelRef: req.ModelRef}
 	if s.cfg.Admission != nil {
 		if err := s.cfg.Admission.Admit(ctx, req.GPU); err != nil {
-			s.allocationFailed(ctx, sreq, req.Size, 0, audit.ReasonPolicyBlocked)
+			s.allocationFailed(ctx, sreq, req.Size, s.available(ctx, dev), audit.ReasonPolicyBlocked)
 			return fail(KindPolicy, err)
 		}
 	}
@@ -115,7 +119,7 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	if err != nil {
 		return nil, err
 	}
-	alloc, err := adopter.Adopt(ctx, req.Memory, req.Size)
+	alloc, err := adopt(ctx, dev, req)
 	s.mu.Lock()
 	s.reserved[req.GPU] -= req.Size
 	s.mu.Unlock()
@@ -153,7 +157,7 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 	if err != nil {
 		return nil, err
 	}
-	return &Attachment{Seal: seal, s: s, sh: sh}, nil
+	return &Attachment{Seal: seal, Owner: req.Owner, s: s, sh: sh}, nil
 }
 
 // Detach ends the attachment at its owner's request: the shard is released
@@ -161,13 +165,13 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 // again. Call it before freeing or changing the memory: a change while
 // attached is a failed verification, as it should be.
 func (a *Attachment) Detach(ctx context.Context) (ReleaseResult, error) {
-	return a.end(ctx, audit.DeallocDetached)
+	return a.end(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &a.Owner}), audit.DeallocDetached)
 }
 
 // OwnerExited ends the attachment because its owner went away (its
 // connection closed), also when the shard is in the failed state.
 func (a *Attachment) OwnerExited(ctx context.Context) (ReleaseResult, error) {
-	return a.end(ctx, audit.DeallocOwnerExited)
+	return a.end(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseOwnerExited, Caller: &a.Owner}), audit.DeallocOwnerExited)
 }
 
 func (a *Attachment) end(ctx context.Context, reason string) (res ReleaseResult, err error) {

@@ -11,35 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 )
-
-// ownerMemfd is an engine's memory: a memfd holding data, sealed with
-// seals, and the owner's own writable mapping of it.
-func ownerMemfd(t *testing.T, data []byte, seals int) (*os.File, []byte) {
-	t.Helper()
-	fd, err := unix.MemfdCreate("engine", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "engine")
-	t.Cleanup(func() { f.Close() })
-	if err := f.Truncate(int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(fd, 0, len(data), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(m) })
-	copy(m, data)
-	if seals != 0 {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return f, m
-}
 
 const shrinkGrow = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
 
@@ -50,7 +24,7 @@ func TestAttachSealsInPlace(t *testing.T) {
 	e := newEnv(t, 1, 16<<20, sealer.VerifyHost)
 	ctx := context.Background()
 	content := data(5*leaf+3, 4)
-	f, m := ownerMemfd(t, content, shrinkGrow)
+	f, m := testenv.Memfd(t, content, shrinkGrow)
 	sum := sha256.Sum256(content)
 	owner := audit.Caller{UID: 1000, GID: 1000, PID: 77, Executable: "/usr/bin/python3"}
 	a, err := e.s.Attach(ctx, sealer.AttachRequest{ID: "att", GPU: 0, Memory: f, Size: uint64(len(content)),
@@ -116,8 +90,8 @@ func TestAttachBadInput(t *testing.T) {
 	e := newEnv(t, 1, 16<<20, sealer.VerifyHost)
 	ctx := context.Background()
 	content := data(2*leaf, 5)
-	sealed, _ := ownerMemfd(t, content, shrinkGrow)
-	unsealed, _ := ownerMemfd(t, content, 0)
+	sealed, _ := testenv.Memfd(t, content, shrinkGrow)
+	unsealed, _ := testenv.Memfd(t, content, 0)
 	plain, err := os.CreateTemp(t.TempDir(), "plain")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // DeclaredShard is a shard the agent's configuration says must be sealed.
@@ -164,7 +166,7 @@ func (d *Declared) forgetVanished() {
 	}
 	d.mu.Unlock()
 	for _, id := range again {
-		d.log.WithField(LogFieldShardID, id).Warn("a declared shard was released outside the configuration; sealing it again (remove it from the configuration and reload to release it for good)")
+		d.log.WithField(logfield.ShardID, id).Warn("a declared shard was released outside the configuration; sealing it again (remove it from the configuration and reload to release it for good)")
 	}
 }
 
@@ -208,15 +210,15 @@ func (d *Declared) releaseRemoved(ctx context.Context) {
 	d.mu.Unlock()
 	slices.Sort(drop)
 	for _, id := range drop {
-		_, err := d.s.Release(ctx, id)
+		_, err := d.s.Release(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseReload}), id)
 		if err != nil && KindOf(err) != KindNotFound {
-			d.log.WithField(LogFieldShardID, id).WithError(err).Error("releasing a shard no longer declared failed")
+			d.log.WithField(logfield.ShardID, id).WithError(err).Error("releasing a shard no longer declared failed")
 			continue
 		}
 		d.mu.Lock()
 		delete(d.held, id)
 		d.mu.Unlock()
-		d.log.WithField(LogFieldShardID, id).Info("released a shard no longer declared (or declared differently)")
+		d.log.WithField(logfield.ShardID, id).Info("released a shard no longer declared (or declared differently)")
 		d.changed()
 	}
 }
@@ -255,7 +257,7 @@ func (d *Declared) sealDue(ctx context.Context) time.Duration {
 		if d.cfg.Progress != nil {
 			req.Progress = d.cfg.Progress(want.ID)
 		}
-		seal, err := d.s.Seal(ctx, req)
+		seal, err := d.s.Seal(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseDeclared}), req)
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -264,7 +266,7 @@ func (d *Declared) sealDue(ctx context.Context) time.Duration {
 			d.held[id] = want // if the declaration changed meanwhile, the next round releases it
 			st.lastErr, st.attempts = nil, 0
 			d.mu.Unlock()
-			d.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: want.GPU, LogFieldBytes: seal.VRAMBytes, LogFieldDigest: seal.Digest}).
+			d.log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.GPU: want.GPU, logfield.Bytes: seal.VRAMBytes, logfield.Digest: seal.Digest}).
 				Info("declared shard sealed")
 			d.changed()
 			continue
@@ -283,8 +285,8 @@ func (d *Declared) sealDue(ctx context.Context) time.Duration {
 		if errors.As(err, &se) {
 			reason = se.Kind.String()
 		}
-		d.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: want.GPU, LogFieldPath: want.Path,
-			LogFieldAttempt: attempts, LogFieldRetryIn: backoff.String(), LogFieldReason: reason}).WithError(err).
+		d.log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.GPU: want.GPU, logfield.Path: want.Path,
+			logfield.Attempt: attempts, logfield.RetryIn: backoff.String(), logfield.Reason: reason}).WithError(err).
 			Error("declared shard could not be sealed; will retry (the agent is not ready until it is sealed)")
 		if next < 0 || backoff < next {
 			next = backoff

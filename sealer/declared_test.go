@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
@@ -96,7 +97,7 @@ func TestDeclaredSealsRetriesAndReloads(t *testing.T) {
 	retries := func() int {
 		n := 0
 		for _, e := range hook.AllEntries() {
-			if e.Level == logrus.ErrorLevel && e.Data[sealer.LogFieldShardID] == "b" {
+			if e.Level == logrus.ErrorLevel && e.Data[logfield.ShardID] == "b" {
 				n++
 			}
 		}

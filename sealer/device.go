@@ -12,14 +12,27 @@ import (
 // allocations never interfere. Errors wrap ErrOutOfMemory,
 // ErrAllocationMissing or ErrDeviceLost where those apply, and never contain
 // device addresses.
+//
+// Cancellation: a cancelled ctx stops an operation between the chunks it
+// copies; an operation already handed to the driver completes first. A
+// Write or Read cut short returns ctx's error and leaves the allocation's
+// bytes in part written, in part not (the sealer then frees it); p is not
+// used after the call returns. Free ignores cancellation: memory is always
+// given back.
+//
+// Lifetime: a backend whose devices are closed (sealer/cuda's Close) fails
+// every later call with an error, never a crash; allocations live no
+// longer than their device. The simulated GPU has nothing to close.
 type Device interface {
 	// Index is the device's index (the `gpu` label, gpu_device field).
 	Index() int
 	// MemoryInfo reports the device's total and free memory.
 	MemoryInfo(ctx context.Context) (MemoryInfo, error)
-	// Alloc allocates size bytes of device memory.
+	// Alloc allocates size bytes of device memory; a failure allocates
+	// nothing.
 	Alloc(ctx context.Context, size uint64) (Allocation, error)
-	// Write copies p into the allocation at off.
+	// Write copies p into the allocation at off. A range outside the
+	// allocation is an error, nothing written.
 	Write(ctx context.Context, a Allocation, off uint64, p []byte) error
 	// Read copies len(p) bytes of the allocation at off into p.
 	Read(ctx context.Context, a Allocation, off uint64, p []byte) error
@@ -61,11 +74,22 @@ type Exported struct {
 	// Kind says what File is, for the consumer: MemoryMemfd, or a CUDA
 	// handle kind.
 	Kind string
+	// MappedSize is, for MemoryCUDAVMM, the allocation's size (the shard's
+	// rounded up to the granularity): what the consumer reserves and maps.
+	MappedSize uint64
+	// GPUUUID names, for MemoryCUDAVMM, the GPU the memory is on (the
+	// consumer's CUDA ordinals need not be the agent's).
+	GPUUUID string
 }
 
 // MemoryMemfd is the Exported.Kind of a sealed memfd (the simulated GPU):
 // the consumer maps it with mmap, read-only.
 const MemoryMemfd = "memfd"
+
+// MemoryCUDAVMM is the Exported.Kind of a CUDA VMM allocation exported as
+// a POSIX file descriptor (cuMemExportToShareableHandle): the consumer
+// imports it with cuMemImportFromShareableHandle and maps it on its GPU.
+const MemoryCUDAVMM = "cuda_vmm"
 
 // Admission decides whether a GPU may take shards (the VRAM-only policy).
 // Admit returns a non-nil error, with the reason, when it may not.

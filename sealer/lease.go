@@ -19,7 +19,11 @@ type Lease struct {
 	File *os.File
 	// Memory is what File is (Exported.Kind).
 	Memory string
-	Seal   Seal
+	// MappedSize and GPUUUID are what a consumer needs to import CUDA
+	// memory (Exported); zero otherwise.
+	MappedSize uint64
+	GPUUUID    string
+	Seal       Seal
 	// Consumer is who holds the lease.
 	Consumer audit.Caller
 
@@ -36,6 +40,7 @@ type Lease struct {
 // that failed verification, or one on a device that cannot export, cannot
 // be opened.
 func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, revoke func()) (*Lease, error) {
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &consumer})
 	s.mu.Lock()
 	sh, ok := s.sealedLocked(id)
 	switch {
@@ -64,7 +69,7 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 		return nil, opErr("open", id, KindDevice, err)
 	}
 	f := x.File
-	l := &Lease{File: f, Memory: x.Kind, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
+	l := &Lease{File: f, Memory: x.Kind, MappedSize: x.MappedSize, GPUUUID: x.GPUUUID, Seal: sh.seal, Consumer: consumer, s: s, sh: sh, revoke: revoke}
 	s.mu.Lock()
 	if s.shards[id] != sh {
 		s.mu.Unlock()
@@ -73,20 +78,22 @@ func (s *Sealer) Open(ctx context.Context, id string, consumer audit.Caller, rev
 	}
 	sh.leases[l] = struct{}{}
 	s.mu.Unlock()
-	s.emit(ctx, audit.VRAMOpened{Header: s.header(), ShardID: id, GPUDevice: sh.seal.GPUDevice, Consumer: consumer})
+	s.emit(ctx, audit.VRAMOpened{Header: s.header(ctx, sh.seal.GPUDevice), ShardID: id, GPUDevice: sh.seal.GPUDevice, Consumer: consumer})
 	return l, nil
 }
 
 // Close ends the lease (the consumer closed it or went away). It is safe
 // to call more than once and after the shard was released.
-func (l *Lease) Close(ctx context.Context) { l.end(ctx, audit.CloseConsumer) }
+func (l *Lease) Close(ctx context.Context) {
+	l.end(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &l.Consumer}), audit.CloseConsumer)
+}
 
 func (l *Lease) end(ctx context.Context, reason string) {
 	l.once.Do(func() {
 		l.s.mu.Lock()
 		delete(l.sh.leases, l)
 		l.s.mu.Unlock()
-		l.s.emit(ctx, audit.VRAMClosed{Header: l.s.header(), ShardID: l.Seal.ShardID, GPUDevice: l.Seal.GPUDevice,
+		l.s.emit(ctx, audit.VRAMClosed{Header: l.s.header(ctx, l.Seal.GPUDevice), ShardID: l.Seal.ShardID, GPUDevice: l.Seal.GPUDevice,
 			Consumer: l.Consumer, Reason: reason})
 	})
 }

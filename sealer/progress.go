@@ -2,6 +2,7 @@ package sealer
 
 import (
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // ProgressThreshold is the shard size from which LogProgress logs lines.
@@ -21,7 +22,7 @@ func LogProgress(log logrus.FieldLogger, id string) func(done, total uint64) {
 			return
 		}
 		last = step
-		log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldDone: done, LogFieldBytes: total, LogFieldPercent: step * 25}).
+		log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.Done: done, logfield.Bytes: total, logfield.Percent: step * 25}).
 			Info("sealing shard")
 	}
 }

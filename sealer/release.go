@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // ReleaseResult is what a release freed.
@@ -88,14 +89,14 @@ func (s *Sealer) releaseShard(ctx context.Context, sh *shard, force bool, reason
 func (s *Sealer) freeAllocation(ctx context.Context, id string, dev Device, a Allocation, reason string, stillMappedBy []int64) uint64 {
 	size := a.Size()
 	if err := dev.Free(context.WithoutCancel(ctx), a); err != nil {
-		s.log.WithFields(logrus.Fields{"shard_id": id, "gpu": dev.Index()}).WithError(err).
+		s.log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.GPU: dev.Index()}).WithError(err).
 			Warn("device reported an error freeing the shard's memory; counting it as freed")
 	}
 	s.mu.Lock()
 	s.used[dev.Index()] = sub(s.used[dev.Index()], size)
 	remaining := s.used[dev.Index()]
 	s.mu.Unlock()
-	s.emit(ctx, audit.VRAMDeallocated{Header: s.header(), ShardID: id, GPUDevice: dev.Index(), FreedBytes: size, RemainingUsed: remaining,
+	s.emit(ctx, audit.VRAMDeallocated{Header: s.header(ctx, dev.Index()), ShardID: id, GPUDevice: dev.Index(), FreedBytes: size, RemainingUsed: remaining,
 		Reason: reason, StillMappedBy: stillMappedBy})
 	return remaining
 }

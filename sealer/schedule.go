@@ -10,6 +10,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // ScheduleSource is what the schedule verifies: the Sealer implements it.
@@ -217,7 +219,7 @@ func (s *Schedule) next(gpu int, now time.Time) (string, time.Duration) {
 		}
 		if late := now.Sub(e.due); late > s.grace() && !e.overdue {
 			e.overdue = true
-			s.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: gpu, LogFieldOverdueBy: late.Round(time.Millisecond).String()}).
+			s.log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.GPU: gpu, logfield.OverdueBy: late.Round(time.Millisecond).String()}).
 				Warn("verification is behind schedule: the shard is overdue (raise verify.interval or verify.max_bytes_per_second, or seal fewer bytes per GPU)")
 		}
 	}
@@ -268,9 +270,9 @@ func (s *Schedule) runGPU(ctx context.Context, gpu int) {
 			sleep(ctx, s.clock, wait, wake)
 			continue
 		}
-		res, err := s.src.Verify(WithPacer(ctx, s.pace), id)
+		res, err := s.src.Verify(WithPacer(audit.WithCause(ctx, audit.Cause{Kind: audit.CauseSchedule}), s.pace), id)
 		s.finish(id, ctx.Err() == nil)
-		entry := s.log.WithFields(logrus.Fields{LogFieldShardID: id, LogFieldGPU: gpu, LogFieldResult: res.Result, LogFieldDuration: res.Duration.String()})
+		entry := s.log.WithFields(logrus.Fields{logfield.ShardID: id, logfield.GPU: gpu, logfield.Result: res.Result, logfield.Duration: res.Duration.String()})
 		switch {
 		case err == nil:
 			entry.Debug("scheduled verification done")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // fakeSource is a ScheduleSource whose verifications take no (fake) time
@@ -233,7 +234,7 @@ func TestScheduleByteBudgetAcrossShards(t *testing.T) {
 			}
 			logged := false
 			for _, e := range hook.AllEntries() {
-				if e.Level == logrus.WarnLevel && e.Data[LogFieldShardID] != nil && e.Message != "" {
+				if e.Level == logrus.WarnLevel && e.Data[logfield.ShardID] != nil && e.Message != "" {
 					logged = true
 				}
 			}

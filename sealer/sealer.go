@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // Results counted by Observer and written in VerifyResult.Result.
@@ -29,7 +30,7 @@ const (
 type Observer interface {
 	// SealDone: result is ok, content_digest_mismatch, insufficient_vram or error.
 	SealDone(gpu int, result string)
-	// AllocationDone: result is ok, insufficient_vram or error.
+	// AllocationDone: result is ok, insufficient_vram, policy_blocked or error.
 	AllocationDone(gpu int, result string)
 	// VerificationDone: result is ok, digest_mismatch, signature_invalid,
 	// allocation_missing or error; bytes is what was hashed.
@@ -87,6 +88,7 @@ type Config struct {
 type Sealer struct {
 	cfg     Config
 	devices map[int]Device
+	uuids   map[int]string // each GPU's UUID, for the events that name it
 	tracer  trace.Tracer
 	log     logrus.FieldLogger
 	bufs    *BufferPool
@@ -192,6 +194,7 @@ func New(cfg Config) (*Sealer, error) {
 		shards:   map[string]*shard{},
 		reserved: map[int]uint64{},
 		used:     map[int]uint64{},
+		uuids:    map[int]string{},
 	}
 	s.sealsCtx, s.stopSeals = context.WithCancel(context.Background())
 	for _, d := range cfg.Devices {
@@ -200,6 +203,11 @@ func New(cfg Config) (*Sealer, error) {
 		}
 		s.devices[d.Index()] = d
 		s.gpuSlots[d.Index()] = make(chan struct{}, cfg.MaxVerifyInFlightPerGPU)
+		if g, ok := d.(GPUDescriber); ok {
+			if p, err := g.Properties(context.Background()); err == nil {
+				s.uuids[d.Index()] = p.UUID
+			}
+		}
 	}
 	return s, nil
 }
@@ -227,8 +235,14 @@ func (s *Sealer) GPUs() []int {
 	return out
 }
 
-func (s *Sealer) header() audit.Header {
-	return audit.NewHeader(s.cfg.Now().UTC(), s.cfg.WorkerID)
+// header is the header of an event about gpu: the cause ctx carries (an
+// operation without one was asked for through the Go API, recorded as
+// api), and the GPU's UUID.
+func (s *Sealer) header(ctx context.Context, gpu int) audit.Header {
+	h := audit.NewHeader(s.cfg.Now().UTC(), s.cfg.WorkerID)
+	h.Cause = audit.CauseOr(ctx, audit.CauseAPI)
+	h.GPUUUID = s.uuids[gpu]
+	return h
 }
 
 func (s *Sealer) emit(ctx context.Context, ev audit.Event) audit.Receipt {
@@ -244,7 +258,7 @@ func (s *Sealer) emitCritical(ctx context.Context, ev audit.Event) bool {
 		if errors.Is(err, audit.ErrNotDurable) {
 			lvl = logrus.DebugLevel
 		}
-		s.log.WithFields(logrus.Fields{"event": ev.Name(), "event_id": ev.Head().ID}).WithError(err).
+		s.log.WithFields(logrus.Fields{logfield.Event: ev.Name(), logfield.EventID: ev.Head().ID}).WithError(err).
 			Log(lvl, "critical audit record not confirmed durable")
 		return false
 	}
@@ -278,6 +292,7 @@ func (s *Sealer) observeVerify(gpu int, result string, d time.Duration, bytes ui
 // LeaseWait to close their leases, then every shard is released (leases
 // still open are revoked). ctx bounds the waits.
 func (s *Sealer) Shutdown(ctx context.Context) error {
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseShutdown})
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
@@ -290,12 +305,12 @@ func (s *Sealer) Shutdown(ctx context.Context) error {
 		return errors.Join(fmt.Errorf("seals still in flight at shutdown: %w", ctx.Err()), s.ReleaseAll(ctx))
 	}
 	if n := s.Leases(); n > 0 && s.cfg.LeaseWait > 0 {
-		s.log.WithField("leases", n).Infof("waiting up to %s for consumers to close their leases", s.cfg.LeaseWait)
+		s.log.WithField(logfield.Leases, n).Infof("waiting up to %s for consumers to close their leases", s.cfg.LeaseWait)
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseWait)
 		err := s.WaitUnleased(wctx)
 		cancel()
 		if err != nil {
-			s.log.WithField("leases", s.Leases()).Warn("consumers still hold leases: revoking them")
+			s.log.WithField(logfield.Leases, s.Leases()).Warn("consumers still hold leases: revoking them")
 		}
 	}
 	return s.ReleaseAll(ctx)

@@ -47,37 +47,14 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	defer func() { endSpan(span, err) }()
 
 	fail := func(k Kind, err error) (Seal, error) { return Seal{}, opErr("seal", req.ID, k, err) }
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return fail(KindCancelled, errors.New("the agent is shutting down"))
+	ctx, done, err := s.begin(ctx)
+	if err != nil {
+		return fail(KindCancelled, err)
 	}
-	s.seals.Add(1)
-	s.mu.Unlock()
-	defer s.seals.Done()
-	// Shutdown cancels seals in flight; each then frees what it took.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.sealsCtx, cancel)()
-
-	if err := CheckShardID(req.ID); err != nil {
+	defer done()
+	leafSize, expected, err := s.checkRequest(req.ID, req.LeafSize, req.ModelRef, req.ExpectedSHA256)
+	if err != nil {
 		return fail(KindInvalid, err)
-	}
-	leafSize := req.LeafSize
-	if leafSize == 0 {
-		leafSize = s.cfg.LeafSize
-	}
-	if err := CheckLeafSize(leafSize); err != nil {
-		return fail(KindInvalid, err)
-	}
-	if err := CheckModelRef(req.ModelRef); err != nil {
-		return fail(KindInvalid, err)
-	}
-	expected := ""
-	if req.ExpectedSHA256 != "" {
-		if expected, err = ParseSHA256Hex(req.ExpectedSHA256); err != nil {
-			return fail(KindInvalid, err)
-		}
 	}
 	dev, ok := s.devices[req.GPU]
 	if !ok {
@@ -93,7 +70,7 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 
 	if s.cfg.Admission != nil {
 		if err := s.cfg.Admission.Admit(ctx, req.GPU); err != nil {
-			s.allocationFailed(ctx, req, size, 0, audit.ReasonPolicyBlocked)
+			s.allocationFailed(ctx, req, size, s.available(ctx, dev), audit.ReasonPolicyBlocked)
 			return fail(KindPolicy, err)
 		}
 	}
@@ -120,7 +97,8 @@ func (s *Sealer) Seal(ctx context.Context, req SealRequest) (seal Seal, err erro
 	usedAfter := s.used[req.GPU]
 	s.mu.Unlock()
 	s.observeAlloc(req.GPU, ResultOK)
-	s.emit(ctx, audit.VRAMAllocated{Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, RequestedBytes: size, UsedAfter: usedAfter})
+	s.emit(ctx, audit.VRAMAllocated{Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU, RequestedBytes: size,
+		UsedAfter: usedAfter, AvailableBytes: s.available(ctx, dev)})
 
 	// From here on, a failure frees the allocation and says so.
 	undo := func() {
@@ -154,7 +132,7 @@ func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev D
 		undo()
 		s.observeSeal(req.GPU, audit.ReasonContentDigestMismatch)
 		s.emitCritical(ctx, audit.SealVerificationFailed{
-			Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU,
+			Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU,
 			Reason: audit.ReasonContentDigestMismatch, ExpectedDigest: expected, ActualDigest: d.ContentSHA256,
 			FirstBadOffset: -1,
 		})
@@ -182,7 +160,7 @@ func (s *Sealer) complete(ctx context.Context, req SealRequest, sh *shard, dev D
 	// The event goes out before the shard can be seen (and released), so
 	// the audit trail never has vram.deallocated before vram.sealed.
 	s.emit(ctx, audit.VRAMSealed{
-		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
+		Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU, VRAMBytes: size,
 		Digest: seal.Digest, ContentSHA256: seal.ContentSHA256, LeafSize: leafSize,
 		ModelRef: req.ModelRef, Seal: seal.JSON(), SealSignature: seal.Signature, Origin: origin,
 	})
@@ -274,16 +252,17 @@ func (s *Sealer) available(ctx context.Context, dev Device) uint64 {
 }
 
 func (s *Sealer) allocationFailed(ctx context.Context, req SealRequest, size, avail uint64, reason string) {
-	result := ResultError
-	if reason == audit.ReasonInsufficientVRAM {
-		result = reason
+	alloc, seal := ResultError, ResultError
+	switch reason {
+	case audit.ReasonInsufficientVRAM:
+		alloc, seal = reason, reason
+	case audit.ReasonPolicyBlocked:
+		alloc = reason
 	}
-	if reason != audit.ReasonPolicyBlocked {
-		s.observeAlloc(req.GPU, result)
-	}
-	s.observeSeal(req.GPU, result)
+	s.observeAlloc(req.GPU, alloc)
+	s.observeSeal(req.GPU, seal)
 	s.emit(ctx, audit.VRAMAllocationFailed{
-		Header: s.header(), ShardID: req.ID, GPUDevice: req.GPU,
+		Header: s.header(ctx, req.GPU), ShardID: req.ID, GPUDevice: req.GPU,
 		RequestedBytes: size, AvailableBytes: avail, Reason: reason,
 	})
 }
@@ -342,4 +321,42 @@ func copyAndHash(ctx context.Context, f io.Reader, dev Device, a Allocation, siz
 		return Digests{}, errFileChanged
 	}
 	return th.finish()
+}
+
+// begin registers a seal (or an attach) in flight: Shutdown cancels the
+// context it returns and waits for done. It refuses once Shutdown began.
+func (s *Sealer) begin(ctx context.Context) (context.Context, func(), error) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ctx, nil, errors.New("the agent is shutting down")
+	}
+	s.seals.Add(1)
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.sealsCtx, cancel)
+	return ctx, func() { stop(); cancel(); s.seals.Done() }, nil
+}
+
+// checkRequest checks what a seal or an attach names: the shard id, the
+// leaf size (the default when 0), the model reference and the expected
+// content digest, which it returns normalised.
+func (s *Sealer) checkRequest(id string, leafSize uint64, modelRef, expectedSHA256 string) (uint64, string, error) {
+	if err := CheckShardID(id); err != nil {
+		return 0, "", err
+	}
+	if leafSize == 0 {
+		leafSize = s.cfg.LeafSize
+	}
+	if err := CheckLeafSize(leafSize); err != nil {
+		return 0, "", err
+	}
+	if err := CheckModelRef(modelRef); err != nil {
+		return 0, "", err
+	}
+	if expectedSHA256 == "" {
+		return leafSize, "", nil
+	}
+	expected, err := ParseSHA256Hex(expectedSHA256)
+	return leafSize, expected, err
 }

@@ -71,7 +71,7 @@ func (s *Sealer) rejectPresented(ctx context.Context, p Seal, reason, msg string
 	defer span.End()
 	span.SetStatus(codes.Error, reason)
 	ev := audit.SealVerificationFailed{
-		Header: s.header(), ShardID: p.ShardID, GPUDevice: p.GPUDevice, Reason: reason,
+		Header: s.header(ctx, p.GPUDevice), ShardID: p.ShardID, GPUDevice: p.GPUDevice, Reason: reason,
 		ExpectedDigest: p.Digest, FirstBadOffset: -1,
 	}
 	ctx = trace.ContextWithSpan(ctx, span)
@@ -186,7 +186,7 @@ func (s *Sealer) report(ctx context.Context, sh *shard, res VerifyResult, c chec
 		s.mu.Lock()
 		sh.lastOK, sh.lastChecked, sh.lastResult = now, now, ResultOK
 		s.mu.Unlock()
-		ev := audit.SealVerified{Header: s.header(), ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Digest: seal.Digest}
+		ev := audit.SealVerified{Header: s.header(ctx, seal.GPUDevice), ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Digest: seal.Digest}
 		s.emit(ctx, ev)
 		res.Result, res.EventID = ResultOK, ev.ID
 		s.observeVerify(seal.GPUDevice, ResultOK, res.Duration, seal.VRAMBytes)
@@ -201,7 +201,7 @@ func (s *Sealer) report(ctx context.Context, sh *shard, res VerifyResult, c chec
 		s.mu.Unlock()
 	}
 	ev := audit.SealVerificationFailed{
-		Header: s.header(), ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Reason: c.reason,
+		Header: s.header(ctx, seal.GPUDevice), ShardID: seal.ShardID, GPUDevice: seal.GPUDevice, Reason: c.reason,
 		ExpectedDigest: res.ExpectedDigest, ActualDigest: c.actual,
 		FirstBadOffset: res.FirstBadOffset, BadChunks: res.BadChunks,
 	}

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
@@ -18,6 +18,7 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"golang.org/x/time/rate"
 )
 
 // Protocols of the OTLP exporters (OTEL_EXPORTER_OTLP_PROTOCOL).
@@ -203,22 +204,15 @@ type quietSpanExporter struct {
 	sdktrace.SpanExporter
 	log      logrus.FieldLogger
 	failures atomic.Uint64
-	mu       sync.Mutex
-	lastLog  time.Time
+	warn     rate.Sometimes // at most once a minute
 }
 
 func (q *quietSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
 	if err := q.SpanExporter.ExportSpans(ctx, spans); err != nil {
 		n := q.failures.Add(1)
-		q.mu.Lock()
-		logIt := time.Since(q.lastLog) >= time.Minute
-		if logIt {
-			q.lastLog = time.Now()
-		}
-		q.mu.Unlock()
-		if logIt {
-			q.log.WithError(err).WithFields(logrus.Fields{"spans": len(spans), "span_export_failures": n}).Warn("OTLP span export failed; spans of this batch are dropped")
-		}
+		q.warn.Do(func() {
+			q.log.WithError(err).WithFields(logrus.Fields{logfield.Spans: len(spans), logfield.SpanExportFailures: n}).Warn("OTLP span export failed; spans of this batch are dropped")
+		})
 	}
 	return nil
 }

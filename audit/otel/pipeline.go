@@ -15,9 +15,11 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/audit/spool"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // ScopeName is the instrumentation scope of the audit log records.
@@ -88,7 +90,7 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 30 * time.Second
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger.WithField("component", "audit-pipeline"), done: make(chan struct{})}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger.WithField(logfield.Component, "audit-pipeline"), done: make(chan struct{})}
 	res, err := newResource(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("audit pipeline: %w", err)
@@ -125,14 +127,14 @@ func NewPipeline(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.lp = sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(p.proc))
 	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if spanExp != nil {
-		p.spans = &quietSpanExporter{SpanExporter: spanExp, log: p.log}
+		p.spans = &quietSpanExporter{SpanExporter: spanExp, log: p.log, warn: rate.Sometimes{Interval: time.Minute}}
 		topts = append(topts, sdktrace.WithBatcher(p.spans))
 	}
 	p.tp = sdktrace.NewTracerProvider(topts...)
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	go p.ship(sctx)
-	p.log.WithFields(logrus.Fields{"spool_dir": cfg.Spool.Dir, "protocol": proto, "export": exp != nil}).Info("audit pipeline started")
+	p.log.WithFields(logrus.Fields{logfield.SpoolDir: cfg.Spool.Dir, logfield.Protocol: proto, logfield.Export: exp != nil}).Info("audit pipeline started")
 	return p, nil
 }
 
@@ -223,7 +225,9 @@ func (p *Pipeline) ship(ctx context.Context) {
 		backoff  = p.cfg.RetryMin
 		failing  bool
 		attempts int
-		lastLog  time.Time
+		// While exports keep failing, the warning is logged at most once a
+		// minute; the first failure after a success always is.
+		warn = rate.Sometimes{Interval: time.Minute}
 	)
 	for ctx.Err() == nil {
 		if len(pending) == 0 {
@@ -258,11 +262,12 @@ func (p *Pipeline) ship(ctx context.Context) {
 		if err != nil {
 			p.exportFailures.Add(1)
 			attempts++
-			now := time.Now()
-			if !failing || now.Sub(lastLog) >= time.Minute {
-				p.log.WithError(err).WithFields(logrus.Fields{"attempts": attempts, "pending_records": p.spool.Stats().PendingRecords, "retry_in": backoff.String()}).Warn("audit export to the OTel collector failed; records stay in the spool and are retried")
-				lastLog = now
+			if !failing {
+				warn = rate.Sometimes{Interval: time.Minute}
 			}
+			warn.Do(func() {
+				p.log.WithError(err).WithFields(logrus.Fields{logfield.Attempts: attempts, logfield.PendingRecords: p.spool.Stats().PendingRecords, logfield.RetryIn: backoff.String()}).Warn("audit export to the OTel collector failed; records stay in the spool and are retried")
+			})
 			failing = true
 			sleep := backoff/2 + rand.N(backoff/2+1)
 			backoff = min(backoff*2, p.cfg.RetryMax)
@@ -273,7 +278,7 @@ func (p *Pipeline) ship(ctx context.Context) {
 			continue
 		}
 		if failing {
-			p.log.WithField("attempts", attempts).Info("audit export to the OTel collector works again")
+			p.log.WithField(logfield.Attempts, attempts).Info("audit export to the OTel collector works again")
 			failing, attempts = false, 0
 		}
 		backoff = p.cfg.RetryMin

@@ -19,6 +19,10 @@ import (
 // sampleEvents returns one event of every type.
 func sampleEvents(now time.Time) []audit.Event {
 	h := func() audit.Header { return audit.NewHeader(now, "node-a") }
+	withCaller := func(h audit.Header) audit.Header {
+		h.Cause = audit.Cause{Kind: audit.CauseAPI, Caller: &audit.Caller{UID: 65534, GID: 65534, PID: 4242, Executable: "/usr/bin/curl"}}
+		return h
+	}
 	return []audit.Event{
 		audit.VRAMSealed{Header: h(), ShardID: "llama-00001", GPUDevice: 1, VRAMBytes: 4096, Digest: "sha256-tree-v1:ab", ContentSHA256: "cd", LeafSize: 262144, ModelRef: "llama@1", Seal: `{"shard_id":"llama-00001"}`, SealSignature: "sig"},
 		audit.SealVerified{Header: h(), ShardID: "llama-00001", GPUDevice: 1, Digest: "sha256-tree-v1:ab"},
@@ -27,7 +31,7 @@ func sampleEvents(now time.Time) []audit.Event {
 		audit.PolicyViolation{Header: h(), Policy: audit.PolicyVRAMOnly, Violation: audit.ViolationECCDisabled, Details: "ECC is off", ActionTaken: audit.ActionSealingBlocked, GPUDevice: 0},
 		audit.VRAMAllocated{Header: h(), ShardID: "llama-00002", GPUDevice: 0, RequestedBytes: 8192, UsedAfter: 8192},
 		audit.VRAMAllocationFailed{Header: h(), ShardID: "llama-00003", GPUDevice: 0, RequestedBytes: 1 << 40, AvailableBytes: 1 << 30, Reason: audit.ReasonInsufficientVRAM},
-		audit.ControlRateLimited{Header: h(), CallerUID: 65534, CallerGID: 65534, CallerPID: 4242, Endpoint: "POST /v1/verify/seal", RequestsPerSecond: "2", Burst: 4},
+		audit.ControlRateLimited{Header: withCaller(h()), Endpoint: "POST /v1/verify/seal", RequestsPerSecond: "2", Burst: 4},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // lossTally is what the spool knows of the events lost for one reason
@@ -123,7 +124,7 @@ func (s *Spool) lose(name, reason string, n uint64) {
 		s.failed(name)
 	}
 	if logIt {
-		s.log.WithFields(logrus.Fields{"event": audit.NamePrefix + name, "reason": reason, "lost_total": total}).Error("audit events lost")
+		s.log.WithFields(logrus.Fields{logfield.Event: audit.NamePrefix + name, logfield.Reason: reason, logfield.LostTotal: total}).Error("audit events lost")
 	}
 }
 

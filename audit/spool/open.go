@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // Open opens (creating if needed) the spool in cfg.Dir, repairs it (a torn
@@ -34,7 +35,7 @@ func Open(cfg Config) (*Spool, error) {
 	}()
 	s := &Spool{
 		cfg:         cfg,
-		log:         cfg.Logger.WithField("component", "audit-spool"),
+		log:         cfg.Logger.WithField(logfield.Component, "audit-spool"),
 		queue:       make(chan item, cfg.QueueSize),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
@@ -145,7 +146,7 @@ func (s *Spool) recover() error {
 			if err := truncateFile(path, sum.goodEnd); err != nil {
 				return err
 			}
-			s.log.WithFields(logrus.Fields{"file": sf.name, "offset": fe.Offset, "bytes": sf.size - sum.goodEnd}).Warn("audit spool: torn last record truncated")
+			s.log.WithFields(logrus.Fields{logfield.File: sf.name, logfield.Offset: fe.Offset, logfield.Bytes: sf.size - sum.goodEnd}).Warn("audit spool: torn last record truncated")
 			s.startEntries = append(s.startEntries, s.repairEntry(RepairTruncated, sf.name, fe.Offset, sf.size-sum.goodEnd, sum.last, fe.Error()))
 			tornSeq = sf.first + uint64(sum.count)
 			if sum.count > 0 {
@@ -165,7 +166,7 @@ func (s *Spool) recover() error {
 		}
 		s.quarantined++
 		gapChecked = false
-		s.log.WithFields(logrus.Fields{"file": sf.name, "quarantined_as": qname, "offset": fe.Offset, "reason": fe.Reason}).Error("audit spool: corrupt segment quarantined")
+		s.log.WithFields(logrus.Fields{logfield.File: sf.name, "quarantined_as": qname, logfield.Offset: fe.Offset, logfield.Reason: fe.Reason}).Error("audit spool: corrupt segment quarantined")
 		if sum.count > 0 && isLast {
 			lastGood, lastHash = sum.last, sum.lastHash
 		}

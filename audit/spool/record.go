@@ -312,7 +312,7 @@ func decodeBody(body []byte) (Record, error) {
 // EntryOf turns an audit event into a spool entry (without span context).
 func EntryOf(ev audit.Event) Entry {
 	h := ev.Head()
-	fields := ev.Fields()
+	fields := audit.AllFields(ev)
 	out := make([]audit.Field, 0, len(fields))
 	for _, f := range fields {
 		if i, ok := f.Value.(int); ok {

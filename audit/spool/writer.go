@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // writerState is what only the writer goroutine (and Open, before it
@@ -463,9 +464,9 @@ func (s *Spool) checkFree() {
 	s.low = free < s.cfg.MinFreeBytes
 	if s.low != wasLow {
 		if s.low {
-			s.log.WithFields(logrus.Fields{"free_bytes": free, "min_free_bytes": s.cfg.MinFreeBytes}).Error("audit spool: disk nearly full; only CRITICAL events are kept")
+			s.log.WithFields(logrus.Fields{logfield.FreeBytes: free, logfield.MinFreeBytes: s.cfg.MinFreeBytes}).Error("audit spool: disk nearly full; only CRITICAL events are kept")
 		} else {
-			s.log.WithField("free_bytes", free).Info("audit spool: disk space back; keeping every event again")
+			s.log.WithField(logfield.FreeBytes, free).Info("audit spool: disk space back; keeping every event again")
 		}
 	}
 }

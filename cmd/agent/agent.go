@@ -16,6 +16,7 @@ import (
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/handoff"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/secret"
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
@@ -92,8 +93,8 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	}
 	a.sims = a.gpus.sims
 	for _, d := range a.gpus.cudaDevs {
-		l := log.WithFields(logrus.Fields{logFieldComponent: "cuda", logFieldGPU: d.Index()})
-		l.WithField(logFieldLibrary, d.Library()).Debug("CUDA GPU opened")
+		l := log.WithFields(logrus.Fields{logfield.Component: "cuda", logfield.GPU: d.Index()})
+		l.WithField(logfield.Library, d.Library()).Debug("CUDA GPU opened")
 		for _, lim := range d.Limitations() {
 			l.Warn(lim) // a feature this driver lacks, reported unknown or off
 		}
@@ -103,7 +104,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		indexes = append(indexes, d.Index())
 	}
 	a.observer = newSealObserver(indexes)
-	a.policy, err = policy.New(cfg.Policy, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, MIG: a.migSource(), Logger: log.WithField(logFieldComponent, "policy")})
+	a.policy, err = policy.New(cfg.Policy, policy.Deps{GPUs: a.gpus.policy, Emitter: a.audit.Emitter, WorkerID: cfg.WorkerID, MIG: a.migSource(), Logger: log.WithField(logfield.Component, "policy")})
 	if err != nil {
 		return nil, usageErr(fmt.Errorf("%s: %w", cfg.File, err))
 	}
@@ -126,14 +127,14 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 	}
 	a.schedule, err = sealer.NewSchedule(a.sealer, sealer.ScheduleConfig{
 		Interval: cfg.Verify.Interval, Jitter: cfg.Verify.Jitter, MaxBytesPerSecond: cfg.Verify.MaxBytesPerSecond,
-		Logger: log.WithField(logFieldComponent, "schedule"),
+		Logger: log.WithField(logfield.Component, "schedule"),
 	})
 	if err != nil {
 		return nil, usageErr(err)
 	}
 	progress := func(id string) func(done, total uint64) { return sealer.LogProgress(log, id) }
 	a.declared = sealer.NewDeclared(a.sealer, sealer.DeclaredConfig{
-		Progress: progress, OnChange: a.schedule.Notify, Logger: log.WithField(logFieldComponent, "declared"),
+		Progress: progress, OnChange: a.schedule.Notify, Logger: log.WithField(logfield.Component, "declared"),
 	})
 	access, err := socketAccess(cfg, "control", cfg.Control.Group, cfg.Control.AllowedUIDs, cfg.Control.AllowedGIDs)
 	if err != nil {
@@ -147,7 +148,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 		Sealer: a.sealer, Faults: a.faults(), ModelDirs: cfg.ModelDirs, Access: access,
 		Status: a.status, NextDue: a.schedule.NextDue, Progress: progress,
 		OnChange: func() { a.schedule.Notify(); a.declared.Notify() },
-		Logger:   log.WithField(logFieldComponent, "control"),
+		Logger:   log.WithField(logfield.Component, "control"),
 	})
 	if err != nil {
 		return nil, err
@@ -158,7 +159,7 @@ func newAgent(ctx context.Context, cfg *config.Config, log *logrus.Logger, openC
 			return nil, usageErr(err)
 		}
 		a.handoffGID = hacc.Group
-		a.handoff, err = handoff.NewServer(handoff.Config{Sealer: a.sealer, Access: hacc, Logger: log.WithField(logFieldComponent, "handoff")})
+		a.handoff, err = handoff.NewServer(handoff.Config{Sealer: a.sealer, Access: hacc, Logger: log.WithField(logfield.Component, "handoff")})
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/vramseal/vramseal/audit/spool"
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/secret"
 )
 
@@ -53,7 +54,7 @@ func newAuditPipeline(ctx context.Context, cfg *config.Config, sec secret.Secret
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	alog := log.WithField(logFieldComponent, "audit")
+	alog := log.WithField(logfield.Component, "audit")
 	p, err := auditotel.NewPipeline(ctx, auditotel.Config{
 		Spool: spool.Config{
 			Dir: cfg.Audit.SpoolDir, SegmentBytes: int64(cfg.Audit.SegmentBytes), Retention: cfg.Audit.Retention,

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vramseal/vramseal/internal/config"
-	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/nvml"
 	"github.com/vramseal/vramseal/policy"
 	"github.com/vramseal/vramseal/sealer"
@@ -56,7 +56,14 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 		}
 		return &gpus{devs: simgpu.Devices(sims), sims: sims, policy: policy.GPUsOf(sims)}, nil
 	case config.DeviceCUDA, config.DeviceAuto:
-		ds, err := openCUDA(ctx, cuda.Options{LibraryPath: cfg.CUDA.Library, VerifyInFlight: cfg.Verify.MaxInFlightPerGPU})
+		opts := cuda.Options{LibraryPath: cfg.CUDA.Library, VerifyInFlight: cfg.Verify.MaxInFlightPerGPU}
+		// Attached memory is read in a process of its own (this binary,
+		// main: cuda.ServeReader), so a fault in it cannot end the agent's
+		// CUDA context.
+		if exe, err := os.Executable(); err == nil {
+			opts.ReaderCommand = []string{exe}
+		}
+		ds, err := openCUDA(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("device: %s: %w; the agent does not fall back to a simulated GPU (set device: sim for tests and demos)", cfg.Device, err)
 		}
@@ -67,15 +74,6 @@ func openDevices(ctx context.Context, cfg *config.Config, openCUDA cudaOpener) (
 		return g, nil
 	}
 	return nil, fmt.Errorf("device: %q is not one of sim, cuda, auto", cfg.Device)
-}
-
-// faults are the simulated GPUs' fault switches for the control API's
-// debug endpoints; nil on real GPUs, where they are refused.
-func (a *agent) faults() control.Faults {
-	if a.sims == nil {
-		return nil
-	}
-	return simgpu.Faults{Shards: a.sealer, Devices: a.sims}
 }
 
 // simConfig is the simulated GPUs' configuration from the sim section.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // The CUDA driver numbers GPUs fastest first unless CUDA_DEVICE_ORDER says
@@ -27,10 +28,10 @@ func setCUDADeviceOrder(getenv func(string) string, setenv func(string, string) 
 		if err := setenv(envCUDADeviceOrder, cudaOrderPCIBusID); err != nil {
 			return fmt.Errorf("set %s: %w", envCUDADeviceOrder, err)
 		}
-		log.WithFields(logrus.Fields{logFieldEnv: envCUDADeviceOrder, logFieldValue: cudaOrderPCIBusID}).
+		log.WithFields(logrus.Fields{logfield.Env: envCUDADeviceOrder, logfield.Value: cudaOrderPCIBusID}).
 			Info("CUDA_DEVICE_ORDER was unset: set to PCI_BUS_ID so that CUDA ordinals (shards) and NVML indexes (GPU metrics) name the same GPUs")
 	default:
-		log.WithFields(logrus.Fields{logFieldEnv: envCUDADeviceOrder, logFieldValue: v}).
+		log.WithFields(logrus.Fields{logfield.Env: envCUDADeviceOrder, logfield.Value: v}).
 			Warn("CUDA_DEVICE_ORDER is not PCI_BUS_ID: the GPU a shard names (a CUDA ordinal) may not be the GPU of the same index in the GPU metrics (NVML)")
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 // TestHoldLeaseChild is the consumer process of TestHandOffEndToEnd: it
 // opens the shard named in the environment, prints its pid, and holds the
 // lease until it is killed or its lease is revoked (then it prints so).
+// With VRAMSEAL_TEST_HOLD_CUDA_LIB it imports a CUDA shard with that
+// driver and holds the mapping too.
 func TestHoldLeaseChild(t *testing.T) {
 	sock, id := os.Getenv("VRAMSEAL_TEST_HOLD_SOCKET"), os.Getenv("VRAMSEAL_TEST_HOLD_SHARD")
 	if sock == "" {
@@ -31,9 +33,20 @@ func TestHoldLeaseChild(t *testing.T) {
 		fmt.Println("ERR", err)
 		os.Exit(3)
 	}
-	if _, err := c.Open(ctx, id); err != nil {
+	l, err := c.Open(ctx, id)
+	if err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(3)
+	}
+	if lib := os.Getenv("VRAMSEAL_TEST_HOLD_CUDA_LIB"); lib != "" {
+		drv, err := client.OpenCUDA(lib)
+		if err == nil {
+			_, err = drv.Import(ctx, l)
+		}
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(3)
+		}
 	}
 	fmt.Println("HOLDING", os.Getpid())
 	// A revoked lease closes the connection: the next call fails.
@@ -46,10 +59,10 @@ func TestHoldLeaseChild(t *testing.T) {
 	}
 }
 
-func (e *env) holdLease(socket, id string) (*exec.Cmd, *bufio.Scanner) {
+func (e *env) holdLease(socket, id string, env ...string) (*exec.Cmd, *bufio.Scanner) {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldLeaseChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "VRAMSEAL_TEST_HOLD_SOCKET="+socket, "VRAMSEAL_TEST_HOLD_SHARD="+id)
+	cmd.Env = append(append(os.Environ(), "VRAMSEAL_TEST_HOLD_SOCKET="+socket, "VRAMSEAL_TEST_HOLD_SHARD="+id), env...)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

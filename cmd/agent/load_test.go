@@ -384,7 +384,7 @@ func TestLoad(t *testing.T) {
 		t.Errorf("the mismatch's record %s is not in the spool after SIGKILL", eventID)
 	}
 	limited := byName[audit.NameControlRateLimited]
-	if len(limited) == 0 || limited[0].Fields[0].Value != uint64(floodUID) {
+	if len(limited) == 0 || limited[0].Field("cause") != audit.CauseAPI || limited[0].Field("caller_uid") != int64(floodUID) {
 		t.Errorf("no audited refusal of uid %d in the spool: %+v", floodUID, limited)
 	}
 	t.Logf("spool after SIGKILL: %d seal.verification_failed, %d control.rate_limited records (first refusals of bursts), for %d refusals",

@@ -10,41 +10,6 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Log field names used by the agent's own lines (the sealer, the control API
-// and the audit log emitter define theirs).
-const (
-	logFieldWorkerID   = "worker_id"
-	logFieldDevice     = "device"
-	logFieldGPUs       = "gpus"
-	logFieldSocket     = "socket"
-	logFieldListen     = "listen_address"
-	logFieldConfigFile = "config_file"
-	logFieldComponent  = "component"
-	logFieldSignal     = "signal"
-	logFieldAdded      = "added"
-	logFieldRemoved    = "removed"
-	logFieldChanged    = "changed"
-	logFieldKeys       = "keys"
-	logFieldPending    = "pending"
-	logFieldReleased   = "released"
-	logFieldVersion    = "version"
-	logFieldExitStatus = "exit_status"
-	logFieldGPU        = "gpu"
-	logFieldLibrary    = "library"
-	// logFieldMemoryLimit is the Go runtime's soft memory limit in force.
-	logFieldMemoryLimit = "memory_limit_bytes"
-	// logFieldGOGC is the garbage collector's target in force.
-	logFieldGOGC = "gogc"
-)
-
-// Log field names of the environment and configuration reload lines.
-const (
-	logFieldEnv        = "env"
-	logFieldValue      = "value"
-	logFieldTrigger    = "trigger"
-	logFieldAutoReload = "config_auto_reload_interval"
-)
-
 // newLogger returns the operational logger: level is debug, info, warn or
 // error; format is logfmt or json.
 func newLogger(w io.Writer, level, format string) (*logrus.Logger, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/version"
 	"github.com/vramseal/vramseal/policy"
+	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
 // Exit statuses (README.md, "Control API and CLI").
@@ -50,6 +51,9 @@ func commands() []command {
 }
 
 func main() {
+	if cuda.IsReader() { // a reader process of attached CUDA memory (sealer/cuda)
+		os.Exit(cuda.ServeReader())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := runCLI(ctx, os.Args[1:], cli{stdout: os.Stdout, stderr: os.Stderr})
 	stop()

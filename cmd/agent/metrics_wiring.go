@@ -12,6 +12,7 @@ import (
 	"github.com/vramseal/vramseal/collector"
 	"github.com/vramseal/vramseal/collector/simsource"
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/nvml"
 	"github.com/vramseal/vramseal/internal/podresources"
 )
@@ -54,7 +55,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		gpuInterval = simGPUInterval
 		procs.HostPIDNamespace = true
 	} else {
-		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logFieldComponent, "nvml"))
+		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logfield.Component, "nvml"))
 		a.closers = append(a.closers, src.Close)
 		gpu = src
 	}
@@ -63,7 +64,7 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
 		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy, Control: a.controlCounters,
 		Processes: procs, Emitter: a.audit.Emitter,
-		Logger: a.log.WithField(logFieldComponent, "metrics"),
+		Logger: a.log.WithField(logfield.Component, "metrics"),
 	}
 	opts.ConfigReloads = a.reloads
 	if sock := a.cfg.Kubernetes.PodResourcesSocket; sock != "" {

@@ -19,6 +19,7 @@ func openCommand(app *kingpin.Application) (string, action) {
 	cmd := app.Command("open", "Open a shard on the consumer socket exactly as an inference engine does, check the seal it comes with, hash every byte through the mapping and print content_sha256; exit 0 only if it equals the seal's.")
 	socket := cmd.Flag("handoff.socket", "Path of the agent's consumer socket (handoff.socket).").Default(client.DefaultConsumerSocket).String()
 	timeout := cmd.Flag("timeout", "Give up on the agent after this long (0: never).").Default("10m").Duration()
+	cudaLib := cmd.Flag("cuda.library", "The CUDA driver that imports a CUDA shard (libcuda.so.1, found by the loader, when empty).").Default("").String()
 	id := cmd.Arg("id", "Shard id.").Required().String()
 	out := outputFlag(cmd)
 	return cmd.FullCommand(), func(ctx context.Context, c cli) int {
@@ -27,7 +28,7 @@ func openCommand(app *kingpin.Application) (string, action) {
 			ctx, cancel = context.WithTimeout(ctx, *timeout)
 			defer cancel()
 		}
-		res, err := openAndHash(ctx, *socket, *id)
+		res, err := openAndHash(ctx, *socket, *id, *cudaLib)
 		if err != nil {
 			return consumerExit(c, err)
 		}
@@ -56,11 +57,16 @@ type openResult struct {
 	Verification string        `json:"verification"`
 	Match        bool          `json:"match"`
 	Took         time.Duration `json:"took_ns"`
+	// Memory is what the agent handed over (memfd, cuda_vmm); ReadOnly
+	// whether the mapping is read-only (a CUDA driver may refuse it).
+	Memory   string `json:"memory"`
+	ReadOnly bool   `json:"read_only"`
 }
 
 // openAndHash opens id as a consumer, verifies the seal it received and
-// hashes the shard through its own read-only mapping.
-func openAndHash(ctx context.Context, socket, id string) (openResult, error) {
+// hashes the shard through its own read-only mapping: mmap for a memfd,
+// an import with the CUDA driver at cudaLib for a CUDA shard.
+func openAndHash(ctx context.Context, socket, id, cudaLib string) (openResult, error) {
 	start := time.Now()
 	cons, err := client.DialConsumer(ctx, socket)
 	if err != nil {
@@ -76,16 +82,50 @@ func openAndHash(ctx context.Context, socket, id string) (openResult, error) {
 	if err != nil {
 		return openResult{}, err
 	}
-	m, err := l.Map()
+	got, readOnly, err := hashLease(ctx, l, cudaLib)
 	if err != nil {
 		return openResult{}, err
 	}
-	defer client.Unmap(m)
-	sum := sha256.Sum256(m)
-	got := hex.EncodeToString(sum[:])
 	match := v.Intact() && subtle.ConstantTimeCompare([]byte(got), []byte(l.Seal.ContentSHA256)) == 1
 	return openResult{ShardID: id, Size: l.Size, ContentSHA256: got, Seal: l.Seal, Verification: v.Result, Match: match,
-		Took: time.Since(start)}, nil
+		Took: time.Since(start), Memory: l.Memory, ReadOnly: readOnly}, nil
+}
+
+// hashLease hashes a leased shard's bytes through this process's own
+// mapping of them, and says whether that mapping is read-only.
+func hashLease(ctx context.Context, l *client.Lease, cudaLib string) (string, bool, error) {
+	h := sha256.New()
+	if l.Memory != sealer.MemoryCUDAVMM {
+		m, err := l.Map()
+		if err != nil {
+			return "", false, err
+		}
+		defer client.Unmap(m)
+		h.Write(m)
+		return hex.EncodeToString(h.Sum(nil)), true, nil
+	}
+	drv, err := client.OpenCUDA(cudaLib)
+	if err != nil {
+		return "", false, err
+	}
+	m, err := drv.Import(ctx, l)
+	if err != nil {
+		return "", false, err
+	}
+	defer m.Close()
+	buf := make([]byte, min(m.Size, 64<<20))
+	for off := uint64(0); off < m.Size; {
+		if err := ctx.Err(); err != nil {
+			return "", false, err
+		}
+		n := min(uint64(len(buf)), m.Size-off)
+		if _, err := m.ReadAt(buf[:n], int64(off)); err != nil {
+			return "", false, err
+		}
+		h.Write(buf[:n])
+		off += n
+	}
+	return hex.EncodeToString(h.Sum(nil)), m.ReadOnly, nil
 }
 
 // consumerExit prints a consumer-socket error and returns its exit status:

@@ -6,6 +6,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vramseal/vramseal/internal/config"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // What asked for a reload (the trigger log field).
@@ -22,7 +23,7 @@ const (
 // load is logged and ignored (the running one stays), and
 // vramseal_config_last_reload_successful drops to 0 until a reload succeeds.
 func (a *agent) reload(file, trigger string) {
-	log := a.log.WithFields(logrus.Fields{logFieldTrigger: trigger, logFieldConfigFile: file})
+	log := a.log.WithFields(logrus.Fields{logfield.Trigger: trigger, logfield.ConfigFile: file})
 	cfg, err := config.Load(file)
 	if err != nil {
 		a.reloads.Failed()
@@ -31,10 +32,10 @@ func (a *agent) reload(file, trigger string) {
 	}
 	same, keys := a.cfg.SameExceptShards(cfg)
 	if !same {
-		log.WithField(logFieldKeys, keys).Warn("reload applies the shard list only; restart the agent to apply changes to these keys")
+		log.WithField(logfield.Keys, keys).Warn("reload applies the shard list only; restart the agent to apply changes to these keys")
 	}
 	added, removed, changed := a.declared.Set(cfg.DeclaredShards())
 	a.reloads.Succeeded(time.Now(), !same)
-	log.WithFields(logrus.Fields{logFieldAdded: added, logFieldRemoved: removed, logFieldChanged: changed}).
+	log.WithFields(logrus.Fields{logfield.Added: added, logfield.Removed: removed, logfield.Changed: changed}).
 		Info("configuration reloaded")
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/sealer/cuda"
 )
 
@@ -139,9 +140,9 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 		return exitFailed
 	}
 	fields := logrus.Fields{
-		logFieldVersion: version.Info(), logFieldWorkerID: cfg.WorkerID, logFieldDevice: cfg.Device,
-		logFieldGPUs: a.sealer.GPUs(), logFieldSocket: o.socket, logFieldListen: *o.web.WebListenAddresses,
-		logFieldConfigFile: o.configFile, logFieldMemoryLimit: memLimit, logFieldGOGC: gogc,
+		logfield.Version: version.Info(), logfield.WorkerID: cfg.WorkerID, logfield.Device: cfg.Device,
+		logfield.GPUs: a.sealer.GPUs(), logfield.Socket: o.socket, logfield.Listen: *o.web.WebListenAddresses,
+		logfield.ConfigFile: o.configFile, logfield.MemoryLimit: memLimit, logfield.GOGC: gogc,
 	}
 	log.WithFields(fields).Info("vramseal agent starting")
 	if a.sims != nil {
@@ -156,7 +157,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	wg.Go(func() { _ = a.schedule.Run(runCtx) })
 	wg.Go(func() { _ = a.metrics.Run(runCtx) })
 	wg.Go(func() { _ = watch.Run(runCtx) })
-	log.WithFields(logrus.Fields{logFieldConfigFile: o.configFile, logFieldAutoReload: o.configWatch.String()}).
+	log.WithFields(logrus.Fields{logfield.ConfigFile: o.configFile, logfield.AutoReload: o.configWatch.String()}).
 		Debug("watching the configuration file for changes (0s: off)")
 	controlErr := make(chan error, 1)
 	wg.Go(func() { controlErr <- a.control.Serve(runCtx, ln) })
@@ -166,7 +167,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	defer stopHandoff()
 	handoffDone := make(chan error, 1)
 	if hln != nil {
-		log.WithField(logFieldSocket, cfg.Handoff.Socket).Info("serving consumers on the consumer socket")
+		log.WithField(logfield.Socket, cfg.Handoff.Socket).Info("serving consumers on the consumer socket")
 		go func() { handoffDone <- a.handoff.Serve(handoffCtx, hln) }()
 	} else {
 		close(handoffDone)
@@ -174,7 +175,7 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 
 	srv := &http.Server{Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}
 	webErr := make(chan error, 1)
-	go func() { webErr <- web.ListenAndServe(srv, o.web, newSlog(log.WithField(logFieldComponent, "web"))) }()
+	go func() { webErr <- web.ListenAndServe(srv, o.web, newSlog(log.WithField(logfield.Component, "web"))) }()
 
 	code := exitOK
 loop:
@@ -223,7 +224,7 @@ func (a *agent) shutdown(stop context.CancelFunc, wg *sync.WaitGroup, srv *http.
 		a.log.WithError(err).Error("releasing shards at shutdown failed")
 		code = exitFailed
 	} else {
-		a.log.WithField(logFieldReleased, n).Info("every shard released")
+		a.log.WithField(logfield.Released, n).Info("every shard released")
 	}
 	wctx, wcancel := context.WithTimeout(context.Background(), webStopTimeout)
 	defer wcancel()
@@ -241,6 +242,6 @@ func (a *agent) shutdown(stop context.CancelFunc, wg *sync.WaitGroup, srv *http.
 	if err := a.audit.Close(actx); err != nil {
 		a.log.WithError(err).Error("flushing the audit output at shutdown failed")
 	}
-	a.log.WithField(logFieldExitStatus, code).Info("vramseal agent stopped")
+	a.log.WithField(logfield.ExitStatus, code).Info("vramseal agent stopped")
 	return code
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/common/version"
 
 	"github.com/vramseal/vramseal/collector"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/statuspage"
 )
 
@@ -16,7 +17,7 @@ import (
 // protection as the metrics.
 func newWebHandler(a *agent, telemetryPath string) (http.Handler, error) {
 	mux := http.NewServeMux()
-	mux.Handle(telemetryPath, collector.Handler(a.registry, a.log.WithField(logFieldComponent, "metrics")))
+	mux.Handle(telemetryPath, collector.Handler(a.registry, a.log.WithField(logfield.Component, "metrics")))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -35,7 +36,7 @@ func newWebHandler(a *agent, telemetryPath string) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux.Handle("/", statuspage.Handler(a.statusSource(telemetryPath), mode, nil, a.log.WithField(logFieldComponent, "web")))
+	mux.Handle("/", statuspage.Handler(a.statusSource(telemetryPath), mode, nil, a.log.WithField(logfield.Component, "web")))
 	return mux, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vramseal/vramseal/audit"
 )
 
 // Peer is the process at the other end of a control connection, as the
@@ -24,6 +26,29 @@ type Peer struct {
 	GID uint32
 	// Groups are the supplementary groups.
 	Groups []uint32
+}
+
+// Caller is the peer as audit events record it. A pid the kernel could
+// not map into the agent's pid namespace (0) and an executable that cannot
+// be read are unknown (-1 and ""), never guessed. readExe reads a
+// process's executable (ReadExecutable when nil).
+func (p Peer) Caller(readExe func(pid int32) (string, error)) audit.Caller {
+	if readExe == nil {
+		readExe = ReadExecutable
+	}
+	c := audit.Caller{UID: int64(p.UID), GID: int64(p.GID), PID: -1}
+	if p.PID > 0 {
+		c.PID = int64(p.PID)
+		if exe, err := readExe(p.PID); err == nil {
+			c.Executable = exe
+		}
+	}
+	return c
+}
+
+// ReadExecutable reads /proc/PID/exe.
+func ReadExecutable(pid int32) (string, error) {
+	return os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
 }
 
 // Access says who may call the control API besides root.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vramseal/vramseal/client"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/testenv"
 )
 
@@ -135,8 +136,8 @@ func TestCallerOfAnotherUser(t *testing.T) {
 				return
 			}
 			for _, e := range f.hook.AllEntries() {
-				if e.Message == "control API call refused" && e.Data[LogFieldPeerUID] == uint32(nobody) &&
-					e.Data[LogFieldPeerGID] == uint32(nobody) && e.Data[LogFieldPeerPID] != nil && e.Data[LogFieldWhy] != nil {
+				if e.Message == "control API call refused" && e.Data[logfield.PeerUID] == uint32(nobody) &&
+					e.Data[logfield.PeerGID] == uint32(nobody) && e.Data[logfield.PeerPID] != nil && e.Data[logfield.Why] != nil {
 					return
 				}
 			}

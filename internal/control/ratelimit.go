@@ -14,13 +14,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
-)
-
-// Log field names of the rate limit's lines.
-const (
-	LogFieldRequestsPerSecond = "requests_per_second"
-	LogFieldBurst             = "burst"
-	LogFieldEventID           = "event_id"
+	"github.com/vramseal/vramseal/internal/logfield"
 )
 
 // RateLimit is the per-caller rate limit (control.rate_limit): each uid may
@@ -154,15 +148,17 @@ func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, p Peer, fie
 // auditRateLimited emits the event of the first refusal of a burst, and
 // logs it.
 func (s *Server) auditRateLimited(ctx context.Context, p Peer, endpoint string, fields logrus.Fields) {
+	h := audit.NewHeader(s.now().UTC(), s.cfg.WorkerID)
+	caller := p.Caller(nil)
+	h.Cause = audit.Cause{Kind: audit.CauseAPI, Caller: &caller}
 	ev := audit.ControlRateLimited{
-		Header: audit.NewHeader(s.now().UTC(), s.cfg.WorkerID), CallerUID: p.UID, CallerGID: p.GID, CallerPID: p.PID,
-		Endpoint: endpoint, RequestsPerSecond: strconv.FormatFloat(s.cfg.RateLimit.RequestsPerSecond, 'g', -1, 64),
+		Header: h, Endpoint: endpoint, RequestsPerSecond: strconv.FormatFloat(s.cfg.RateLimit.RequestsPerSecond, 'g', -1, 64),
 		Burst: s.limits.burst,
 	}
 	if s.cfg.Emitter != nil {
 		s.cfg.Emitter.Emit(ctx, ev)
 	}
 	s.log.WithFields(fields).WithFields(logrus.Fields{
-		LogFieldRequestsPerSecond: s.cfg.RateLimit.RequestsPerSecond, LogFieldBurst: s.limits.burst, LogFieldEventID: ev.ID,
+		logfield.RequestsPerSecond: s.cfg.RateLimit.RequestsPerSecond, logfield.Burst: s.limits.burst, logfield.EventID: ev.ID,
 	}).Warn("control API caller over its rate limit: refusing its calls until it slows down (only this first refusal is logged and audited)")
 }

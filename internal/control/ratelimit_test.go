@@ -106,7 +106,7 @@ func TestRateLimitPerUID(t *testing.T) {
 		t.Fatalf("%d events (want 1: the first refusal of the burst), %d refusals counted (want 51)", len(evs), obs.n.Load())
 	}
 	ev := evs[0].(audit.ControlRateLimited)
-	if ev.CallerUID != 1000 || ev.CallerPID != 42 || ev.Endpoint != "GET /v1/shards" || ev.RequestsPerSecond != "1" || ev.Burst != 2 || ev.WorkerID != "w" {
+	if ev.Cause.Kind != audit.CauseAPI || ev.Cause.Caller == nil || ev.Cause.Caller.UID != 1000 || ev.Cause.Caller.PID != 42 || ev.Endpoint != "GET /v1/shards" || ev.RequestsPerSecond != "1" || ev.Burst != 2 || ev.WorkerID != "w" {
 		t.Fatalf("event %+v", ev)
 	}
 	// A second later one call goes through, and the next burst is audited again.

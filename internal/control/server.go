@@ -17,25 +17,8 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/sealer"
-)
-
-// Log field names of the control API's lines.
-const (
-	LogFieldPeerUID = "peer_uid"
-	LogFieldPeerGID = "peer_gid"
-	LogFieldPeerPID = "peer_pid"
-	LogFieldMethod  = "method"
-	LogFieldPath    = "path"
-	LogFieldStatus  = "status"
-	LogFieldWhy     = "why"
-	// Fields of the debug switches' lines.
-	LogFieldOffset        = "offset"
-	LogFieldBit           = "bit"
-	LogFieldCorrectable   = "correctable"
-	LogFieldUncorrectable = "uncorrectable"
-	LogFieldLost          = "lost"
-	LogFieldOn            = "on"
 )
 
 // Sealer is what the API drives; *sealer.Sealer implements it.
@@ -190,16 +173,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := peerFrom(r.Context())
-		fields := logrus.Fields{LogFieldMethod: r.Method, LogFieldPath: r.URL.Path}
+		fields := logrus.Fields{logfield.Method: r.Method, logfield.Path: r.URL.Path}
 		if err != nil {
 			s.log.WithFields(fields).WithError(err).Warn("control API call refused: the caller's credentials are unknown")
 			writeError(w, http.StatusForbidden, client.KindForbidden, "the caller's credentials could not be read")
 			return
 		}
-		fields[LogFieldPeerUID], fields[LogFieldPeerGID], fields[LogFieldPeerPID] = p.UID, p.GID, p.PID
+		fields[logfield.PeerUID], fields[logfield.PeerGID], fields[logfield.PeerPID] = p.UID, p.GID, p.PID
 		ok, why := s.cfg.Access.Allow(p)
 		if !ok {
-			s.log.WithFields(fields).WithField(LogFieldWhy, why).Warn("control API call refused")
+			s.log.WithFields(fields).WithField(logfield.Why, why).Warn("control API call refused")
 			writeError(w, http.StatusForbidden, client.KindForbidden, "not allowed: "+why)
 			return
 		}
@@ -207,10 +190,12 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		ctx := s.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		caller := p.Caller(nil) // read once per request
+		ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseAPI, Caller: &caller})
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		s.mux.ServeHTTP(rw, r.WithContext(ctx))
 		if r.Method != http.MethodGet {
-			s.log.WithFields(fields).WithField(LogFieldStatus, rw.status).Info("control API call")
+			s.log.WithFields(fields).WithField(logfield.Status, rw.status).Info("control API call")
 		}
 	})
 }
@@ -482,7 +467,7 @@ func (s *Server) debugCorrupt(w http.ResponseWriter, r *http.Request) {
 		faultFailed(w, err)
 		return
 	}
-	s.log.WithFields(logrus.Fields{sealer.LogFieldShardID: req.ID, LogFieldOffset: req.Offset, LogFieldBit: req.Bit}).
+	s.log.WithFields(logrus.Fields{logfield.ShardID: req.ID, logfield.Offset: req.Offset, logfield.Bit: req.Bit}).
 		Warn("debug: flipped a bit of a sealed shard in simulated VRAM")
 	writeJSON(w, http.StatusOK, map[string]any{"shard_id": req.ID, "offset": req.Offset, "bit": req.Bit})
 }
@@ -501,7 +486,7 @@ func (s *Server) debugECC(w http.ResponseWriter, r *http.Request) {
 		faultFailed(w, err)
 		return
 	}
-	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldCorrectable: req.Correctable, LogFieldUncorrectable: req.Uncorrectable}).
+	s.log.WithFields(logrus.Fields{logfield.GPU: req.GPU, logfield.Correctable: req.Correctable, logfield.Uncorrectable: req.Uncorrectable}).
 		Warn("debug: added ECC errors to a simulated GPU")
 	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "ecc_corrected": corrected, "ecc_uncorrected": uncorrected})
 }
@@ -520,7 +505,7 @@ func (s *Server) debugLost(lost bool) http.HandlerFunc {
 			faultFailed(w, err)
 			return
 		}
-		s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldLost: lost}).Warn("debug: simulated GPU lost or restored")
+		s.log.WithFields(logrus.Fields{logfield.GPU: req.GPU, logfield.Lost: lost}).Warn("debug: simulated GPU lost or restored")
 		writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "lost": lost})
 	}
 }
@@ -538,6 +523,6 @@ func (s *Server) debugFailReads(w http.ResponseWriter, r *http.Request) {
 		faultFailed(w, err)
 		return
 	}
-	s.log.WithFields(logrus.Fields{sealer.LogFieldGPU: req.GPU, LogFieldOn: req.On}).Warn("debug: simulated GPU read failures switched")
+	s.log.WithFields(logrus.Fields{logfield.GPU: req.GPU, logfield.On: req.On}).Warn("debug: simulated GPU read failures switched")
 	writeJSON(w, http.StatusOK, map[string]any{"gpu": req.GPU, "fail_reads": req.On})
 }

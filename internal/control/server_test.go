@@ -20,6 +20,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
@@ -164,7 +165,7 @@ func TestSealListVerifyCorruptRelease(t *testing.T) {
 	// Each mutating call is logged with the caller's credentials.
 	found := false
 	for _, e := range f.hook.AllEntries() {
-		if e.Message == "control API call" && e.Data[LogFieldPeerUID] == uint32(os.Getuid()) && e.Data[LogFieldPath] == "/v1/shards" {
+		if e.Message == "control API call" && e.Data[logfield.PeerUID] == uint32(os.Getuid()) && e.Data[logfield.Path] == "/v1/shards" {
 			found = true
 		}
 	}

@@ -14,29 +14,9 @@ import (
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/internal/wire"
 )
-
-func engineMemfd(t *testing.T, data []byte, seals int) (*os.File, []byte) {
-	t.Helper()
-	fd, err := unix.MemfdCreate("engine", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "engine")
-	t.Cleanup(func() { f.Close() })
-	f.Truncate(int64(len(data)))
-	m, err := unix.Mmap(fd, 0, len(data), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Munmap(m) })
-	copy(m, data)
-	if seals != 0 {
-		unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals)
-	}
-	return f, m
-}
 
 // TestAttachOverTheSocket: attach, verify in place, a change caught,
 // detach; a second attachment released when its owner's connection ends;
@@ -46,7 +26,7 @@ func TestAttachOverTheSocket(t *testing.T) {
 	ctx := context.Background()
 	before := openFDs(t)
 	data := []byte(strings.Repeat("tensor!!", 8192))
-	mem, m := engineMemfd(t, data, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW)
+	mem, m := testenv.Memfd(t, data, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW)
 	c, err := client.DialConsumer(ctx, f.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +70,7 @@ func TestAttachOverTheSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	unsealed, _ := engineMemfd(t, data, 0)
+	unsealed, _ := testenv.Memfd(t, data, 0)
 	for name, tc := range map[string]struct {
 		id   string
 		mem  *os.File

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/wire"
 	"github.com/vramseal/vramseal/internal/workload"
 	"github.com/vramseal/vramseal/sealer"
@@ -84,11 +84,11 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.MaxLeasesPerConnection = 256
 	}
 	if cfg.Executable == nil {
-		cfg.Executable = func(pid int32) (string, error) { return os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe") }
+		cfg.Executable = control.ReadExecutable
 	}
 	if cfg.Cgroup == nil {
 		cfg.Cgroup = func(pid int32) (string, error) {
-			b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/cgroup")
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 			return string(b), err
 		}
 	}
@@ -120,7 +120,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			s.log.WithField("max_connections", s.cfg.MaxConnections).Warn("consumer socket: connection refused, too many open")
+			s.log.WithField(logfield.MaxConnections, s.cfg.MaxConnections).Warn("consumer socket: connection refused, too many open")
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 			_ = wire.Write(c, failure(wire.KindTooMany, "too many connections to the consumer socket"))
 			c.Close()
@@ -135,15 +135,11 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
-// caller is the audit record of a peer: a pid the kernel could not map
-// into our namespace (0) and an unreadable executable are unknown.
+// caller is the audit record of a peer (control.Peer.Caller), with the pod
+// and container its cgroup names, when it names them.
 func (s *Server) caller(p control.Peer) audit.Caller {
-	c := audit.Caller{UID: int64(p.UID), GID: int64(p.GID), PID: -1}
+	c := p.Caller(s.cfg.Executable)
 	if p.PID > 0 {
-		c.PID = int64(p.PID)
-		if exe, err := s.cfg.Executable(p.PID); err == nil {
-			c.Executable = exe
-		}
 		if cg, err := s.cfg.Cgroup(p.PID); err == nil {
 			w := workload.ParseCgroup(cg)
 			c.PodUID, c.ContainerID = w.PodUID, w.ContainerID
@@ -182,13 +178,14 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		_ = wire.Write(c, failure(wire.KindForbidden, "the caller's credentials could not be read"))
 		return
 	}
-	log := s.log.WithFields(logrus.Fields{control.LogFieldPeerUID: p.UID, control.LogFieldPeerGID: p.GID, control.LogFieldPeerPID: p.PID})
+	log := s.log.WithFields(logrus.Fields{logfield.PeerUID: p.UID, logfield.PeerGID: p.GID, logfield.PeerPID: p.PID})
 	if ok, why := s.cfg.Access.Allow(p); !ok {
-		log.WithField(control.LogFieldWhy, why).Warn("consumer socket: connection refused")
+		log.WithField(logfield.Why, why).Warn("consumer socket: connection refused")
 		_ = wire.Write(c, failure(wire.KindForbidden, "not allowed: "+why))
 		return
 	}
 	cn := &conn{s: s, c: c, who: s.caller(p), log: log, leases: map[string]*sealer.Lease{}, attached: map[string]*sealer.Attachment{}}
+	ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseLease, Caller: &cn.who})
 	defer cn.closeAll(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -298,28 +295,38 @@ func (cn *conn) open(ctx context.Context, id string) error {
 		l.Close(ctx)
 		return err
 	}
-	resp := wire.Response{V: wire.Version, OK: true, Seal: raw, Size: l.Seal.VRAMBytes, Memory: l.Memory, Files: 1}
+	resp := wire.Response{V: wire.Version, OK: true, Seal: raw, Size: l.Seal.VRAMBytes, Memory: l.Memory, Files: 1,
+		MappedSize: l.MappedSize, GPUUUID: l.GPUUUID}
 	if err := wire.Write(cn.c, resp, l.File); err != nil {
 		l.Close(ctx)
 		return err
 	}
 	cn.leases[id] = l
-	cn.log.WithField(sealer.LogFieldShardID, id).Info("consumer socket: shard opened")
+	cn.log.WithField(logfield.ShardID, id).Info("consumer socket: shard opened")
 	return nil
 }
 
 // attach seals the memory the request carries, in place, for as long as
 // this connection stays open.
 func (cn *conn) attach(ctx context.Context, req wire.Request, files []*os.File) error {
-	if len(files) != 1 {
-		return wire.Write(cn.c, failure(wire.KindInvalid, "attach carries the memory's descriptor (SCM_RIGHTS, files: 1)"))
+	sreq := sealer.AttachRequest{ID: req.ID, GPU: req.GPU, GPUUUID: req.GPUUUID, Size: req.Size, Offset: req.Offset,
+		ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, Owner: cn.who}
+	switch {
+	case req.IPCHandle != "":
+		h, err := sealer.ParseIPCHandle(req.IPCHandle)
+		if err != nil || len(files) != 0 {
+			return wire.Write(cn.c, failure(wire.KindInvalid, fmt.Sprintf("attach by CUDA IPC handle carries 128 hex digits and no descriptor (%d descriptors; %v)", len(files), err)))
+		}
+		sreq.IPCHandle = &h
+	case len(files) != 1:
+		return wire.Write(cn.c, failure(wire.KindInvalid, "attach carries the memory's descriptor (SCM_RIGHTS, files: 1) or a CUDA IPC handle (ipc_handle)"))
+	default:
+		sreq.Memory = files[0]
 	}
 	if len(cn.leases)+len(cn.attached) >= cn.s.cfg.MaxLeasesPerConnection {
 		return wire.Write(cn.c, failure(wire.KindTooMany, fmt.Sprintf("a connection holds at most %d leases and attachments", cn.s.cfg.MaxLeasesPerConnection)))
 	}
-	a, err := cn.s.cfg.Sealer.Attach(ctx, sealer.AttachRequest{
-		ID: req.ID, GPU: req.GPU, Memory: files[0], Size: req.Size, ExpectedSHA256: req.SHA256, ModelRef: req.ModelRef, Owner: cn.who,
-	})
+	a, err := cn.s.cfg.Sealer.Attach(ctx, sreq)
 	if err != nil {
 		return wire.Write(cn.c, sealerFailure(err))
 	}
@@ -329,7 +336,7 @@ func (cn *conn) attach(ctx context.Context, req wire.Request, files []*os.File) 
 		return err
 	}
 	cn.attached[req.ID] = a
-	cn.log.WithField(sealer.LogFieldShardID, req.ID).Info("consumer socket: memory attached and sealed")
+	cn.log.WithField(logfield.ShardID, req.ID).Info("consumer socket: memory attached and sealed")
 	return wire.Write(cn.c, wire.Response{V: wire.Version, OK: true, Seal: raw, Size: a.Seal.VRAMBytes})
 }
 
@@ -342,7 +349,7 @@ func (cn *conn) closeAll(ctx context.Context) {
 	}
 	for id, a := range cn.attached {
 		if _, err := a.OwnerExited(ctx); err != nil && sealer.KindOf(err) != sealer.KindNotFound {
-			cn.log.WithError(err).WithField(sealer.LogFieldShardID, id).Warn("releasing memory whose owner went away failed")
+			cn.log.WithError(err).WithField(logfield.ShardID, id).Warn("releasing memory whose owner went away failed")
 		}
 		delete(cn.attached, id)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/client"
 	"github.com/vramseal/vramseal/internal/control"
+	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/testenv"
 	"github.com/vramseal/vramseal/internal/wire"
 	"github.com/vramseal/vramseal/sealer"
@@ -364,7 +365,7 @@ func TestRefusedCaller(t *testing.T) {
 	}
 	refused := false
 	for _, e := range f.hook.AllEntries() {
-		if strings.Contains(e.Message, "connection refused") && e.Data[control.LogFieldPeerUID] == uint32(65534) {
+		if strings.Contains(e.Message, "connection refused") && e.Data[logfield.PeerUID] == uint32(65534) {
 			refused = true
 		}
 	}

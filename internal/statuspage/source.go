@@ -253,7 +253,7 @@ func auditView(st audit.SpoolStats, now time.Time) AuditView {
 func eventView(ev audit.Event, mode Mode) EventView {
 	h := ev.Head()
 	e := EventView{Time: h.Time, Name: audit.NamePrefix + ev.Name(), Severity: ev.Severity().String(), GPU: -1}
-	for _, f := range ev.Fields() {
+	for _, f := range audit.AllFields(ev) {
 		switch f.Key {
 		case "shard_id":
 			e.ShardID, _ = f.Value.(string)

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequireEnv is the environment variable under which Missing fails.
@@ -95,4 +97,33 @@ func TestBinaryForAnyUser(t testing.TB) string {
 	}
 	OpenUp(t, dir)
 	return exe
+}
+
+// Memfd returns a memfd holding data, created with MFD_ALLOW_SEALING and
+// sealed with seals (F_SEAL_* bits, 0 for none), and its owner's writable
+// shared mapping: the memory an engine attaches. Both go at the end of the
+// test.
+func Memfd(t testing.TB, data []byte, seals int) (*os.File, []byte) {
+	t.Helper()
+	fd, err := unix.MemfdCreate("engine", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "engine")
+	t.Cleanup(func() { f.Close() })
+	if err := f.Truncate(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(fd, 0, len(data), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(m) })
+	copy(m, data)
+	if seals != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f, m
 }

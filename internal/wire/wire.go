@@ -53,6 +53,13 @@ type Request struct {
 	SHA256   string `json:"sha256,omitempty"`
 	// Files is the number of descriptors attached to this frame (attach: 1).
 	Files int `json:"files,omitempty"`
+	// IPCHandle (128 hex digits), instead of a descriptor, is a legacy
+	// CUDA IPC handle of the owner's allocator segment, and Offset where
+	// the bytes to seal start in it (attach).
+	IPCHandle string `json:"ipc_handle,omitempty"`
+	Offset    uint64 `json:"offset,omitempty"`
+	// GPUUUID names the GPU instead of GPU (attach).
+	GPUUUID string `json:"gpu_uuid,omitempty"`
 }
 
 // Response is the agent's answer to one request.
@@ -65,8 +72,14 @@ type Response struct {
 	Seal json.RawMessage `json:"seal,omitempty"`
 	// Size is the shard's size in bytes (open).
 	Size uint64 `json:"size,omitempty"`
-	// Memory says what the descriptor is: "memfd" (simulated GPU) (open).
+	// Memory says what the descriptor is: "memfd" (simulated GPU) or
+	// "cuda_vmm" (a CUDA VMM allocation) (open).
 	Memory string `json:"memory,omitempty"`
+	// MappedSize and GPUUUID, for "cuda_vmm": the allocation's size (what
+	// the consumer reserves and maps: the shard's size rounded up to the
+	// granularity) and the GPU it is on (open).
+	MappedSize uint64 `json:"mapped_size,omitempty"`
+	GPUUUID    string `json:"gpu_uuid,omitempty"`
 	// Files is the number of descriptors attached to this frame.
 	Files int `json:"files,omitempty"`
 	// Result is a verification's outcome (verify).

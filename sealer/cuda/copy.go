@@ -15,6 +15,9 @@ func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p [
 		return err
 	}
 	defer al.use.RUnlock()
+	if al.attached {
+		return d.errf(errors.New("attached memory is its owner's: the agent never writes to it"))
+	}
 	return d.errf(d.do(ctx, func(w *worker) error { return w.write(ctx, al.ptr+off, p) }))
 }
 
@@ -27,7 +30,10 @@ func (d *Device) Read(ctx context.Context, a sealer.Allocation, off uint64, p []
 		return err
 	}
 	defer al.use.RUnlock()
-	return d.errf(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) }))
+	if al.remote != nil {
+		return d.errf(al.contain(al.remote.read(ctx, off, p)))
+	}
+	return d.errf(al.contain(d.do(ctx, func(w *worker) error { return w.read(ctx, p, al.ptr+off) })))
 }
 
 // write copies p to device address dst in staging-sized chunks,

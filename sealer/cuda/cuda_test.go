@@ -223,7 +223,7 @@ func TestWriteReadFree(t *testing.T) {
 		}
 	}
 	info, err := d.MemoryInfo(ctx)
-	if err != nil || info.Total != 64<<20 || info.Free != 64<<20-size {
+	if g := d.Granularity(); g == 0 || info.Total != 64<<20 || info.Free != 64<<20-roundUp(size, g) || err != nil {
 		t.Errorf("MemoryInfo = %+v, %v", info, err)
 	}
 	data := randomBytes(t, size)
@@ -311,6 +311,9 @@ func TestCallErrors(t *testing.T) {
 	write := func(e env) error { return e.d.Write(ctx, e.a, 0, make([]byte, 20000)) }
 	read := func(e env) error { return e.d.Read(ctx, e.a, 0, make([]byte, 20000)) }
 	digests := func(e env) error { _, err := e.d.LeafDigests(ctx, e.a, 20000, 4096); return err }
+	alloc := func(e env) error { _, err := e.d.Alloc(ctx, 10); return err }
+	free := func(e env) error { return e.d.Free(ctx, e.a) }
+	export := func(e env) error { x, err := e.d.Export(ctx, e.a); closeExported(x); return err }
 	for _, c := range []struct {
 		fn   string
 		nth  int
@@ -318,7 +321,11 @@ func TestCallErrors(t *testing.T) {
 		op   func(env) error
 		is   error
 	}{
-		{"cuMemAlloc_v2", 1, ResultOutOfMemory, func(e env) error { _, err := e.d.Alloc(ctx, 10); return err }, sealer.ErrOutOfMemory},
+		{"cuMemCreate", 1, ResultOutOfMemory, alloc, sealer.ErrOutOfMemory},
+		{"cuMemAddressReserve", 1, ResultOutOfMemory, alloc, sealer.ErrOutOfMemory},
+		{"cuMemMap", 1, ResultInvalidValue, alloc, ResultInvalidValue},
+		{"cuMemSetAccess", 1, ResultInvalidValue, alloc, ResultInvalidValue},
+		{"cuMemExportToShareableHandle", 1, ResultNotPermitted, export, ResultNotPermitted},
 		{"cuMemGetInfo_v2", 1, ResultUnknown, func(e env) error { _, err := e.d.MemoryInfo(ctx); return err }, ResultUnknown},
 		{"cuMemcpyHtoDAsync_v2", 1, ResultInvalidValue, write, ResultInvalidValue},
 		{"cuMemcpyHtoDAsync_v2", 3, ResultIllegalAddress, write, sealer.ErrDeviceLost},
@@ -326,7 +333,9 @@ func TestCallErrors(t *testing.T) {
 		{"cuMemcpyDtoHAsync_v2", 1, ResultInvalidValue, read, ResultInvalidValue},
 		{"cuMemcpyDtoHAsync_v2", 4, ResultUnknown, read, ResultUnknown},
 		{"cuStreamSynchronize", 1, 214, read, sealer.ErrDeviceLost},
-		{"cuMemFree_v2", 1, ResultInvalidValue, func(e env) error { return e.d.Free(ctx, e.a) }, ResultInvalidValue},
+		{"cuMemUnmap", 1, ResultInvalidValue, free, ResultInvalidValue},
+		{"cuMemAddressFree", 1, ResultInvalidValue, free, ResultInvalidValue},
+		{"cuMemRelease", 1, ResultInvalidValue, free, ResultInvalidValue},
 		{"cuPointerGetAttribute", 1, ResultInvalidValue, func(e env) error { _, err := e.d.AllocationMemory(ctx, e.a); return err }, ResultInvalidValue},
 		{"cuPointerGetAttribute", 2, ResultInvalidValue, func(e env) error { _, err := e.d.AllocationMemory(ctx, e.a); return err }, ResultInvalidValue},
 		{"cuModuleLoadDataEx", 1, ResultInvalidPTX, digests, ResultInvalidPTX},
@@ -362,7 +371,8 @@ func TestCallErrors(t *testing.T) {
 			}
 			// The device still works after a failed operation (the fake's
 			// errors are not sticky).
-			if c.fn != "cuMemFree_v2" {
+			freeing := strings.HasPrefix(c.fn, "cuMemUnmap") || strings.HasPrefix(c.fn, "cuMemAddressFree") || strings.HasPrefix(c.fn, "cuMemRelease")
+			if !freeing {
 				if err := d.Write(ctx, a, 0, make([]byte, 20000)); err != nil {
 					t.Errorf("write after the failure: %v", err)
 				}
@@ -371,7 +381,7 @@ func TestCallErrors(t *testing.T) {
 			if err := d.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
-			if c.fn != "cuMemFree_v2" {
+			if !freeing {
 				f.expectClean(t)
 			}
 		})

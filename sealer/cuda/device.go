@@ -58,6 +58,15 @@ type Options struct {
 	// reused until Close.
 	VerifyInFlight int
 
+	// ReaderCommand, when set, starts a process of this program that calls
+	// ServeReader (cmd/agent: the agent's own executable): each attachment
+	// is then imported and read in a reader process of its own, so that a
+	// sticky CUDA error on it (the owner freed the memory) ends that
+	// process only, never the agent's CUDA context. Verification of such
+	// memory on the GPU falls back to the host. When empty, attachments
+	// are read in the agent's own context.
+	ReaderCommand []string
+
 	// load replaces dlOpen in tests.
 	load loader
 	// launchBytes replaces the bytes hashed per kernel launch in tests.
@@ -83,31 +92,6 @@ const (
 	pointerAttrMemoryType = 2
 	pointerAttrIsManaged  = 8
 )
-
-// MemoryType is where an allocation lives (CUmemorytype).
-type MemoryType int
-
-// Memory types.
-const (
-	MemoryHost    MemoryType = 1
-	MemoryDevice  MemoryType = 2
-	MemoryArray   MemoryType = 3
-	MemoryUnified MemoryType = 4
-)
-
-func (m MemoryType) String() string {
-	switch m {
-	case MemoryHost:
-		return "host"
-	case MemoryDevice:
-		return "device"
-	case MemoryArray:
-		return "array"
-	case MemoryUnified:
-		return "unified"
-	}
-	return fmt.Sprintf("unknown (%d)", int(m))
-}
 
 // Open loads the driver, initialises it and opens the requested GPUs: each
 // gets its primary context retained and made current on its worker
@@ -215,6 +199,13 @@ type Device struct {
 	staging int
 	// launchBytes is the most bytes of a shard one kernel launch hashes.
 	launchBytes uint64
+	// granularity is the VMM allocation granularity; 0 when shards are
+	// plain cuMemAlloc allocations (no VMM support).
+	granularity uint64
+	readerCmd   []string
+	// rd is the reader process of the device's attachments (reader.go).
+	readerMu sync.Mutex
+	rd       *reader
 
 	jobs chan job
 	quit chan struct{}
@@ -234,6 +225,10 @@ type Device struct {
 	// that this device runs without (Limitations).
 	limits []string
 
+	// ipc are the IPC segments opened (AdoptIPC), by handle.
+	ipcMu sync.Mutex
+	ipc   map[IPCHandle]*ipcSegment
+
 	kernelMu   sync.Mutex
 	module     uintptr
 	kernel     uintptr
@@ -244,6 +239,8 @@ var (
 	_ sealer.Device       = (*Device)(nil)
 	_ sealer.LeafDigester = (*Device)(nil)
 	_ sealer.GPUDescriber = (*Device)(nil)
+	_ sealer.Exporter     = (*Device)(nil)
+	_ sealer.Adopter      = (*Device)(nil)
 )
 
 func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Options) (*Device, error) {
@@ -257,11 +254,16 @@ func openDevice(ctx context.Context, drv *driver, ordinal, version int, opts Opt
 	}
 	d := &Device{
 		drv: drv, ordinal: dev, props: props, version: version, staging: opts.StagingBytes, launchBytes: opts.launchBytes,
-		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits,
+		jobs: make(chan job), quit: make(chan struct{}), live: map[*allocation]bool{}, limits: limits, ipc: map[IPCHandle]*ipcSegment{}, readerCmd: opts.ReaderCommand,
 		slots: make(chan *digestSlot, opts.VerifyInFlight), closing: make(chan struct{}), beforeRoot: opts.beforeRoot,
 	}
 	for range opts.VerifyInFlight {
 		d.slots <- &digestSlot{}
+	}
+	if g, limit := vmmSupport(drv, dev); limit != "" {
+		d.limits = append(d.limits, limit)
+	} else {
+		d.granularity = g
 	}
 	if !opts.SpinWait {
 		// CU_CTX_SCHED_YIELD, before the context is first made current.
@@ -410,12 +412,24 @@ func (d *Device) MemoryInfo(ctx context.Context) (sealer.MemoryInfo, error) {
 	return sealer.MemoryInfo{Total: total, Free: free}, d.errf(err)
 }
 
-// allocation is a plain device allocation (cuMemAlloc). It never prints its
-// address.
+// allocation is a shard's device memory: a VMM allocation mapped at ptr
+// (vmm set), or a plain one (cuMemAlloc) where the GPU has no VMM. It
+// never prints its address.
 type allocation struct {
 	dev  *Device
 	ptr  uint64
 	size uint64
+	vmm  *vmmMemory
+	// attached: another process's memory, imported (Adopt) or opened
+	// from an IPC handle (AdoptIPC, ipc set); the agent only reads it.
+	attached bool
+	ipc      *ipcSegment
+	// remote is an attachment held by the reader process
+	// (Options.ReaderCommand).
+	remote *remote
+	// fault is the contained sticky error of attached memory (contain).
+	faultMu sync.Mutex
+	fault   *AttachedFault
 	// use is held shared by operations on the allocation and exclusively
 	// by Free, so memory is never freed under a copy or a kernel.
 	use sync.RWMutex
@@ -425,14 +439,25 @@ func (a *allocation) Size() uint64     { return a.size }
 func (a *allocation) String() string   { return fmt.Sprintf("cuda allocation (%d bytes)", a.size) }
 func (a *allocation) GoString() string { return a.String() }
 
-// Alloc allocates size bytes of device memory with cuMemAlloc: never
-// managed, never host memory.
+// Alloc allocates size bytes of device memory: a VMM allocation
+// (cuMemCreate, exportable as a POSIX file descriptor, rounded up to the
+// granularity, mapped read-write for the device), or with cuMemAlloc
+// where the GPU has no VMM. Never managed, never host memory.
 func (d *Device) Alloc(ctx context.Context, size uint64) (sealer.Allocation, error) {
 	if size == 0 {
 		return nil, d.errf(errors.New("zero-byte allocation"))
 	}
 	a := &allocation{dev: d, size: size}
-	err := d.do(ctx, func(w *worker) error { return call("cuMemAlloc_v2", w.drv.cuMemAlloc(&a.ptr, size)) })
+	err := d.do(ctx, func(w *worker) error {
+		if d.granularity == 0 {
+			return call("cuMemAlloc_v2", w.drv.cuMemAlloc(&a.ptr, size))
+		}
+		ptr, m, err := w.vmmCreate(size)
+		if err == nil {
+			a.ptr, a.vmm = ptr, &m
+		}
+		return err
+	})
 	if err != nil {
 		return nil, d.errf(fmt.Errorf("allocating %d bytes: %w", size, err))
 	}
@@ -461,11 +486,17 @@ func (d *Device) acquire(a sealer.Allocation, off, n uint64) (*allocation, error
 		al.use.RUnlock()
 		return nil, d.errf(fmt.Errorf("range [%d, %d) outside a %d-byte allocation", off, off+n, al.size))
 	}
+	if err := al.faulted(); err != nil {
+		al.use.RUnlock()
+		return nil, d.errf(err)
+	}
 	return al, nil
 }
 
-// Free releases the allocation (cuMemFree). A second Free wraps
-// sealer.ErrAllocationMissing.
+// Free releases the allocation: a VMM allocation is unmapped, its address
+// range freed and its handle released, in that order (its memory lives on
+// while a consumer holds a handle or mapping of it); a plain one is freed
+// with cuMemFree. A second Free wraps sealer.ErrAllocationMissing.
 func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	al, ok := a.(*allocation)
 	if !ok || al.dev != d {
@@ -480,18 +511,33 @@ func (d *Device) Free(ctx context.Context, a sealer.Allocation) error {
 	if !live {
 		return d.errf(fmt.Errorf("freed twice: %w", sealer.ErrAllocationMissing))
 	}
-	return d.errf(d.do(context.WithoutCancel(ctx), func(w *worker) error { return call("cuMemFree_v2", w.drv.cuMemFree(al.ptr)) }))
+	switch {
+	case al.remote != nil:
+		return d.errf(al.remote.free(context.WithoutCancel(ctx)))
+	case al.ipc != nil:
+		return d.errf(d.dropSegment(al.ipc))
+	}
+	return d.errf(d.do(context.WithoutCancel(ctx), func(w *worker) error {
+		if al.vmm != nil {
+			return w.vmmFree(al.ptr, *al.vmm)
+		}
+		return call("cuMemFree_v2", w.drv.cuMemFree(al.ptr))
+	}))
 }
 
 // AllocationMemory asks the driver what memory backs the allocation
-// (cuPointerGetAttribute MEMORY_TYPE and IS_MANAGED), for the VRAM-only
-// policy.
+// (cuPointerGetAttribute MEMORY_TYPE and IS_MANAGED, on the mapped
+// pointer for a VMM allocation), for the VRAM-only policy.
 func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sealer.AllocationMemory, error) {
 	al, err := d.acquire(a, 0, 0)
 	if err != nil {
 		return sealer.AllocationMemory{}, err
 	}
 	defer al.use.RUnlock()
+	if al.remote != nil {
+		m, err := al.remote.memory(ctx)
+		return m, d.errf(al.contain(err))
+	}
 	var out sealer.AllocationMemory
 	err = d.do(ctx, func(w *worker) error {
 		// Zeroed 8-byte slots: the driver writes an unsigned int (memory
@@ -510,9 +556,10 @@ func (d *Device) AllocationMemory(ctx context.Context, a sealer.Allocation) (sea
 }
 
 // Close waits for the verifications on the GPU in flight, frees their
-// buffers, unloads the kernel, stops the workers (freeing their streams
-// and pinned buffers) and releases the primary context. Allocations still live
-// are freed with the context. The driver library stays loaded (see Open).
+// buffers, frees the allocations still live (VMM allocations and IPC
+// segments are not the context's to free), unloads the kernel, stops the
+// workers (freeing their streams and pinned buffers) and releases the
+// primary context. The driver library stays loaded (see Open).
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -524,6 +571,8 @@ func (d *Device) Close() error {
 	close(d.closing)
 	// The verifications in flight end; their buffers are freed.
 	errs := []error{d.freeSlots()}
+	// VMM allocations and IPC segments outlive the context: free them.
+	errs = append(errs, d.freeLive(), d.closeReader())
 	d.kernelMu.Lock()
 	if d.module != 0 {
 		mod := d.module

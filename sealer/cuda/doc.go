@@ -37,10 +37,19 @@
 //
 // # Memory
 //
-// Shards live in plain device allocations (cuMemAlloc_v2): never managed,
-// never mapped host memory. AllocationMemory asks the driver about an
-// allocation (cuPointerGetAttribute MEMORY_TYPE and IS_MANAGED) so the
-// VRAM-only policy can check it after each seal. Allocations print their
+// Shards live in VMM allocations of device memory (cuMemCreate with POSIX
+// file descriptor handles, mapped with cuMemAddressReserve, cuMemMap and
+// cuMemSetAccess, freed in reverse order; vmm.go), so Export can hand them
+// to consumers (cuMemExportToShareableHandle). Where the GPU has no VMM they
+// are plain cuMemAlloc_v2 allocations that cannot be handed out. Never
+// managed, never mapped host memory. AllocationMemory asks the driver about
+// an allocation's mapped pointer (cuPointerGetAttribute MEMORY_TYPE and
+// IS_MANAGED) so the VRAM-only policy can check it after each seal. Adopt
+// and AdoptIPC attach another process's memory (a VMM descriptor, a legacy
+// IPC handle, ipc.go), read only; a sticky error on it is contained to that
+// allocation (AttachedFault). With Options.ReaderCommand attachments are
+// imported and read in a reader process, one per GPU (reader.go,
+// ServeReader), so that such an error cannot end the agent's context. Allocations print their
 // size only, never their device address. CUresult codes become Result, an
 // error naming the code (CUDA_ERROR_OUT_OF_MEMORY (2): out of memory), wrapped
 // with the function in a CallError; out-of-memory matches

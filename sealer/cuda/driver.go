@@ -48,6 +48,24 @@ type driver struct {
 	cuModuleUnload             func(m uintptr) Result
 	cuModuleGetFunction        func(f *uintptr, m uintptr, name string) Result
 	cuLaunchKernel             func(f uintptr, gx, gy, gz, bx, by, bz, shmem uint32, stream uintptr, params *unsafe.Pointer, extra *unsafe.Pointer) Result
+
+	// Virtual memory management (vmm.go): optional as a group. Without
+	// any of them, shards are plain cuMemAlloc allocations that cannot be
+	// handed to consumers (Device.Limitations).
+	cuMemGetAllocationGranularity  func(g *uint64, prop *allocProp, option int32) Result
+	cuMemCreate                    func(h *uint64, size uint64, prop *allocProp, flags uint64) Result
+	cuMemRelease                   func(h uint64) Result
+	cuMemAddressReserve            func(ptr *uint64, size, align, addr, flags uint64) Result
+	cuMemAddressFree               func(ptr, size uint64) Result
+	cuMemMap                       func(ptr, size, offset, h, flags uint64) Result
+	cuMemUnmap                     func(ptr, size uint64) Result
+	cuMemSetAccess                 func(ptr, size uint64, desc *accessDesc, count uint64) Result
+	cuMemExportToShareableHandle   func(out unsafe.Pointer, h uint64, kind int32, flags uint64) Result
+	cuMemImportFromShareableHandle func(h *uint64, os uintptr, kind int32) Result
+	// Legacy IPC (attach of a PyTorch storage): optional as a group.
+	cuIpcOpenMemHandle   func(ptr *uint64, h IPCHandle, flags uint32) Result
+	cuIpcCloseMemHandle  func(ptr uint64) Result
+	cuMemGetAddressRange func(base, size *uint64, ptr uint64) Result
 }
 
 // symbol binds one driver function: the first of names the library exports
@@ -92,6 +110,19 @@ func (d *driver) symbols() []symbol {
 		{&d.cuModuleUnload, []string{"cuModuleUnload"}, false},
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}, false},
 		{&d.cuLaunchKernel, []string{"cuLaunchKernel"}, false},
+		{&d.cuMemGetAllocationGranularity, []string{"cuMemGetAllocationGranularity"}, true},
+		{&d.cuMemCreate, []string{"cuMemCreate"}, true},
+		{&d.cuMemRelease, []string{"cuMemRelease"}, true},
+		{&d.cuMemAddressReserve, []string{"cuMemAddressReserve"}, true},
+		{&d.cuMemAddressFree, []string{"cuMemAddressFree"}, true},
+		{&d.cuMemMap, []string{"cuMemMap"}, true},
+		{&d.cuMemUnmap, []string{"cuMemUnmap"}, true},
+		{&d.cuMemSetAccess, []string{"cuMemSetAccess"}, true},
+		{&d.cuMemExportToShareableHandle, []string{"cuMemExportToShareableHandle"}, true},
+		{&d.cuMemImportFromShareableHandle, []string{"cuMemImportFromShareableHandle"}, true},
+		{&d.cuIpcOpenMemHandle, []string{"cuIpcOpenMemHandle_v2", "cuIpcOpenMemHandle"}, true},
+		{&d.cuIpcCloseMemHandle, []string{"cuIpcCloseMemHandle"}, true},
+		{&d.cuMemGetAddressRange, []string{"cuMemGetAddressRange_v2"}, true},
 	}
 }
 
@@ -120,6 +151,18 @@ func bind(lib library) (*driver, error) {
 		purego.RegisterFunc(s.fn, addr)
 	}
 	return d, nil
+}
+
+// hasVMM reports whether every virtual memory management call is bound.
+func (d *driver) hasVMM() bool {
+	return d.cuMemGetAllocationGranularity != nil && d.cuMemCreate != nil && d.cuMemRelease != nil &&
+		d.cuMemAddressReserve != nil && d.cuMemAddressFree != nil && d.cuMemMap != nil && d.cuMemUnmap != nil &&
+		d.cuMemSetAccess != nil && d.cuMemExportToShareableHandle != nil && d.cuMemImportFromShareableHandle != nil
+}
+
+// hasIPC reports whether the legacy IPC calls are bound.
+func (d *driver) hasIPC() bool {
+	return d.cuIpcOpenMemHandle != nil && d.cuIpcCloseMemHandle != nil && d.cuMemGetAddressRange != nil
 }
 
 // call turns a CUresult into an error naming the function.

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/vramseal/vramseal/sealer"
 )
 
 // The fake driver is compiled once per test binary; each test loads its own
@@ -19,6 +21,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if IsReader() { // the reader process of TestReaderProcess
+		os.Exit(ServeReader())
+	}
 	code := m.Run()
 	if fakeDir != "" {
 		os.RemoveAll(fakeDir)
@@ -124,9 +129,26 @@ func (f *fake) failNext(t *testing.T, fn string, code Result, nth int) {
 // expectClean checks that nothing the driver handed out is still held.
 func (f *fake) expectClean(t *testing.T) {
 	t.Helper()
-	for _, k := range []string{"retained", "streams", "host_allocs", "dev_allocs", "modules"} {
+	for _, k := range []string{"retained", "streams", "host_allocs", "dev_allocs", "modules", "vmm_handles", "vmm_maps", "vmm_reserved", "vmm_bytes"} {
 		if v := f.get(k); v != 0 {
 			t.Errorf("fake driver still holds %d %s", v, k)
 		}
+	}
+}
+
+// expectNoVMM checks that no VMM handle, mapping or reservation is held.
+func (f *fake) expectNoVMM(t *testing.T) {
+	t.Helper()
+	for _, k := range []string{"vmm_handles", "vmm_maps", "vmm_reserved", "vmm_bytes"} {
+		if v := f.get(k); v != 0 {
+			t.Errorf("fake driver still holds %d %s", v, k)
+		}
+	}
+}
+
+// closeExported closes an exported descriptor, if any.
+func closeExported(x sealer.Exported) {
+	if x.File != nil {
+		x.File.Close()
 	}
 }

@@ -150,3 +150,41 @@ func TestGPUTreeDigests(t *testing.T) {
 		}
 	}
 }
+
+// TestGPUVMMExportAdopt: on a real GPU a shard is a VMM allocation that
+// exports as a POSIX descriptor; imported again (as attach does) it reads
+// the same bytes, and the access flag the driver granted is logged.
+func TestGPUVMMExportAdopt(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	if d.Granularity() == 0 {
+		t.Fatalf("no VMM on this GPU: %q", d.Limitations())
+	}
+	data := randomBytes(t, 4<<20+77)
+	a, err := d.Alloc(ctx, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(ctx, a)
+	if err := d.Write(ctx, a, 0, data); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := d.AllocationMemory(ctx, a); err != nil || m != (sealer.AllocationMemory{Type: sealer.MemoryDevice}) {
+		t.Errorf("memory of a VMM shard: %+v, %v", m, err)
+	}
+	x, err := d.Export(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.File.Close()
+	imp, err := d.Adopt(ctx, x.File, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free(ctx, imp)
+	t.Logf("granularity %d bytes, mapped %d; import access %d (1 read-only, 3 read-write)", d.Granularity(), x.MappedSize, imp.(*allocation).vmm.access)
+	got := make([]byte, len(data))
+	if err := d.Read(ctx, imp, 0, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read through the import: %v", err)
+	}
+}

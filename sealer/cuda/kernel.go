@@ -145,6 +145,10 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 		return nil, err
 	}
 	defer al.use.RUnlock()
+	if al.remote != nil {
+		leaves, err := d.leavesOnHost(ctx, al, n, leafSize)
+		return leaves, d.errf(err)
+	}
 	fn, err := d.leafKernel(ctx)
 	if err != nil {
 		return nil, d.errf(err)
@@ -159,7 +163,7 @@ func (d *Device) LeafDigests(ctx context.Context, a sealer.Allocation, n, leafSi
 		return err
 	})
 	if err != nil {
-		return nil, d.errf(err)
+		return nil, d.errf(al.contain(err))
 	}
 	count := sealer.LeafCount(n, leafSize)
 	leaves := make([]sealer.LeafHash, count)

@@ -219,6 +219,14 @@ func (d *Device) treeDigest(ctx context.Context, s *digestSlot, fn uintptr, i in
 	if err != nil {
 		return TreeResult{Err: err}
 	}
+	if al.remote != nil {
+		leaves, err := d.leavesOnHost(ctx, al, r.Size, r.LeafSize)
+		al.use.RUnlock()
+		if err != nil {
+			return TreeResult{Err: d.errf(err)}
+		}
+		return TreeResult{Root: sealer.TreeRoot(r.Size, r.LeafSize, leaves), Leaves: leaves}
+	}
 	var started time.Time
 	var kernel time.Duration
 	err = d.do(ctx, func(w *worker) error {
@@ -228,7 +236,7 @@ func (d *Device) treeDigest(ctx context.Context, s *digestSlot, fn uintptr, i in
 	})
 	al.use.RUnlock()
 	if err != nil {
-		return TreeResult{Err: d.errf(err)}
+		return TreeResult{Err: d.errf(al.contain(err))}
 	}
 	// Host work, overlapping the next shard's kernel.
 	if d.beforeRoot != nil {

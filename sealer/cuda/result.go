@@ -36,6 +36,8 @@ const (
 	ResultInvalidAddressSpace Result = 717
 	ResultInvalidPC           Result = 718
 	ResultLaunchFailed        Result = 719
+	ResultNotPermitted        Result = 800
+	ResultNotSupported        Result = 801
 	ResultUnknown             Result = 999
 )
 

@@ -191,6 +191,24 @@ func (d *Device) Alloc(ctx context.Context, size uint64) (sealer.Allocation, err
 	return a, nil
 }
 
+// writable checks a range of an allocation the agent may write (not an
+// engine's attached memory) and write-locks it; the caller Unlocks.
+func (d *Device) writable(a sealer.Allocation, off, n uint64) (*allocation, error) {
+	al, err := d.check(a, off, n)
+	if err != nil {
+		return nil, err
+	}
+	if al.adopted {
+		return nil, errAdopted
+	}
+	al.rw.Lock()
+	if al.gone {
+		al.rw.Unlock()
+		return nil, fmt.Errorf("simulated GPU %d: %w", d.index, sealer.ErrAllocationMissing)
+	}
+	return al, nil
+}
+
 // use read-locks a checked allocation for reading its mapping; the error
 // says it was unmapped in between. The caller RUnlocks.
 func (al *allocation) use() error {
@@ -236,18 +254,11 @@ func (d *Device) check(a sealer.Allocation, off, n uint64) (*allocation, error) 
 
 // Write copies p into the allocation at off.
 func (d *Device) Write(ctx context.Context, a sealer.Allocation, off uint64, p []byte) error {
-	al, err := d.check(a, off, uint64(len(p)))
+	al, err := d.writable(a, off, uint64(len(p)))
 	if err != nil {
 		return err
 	}
-	if al.adopted {
-		return errAdopted
-	}
-	al.rw.Lock()
 	defer al.rw.Unlock()
-	if al.gone {
-		return fmt.Errorf("simulated GPU %d: %w", d.index, sealer.ErrAllocationMissing)
-	}
 	copy(al.data[off:], p)
 	return nil
 }
@@ -351,18 +362,11 @@ func (d *Device) FlipBit(ctx context.Context, a sealer.Allocation, offset uint64
 	if bit > 7 {
 		return fmt.Errorf("simgpu: bit %d: want 0 to 7", bit)
 	}
-	al, err := d.check(a, offset, 1)
+	al, err := d.writable(a, offset, 1)
 	if err != nil {
 		return err
 	}
-	if al.adopted {
-		return errAdopted
-	}
-	al.rw.Lock()
 	defer al.rw.Unlock()
-	if al.gone {
-		return fmt.Errorf("simulated GPU %d: %w", d.index, sealer.ErrAllocationMissing)
-	}
 	al.data[offset] ^= 1 << bit
 	return nil
 }

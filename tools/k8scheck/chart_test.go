@@ -197,6 +197,11 @@ func TestDefaults(t *testing.T) {
 	if _, ok := ds.Spec.Template.Annotations["checksum/config"]; ok {
 		t.Error("checksum/config is set by default")
 	}
+	// The consumer socket is on: engines use the sealed memory itself.
+	cm := r.get(t, "ConfigMap", fullname+"-config").(*corev1.ConfigMap)
+	if cfg, err := config.Parse("config.yml", []byte(cm.Data["config.yml"]), config.Env{Getenv: func(string) string { return "n" }}); err != nil || cfg.Handoff.Socket != "/run/vramseal/handoff.sock" {
+		t.Errorf("the default configuration's consumer socket: %v (%v)", cfg, err)
+	}
 	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || spec.PriorityClassName != "system-node-critical" ||
 		spec.NodeSelector["nvidia.com/gpu.present"] != "true" || len(spec.Tolerations) != 1 {
 		t.Errorf("scheduling: %+v", spec)

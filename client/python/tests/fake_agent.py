@@ -86,6 +86,16 @@ class FakeAgent:
         self.shards[shard_id] = {"fd": fd, "map": m, "seal": seal, "origin": "sealed"}
         return seal
 
+    def add_cuda_shard(self, shard_id, fd, size, mapped, gpu_uuid, read):
+        """A shard handed out as a CUDA VMM descriptor (fd, owned here);
+        read() returns its bytes now, for verify."""
+        seal = {"shard_id": shard_id, "gpu_device": 0, "vram_bytes": size, "digest": "sha256-tree-v1:" + "0" * 64,
+                "leaf_size": 262144, "content_sha256": hashlib.sha256(read()).hexdigest(), "model_ref": "",
+                "sealed_at": "2026-12-01T00:00:00Z", "worker_id": "fake", "signature": "f" * 64}
+        self.shards[shard_id] = {"fd": fd, "map": None, "read": read, "seal": seal, "origin": "sealed",
+                                 "cuda": {"memory": "cuda_vmm", "mapped_size": mapped, "gpu_uuid": gpu_uuid}}
+        return seal
+
     def corrupt(self, shard_id, offset, bit=0):
         m = self.shards[shard_id]["map"]
         m[offset] = m[offset] ^ (1 << bit)
@@ -100,7 +110,8 @@ class FakeAgent:
             c.close()
         for s in self.shards.values():
             try:
-                s["map"].close()
+                if s["map"] is not None:
+                    s["map"].close()
             except BufferError:
                 pass
             os.close(s["fd"])
@@ -146,8 +157,9 @@ class FakeAgent:
                         mine.add(req["id"])
                         with self.lock:
                             self.leases.add(req["id"])
-                        send_frame(c, {"v": 1, "ok": True, "seal": s["seal"], "size": s["seal"]["vram_bytes"], "memory": "memfd", "files": 1},
-                                   fds=[s["fd"]], split=self.split)
+                        answer = {"v": 1, "ok": True, "seal": s["seal"], "size": s["seal"]["vram_bytes"], "memory": "memfd", "files": 1}
+                        answer.update(s.get("cuda", {}))
+                        send_frame(c, answer, fds=[s["fd"]], split=self.split)
                 elif op == "close":
                     if req["id"] not in mine:
                         self._fail(c, "not_found", "this connection holds no lease on %r" % req["id"])
@@ -165,11 +177,22 @@ class FakeAgent:
                     result = "ok"
                     if seal != s["seal"]:
                         result = "signature_invalid"
-                    elif hashlib.sha256(s["map"]).hexdigest() != s["seal"]["content_sha256"]:
+                    elif hashlib.sha256(s["read"]() if "read" in s else s["map"]).hexdigest() != s["seal"]["content_sha256"]:
                         result = "digest_mismatch"
                     send_frame(c, {"v": 1, "ok": True, "result": {"shard_id": seal["shard_id"], "result": result,
                                                                   "first_bad_offset": 0 if result == "digest_mismatch" else -1,
                                                                   "bad_chunks": 1 if result == "digest_mismatch" else 0}}, split=self.split)
+                elif op == "attach" and req.get("ipc_handle"):
+                    # A CUDA IPC handle: the fake cannot open it; it answers a seal of its claim.
+                    if fds or len(req["ipc_handle"]) != 128:
+                        for fd in fds:
+                            os.close(fd)
+                        self._fail(c, "invalid", "attach by CUDA IPC handle carries 128 hex digits and no descriptor")
+                        continue
+                    seal = {"shard_id": req["id"], "gpu_device": 0, "vram_bytes": req.get("size", 0), "digest": "sha256-tree-v1:" + "0" * 64,
+                            "leaf_size": 262144, "content_sha256": "0" * 64, "model_ref": req.get("model_ref", ""),
+                            "sealed_at": "2026-12-01T00:00:00Z", "worker_id": "fake", "signature": "e" * 64}
+                    send_frame(c, {"v": 1, "ok": True, "seal": seal}, split=self.split)
                 elif op == "attach":
                     if len(fds) != 1 or req.get("files") != 1:
                         for fd in fds:

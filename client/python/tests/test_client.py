@@ -312,34 +312,5 @@ class SplitFramesClientTest(ClientTest):
     split = True
 
 
-class CudaSeamTest(unittest.TestCase):
-    def test_memory_other_than_a_memfd_is_refused_clearly(self):
-        agent = FakeAgent()
-        self.addCleanup(agent.close)
-        agent.add_shard("g", b"abc")
-        orig = agent._conn
-
-        def as_cuda(c):
-            # Rewrite the answer's memory kind on the way out.
-            import fake_agent
-            real = fake_agent.send_frame
-
-            def send(conn, msg, fds=(), split=False):
-                if msg.get("memory") == "memfd":
-                    msg = dict(msg, memory="cuda_vmm")
-                real(conn, msg, fds, split)
-
-            with mock.patch.object(fake_agent, "send_frame", send):
-                orig(c)
-
-        agent._conn = as_cuda
-        c = vramseal.Client(agent.path)
-        self.addCleanup(c.close)
-        with self.assertRaises(vramseal.VramsealError) as cm:
-            c.open("g")
-        self.assertEqual(cm.exception.kind, "unsupported")
-        self.assertEqual(agent.leases, set())  # the lease was ended
-
-
 if __name__ == "__main__":
     unittest.main()

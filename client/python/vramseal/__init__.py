@@ -11,6 +11,7 @@ used when present.
         tensors = shard.tensors()
 """
 
+from ._cuda import CudaShard
 from ._errors import VramsealError
 from .client import DEFAULT_SOCKET, SOCKET_ENV, Attachment, Client, Shard
 from .memory import Memfd, memfd_from_bytes, memfd_from_file
@@ -19,6 +20,7 @@ from .models import ModelAttachment, attach_model, bind_model, load_model, load_
 __all__ = [
     "Attachment",
     "Client",
+    "CudaShard",
     "DEFAULT_SOCKET",
     "Memfd",
     "ModelAttachment",

@@ -29,14 +29,26 @@ class Client:
 
     ``timeout`` bounds each request in seconds (None: no bound). Requests
     are serialised, so a Client may be shared between threads.
+
+    ``cuda_library`` is the CUDA driver loaded, on the first CUDA shard
+    opened, to import it (libcuda.so.1 when None).
     """
 
-    def __init__(self, socket_path=None, *, timeout=60.0):
+    def __init__(self, socket_path=None, *, timeout=60.0, cuda_library=None):
         self.socket_path = socket_path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
         self.timeout = timeout
+        self.cuda_library = cuda_library
         self._sock = None
         self._lock = threading.Lock()
         self._dead = None
+        self._cuda = None
+
+    def _cuda_driver(self):
+        """The CUDA driver, loaded on first use."""
+        with self._lock:
+            if self._cuda is None:
+                self._cuda = _cuda.Driver(self.cuda_library)
+            return self._cuda
 
     # --- the connection -------------------------------------------------
 
@@ -118,7 +130,9 @@ class Client:
     # --- requests --------------------------------------------------------
 
     def open(self, shard_id):
-        """Leases the sealed shard and maps its memory: returns a Shard.
+        """Leases the sealed shard and maps its memory: returns a Shard, or a
+        CudaShard for a CUDA shard (``memory`` ``cuda_vmm``), imported on
+        its GPU with the CUDA driver.
 
         Check the seal before use: ``client.verify(shard.seal)``.
         """
@@ -133,7 +147,7 @@ class Client:
                 shard = Shard(self, shard_id, fds[0], size, seal)
                 fds.clear()  # the Shard owns the descriptor now
                 return shard
-            return _cuda.open_shard(self, shard_id, fds[0], size, seal, kind)
+            return _cuda.open_shard(self, shard_id, fds[0], size, seal, kind, resp)
         except BaseException:
             self._close_lease_quietly(shard_id)
             raise
@@ -188,7 +202,7 @@ class Client:
             fd = memory.fileno()
         else:
             raise TypeError("attach takes a memfd as an int fd or an object with fileno(), not %s "
-                            "(CUDA tensors and storages are not supported by this client yet)" % type(memory).__name__)
+                            "(for CUDA memory use attach_cuda_ipc)" % type(memory).__name__)
         _memory.check_attachable(fd)
         if size is None:
             size = os.fstat(fd).st_size
@@ -206,6 +220,55 @@ class Client:
         if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
             raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
         return Attachment(self, shard_id, seal, memory)
+
+    def attach_cuda_vmm(self, shard_id, fd, gpu_uuid, size, *, model_ref=None, sha256=None):
+        """Registers CUDA memory this process owns as a VMM descriptor (the
+        preferred way on CUDA): ``fd`` from cuMemExportToShareableHandle
+        (CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) of memory made with
+        cuMemCreate, ``size`` the bytes to seal from its start, on the GPU
+        ``gpu_uuid`` (GPU-…). The caller keeps and closes ``fd``. Returns an
+        Attachment.
+        """
+        if not isinstance(fd, int) or isinstance(fd, bool) or size < 1:
+            raise ValueError("attach_cuda_vmm takes an int descriptor and a size of at least 1 byte")
+        req = {"op": "attach", "id": shard_id, "gpu_uuid": gpu_uuid, "size": size, "files": 1}
+        if model_ref is not None:
+            req["model_ref"] = model_ref
+        if sha256 is not None:
+            req["sha256"] = sha256
+        resp, fds = self._call(req, fds=[fd])
+        for extra in fds:
+            os.close(extra)
+        seal = resp.get("seal")
+        if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
+            raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
+        return Attachment(self, shard_id, seal, None)
+
+    def attach_cuda_ipc(self, shard_id, handle, gpu_uuid, offset, size, *, model_ref=None, sha256=None):
+        """Registers CUDA memory this process owns by its legacy IPC handle:
+        ``handle`` the 64 bytes of cudaIpcMemHandle_t of the allocator
+        segment, ``offset`` and ``size`` the bytes to seal in it, on the GPU
+        ``gpu_uuid`` (GPU-…). For a PyTorch CUDA storage,
+        ``storage._share_cuda_()`` gives the handle, the storage's offset
+        and size in the segment. Legacy IPC works only when the agent sees
+        this process's pid (one pid namespace); otherwise the agent refuses
+        with kind ``invalid``. Returns an Attachment.
+        """
+        handle = bytes(handle)
+        if len(handle) != 64:
+            raise ValueError("a CUDA IPC handle is 64 bytes, not %d" % len(handle))
+        req = {"op": "attach", "id": shard_id, "ipc_handle": handle.hex(), "gpu_uuid": gpu_uuid, "offset": offset, "size": size}
+        if model_ref is not None:
+            req["model_ref"] = model_ref
+        if sha256 is not None:
+            req["sha256"] = sha256
+        resp, fds = self._call(req)
+        for extra in fds:
+            os.close(extra)
+        seal = resp.get("seal")
+        if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
+            raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
+        return Attachment(self, shard_id, seal, None)
 
     def _end(self, op, shard_id):
         with self._lock:

@@ -8,6 +8,11 @@
 // ranges outside an allocation, a kernel the module lacks) and can inject
 // any error into any call.
 //
+// Virtual memory management (cuMemCreate and the calls around it) is backed
+// by a memfd per allocation, mapped with mmap at the reserved address: an
+// exported handle is a descriptor of that memfd, so a second process that
+// imports it (loading its own copy of this library) maps the same pages.
+//
 // Control (exported, called by the tests through dlsym):
 //   fakecuda_fail(name, code, nth): the nth next call of name returns code
 //   fakecuda_set(key, value) / fakecuda_get(key): configuration and counters
@@ -20,11 +25,17 @@
 // legacy cuDeviceGetUuid and cuDevicePrimaryCtxSetFlags_v2;
 // -DFAKECUDA_WARN adds code gcc warns about, as a newer gcc may warn about
 // code that builds cleanly today.)
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -43,6 +54,8 @@ enum {
 	ILLEGAL_ADDRESS = 700,
 	MISALIGNED_ADDRESS = 716,
 	LAUNCH_FAILED = 719,
+	NOT_PERMITTED = 800,
+	NOT_SUPPORTED = 801,
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -63,6 +76,9 @@ static long long cfg_managed = 0;
 static long long cfg_mig = 0;
 static long long cfg_version = 13000; // what cuDriverGetVersion reports
 static long long cfg_corrupt_kernel = 0; // flip a bit of each digest the "kernel" writes
+static long long cfg_vmm = 1;             // VIRTUAL_MEMORY_MANAGEMENT and POSIX_FD handles supported
+static long long cfg_granularity = 65536; // what cuMemGetAllocationGranularity reports
+static long long cfg_refuse_read_only = 0; // cuMemSetAccess refuses PROT_READ (as many drivers do)
 
 static int initialized;
 static long long init_device_order = -2;
@@ -70,6 +86,8 @@ static long long used;
 static long long retained[64];
 static long long streams_live, modules_live, launches, host_live, dev_live;
 static long long ctx_flags = -1; // the primary context's flags; -1: never set
+static long long vmm_handles, vmm_maps, vmm_reserved, vmm_bytes; // live VMM objects; bytes created here
+static long long last_map; // the address of the last cuMemMap, for tests that act as an engine
 
 struct counter { char name[64]; long long n; };
 static struct counter counters[128];
@@ -146,6 +164,14 @@ static long long *key(const char *k) {
 	if (!strcmp(k, "mig")) return &cfg_mig;
 	if (!strcmp(k, "version")) return &cfg_version;
 	if (!strcmp(k, "corrupt_kernel")) return &cfg_corrupt_kernel;
+	if (!strcmp(k, "vmm")) return &cfg_vmm;
+	if (!strcmp(k, "granularity")) return &cfg_granularity;
+	if (!strcmp(k, "refuse_read_only")) return &cfg_refuse_read_only;
+	if (!strcmp(k, "vmm_handles")) return &vmm_handles;
+	if (!strcmp(k, "vmm_maps")) return &vmm_maps;
+	if (!strcmp(k, "vmm_reserved")) return &vmm_reserved;
+	if (!strcmp(k, "vmm_bytes")) return &vmm_bytes;
+	if (!strcmp(k, "last_map")) return &last_map;
 	if (!strcmp(k, "used")) return &used;
 	if (!strcmp(k, "streams")) return &streams_live;
 	if (!strcmp(k, "modules")) return &modules_live;
@@ -186,7 +212,7 @@ long long fakecuda_get(const char *k) {
 }
 
 // ---- allocations: device (cuMemAlloc) and pinned host (cuMemHostAlloc) ----
-struct region { char *p; uint64_t size; int host; };
+struct region { char *p; uint64_t size; int host; int readonly; };
 static struct region *regions;
 static int nregions, capregions;
 
@@ -195,7 +221,7 @@ static void add_region(char *p, uint64_t size, int host) {
 		capregions = capregions ? 2 * capregions : 64;
 		regions = realloc(regions, capregions * sizeof *regions);
 	}
-	regions[nregions++] = (struct region){p, size, host};
+	regions[nregions++] = (struct region){p, size, host, 0};
 }
 
 // find_region: the live region of the given kind holding [p, p+n); -1 if none.
@@ -223,7 +249,16 @@ CUresult cuInit(unsigned flags) {
 	const char *order = getenv("CUDA_DEVICE_ORDER");
 	pthread_mutex_lock(&mu);
 	init_device_order = !order ? 0 : !strcmp(order, "PCI_BUS_ID") ? 1 : !strcmp(order, "FASTEST_FIRST") ? 2 : 3;
+	// A second process of a test sets its fake through the environment.
+	if (getenv("FAKECUDA_REFUSE_READ_ONLY")) cfg_refuse_read_only = 1;
 	pthread_mutex_unlock(&mu);
+	// FAKECUDA_FAIL=NAME:CODE:NTH injects a failure, as fakecuda_fail does.
+	const char *inject = getenv("FAKECUDA_FAIL");
+	if (inject) {
+		char name[64];
+		int code, nth;
+		if (sscanf(inject, "%63[^:]:%d:%d", name, &code, &nth) == 3) fakecuda_fail(name, code, nth);
+	}
 	initialized = 1;
 	return OK;
 }
@@ -282,6 +317,8 @@ CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice d) {
 	case 32: *v = (int)cfg_ecc; return OK;
 	case 75: *v = (int)cfg_major; return OK;
 	case 76: *v = (int)cfg_minor; return OK;
+	case 102: *v = (int)cfg_vmm; return OK; // VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED
+	case 103: *v = (int)cfg_vmm; return OK; // HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED
 	}
 	return INVALID_VALUE;
 }
@@ -458,9 +495,13 @@ CUresult cuStreamSynchronize(void *s) {
 static CUresult copy_checked(char *dst, int dst_host, const char *src, int src_host, size_t n, void *s) {
 	if (bad_stream(s)) return INVALID_HANDLE;
 	pthread_mutex_lock(&mu);
-	int ok = find_region(dst, n, dst_host) >= 0 && find_region(src, n, src_host) >= 0;
+	int di = find_region(dst, n, dst_host);
+	int ok = di >= 0 && find_region(src, n, src_host) >= 0;
+	int ro = ok && regions[di].readonly;
 	pthread_mutex_unlock(&mu);
 	if (!ok) return INVALID_VALUE;
+	// A write through a read-only mapping faults on the GPU: a sticky error.
+	if (ro) return ILLEGAL_ADDRESS;
 	memmove(dst, src, n);
 	return OK;
 }
@@ -483,6 +524,32 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void *
 	return copy_checked((char *)(uintptr_t)dst, 0, (const char *)(uintptr_t)src, 0, n, s);
 }
 
+// Synchronous copies (what a consumer uses): the host side may be any
+// memory, as with the real driver's pageable copies.
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
+	ENTER("cuMemcpyDtoH_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int ok = find_region((const char *)(uintptr_t)src, n, 0) >= 0;
+	pthread_mutex_unlock(&mu);
+	if (!ok) return INVALID_VALUE;
+	memmove(dst, (const void *)(uintptr_t)src, n);
+	return OK;
+}
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
+	ENTER("cuMemcpyHtoD_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int i = find_region((const char *)(uintptr_t)dst, n, 0);
+	int ro = i >= 0 && regions[i].readonly;
+	pthread_mutex_unlock(&mu);
+	if (i < 0) return INVALID_VALUE;
+	if (ro) return ILLEGAL_ADDRESS;
+	memmove((void *)(uintptr_t)dst, src, n);
+	return OK;
+}
+
 CUresult cuPointerGetAttribute(void *data, int attr, CUdeviceptr p) {
 	ENTER("cuPointerGetAttribute");
 	NEED_CTX();
@@ -495,6 +562,329 @@ CUresult cuPointerGetAttribute(void *data, int attr, CUdeviceptr p) {
 	case 8: *(unsigned char *)data = cfg_managed != 0; return OK;
 	}
 	return INVALID_VALUE;
+}
+
+// ---- virtual memory management: memfd-backed allocations ----
+// A handle is a struct vmm; a reservation is PROT_NONE anonymous memory; a
+// mapping replaces part of a reservation with the memfd (MAP_SHARED), made
+// accessible by cuMemSetAccess. The memory lives until its handle is
+// released and every mapping of it is unmapped (and, across processes,
+// until every descriptor of the memfd is closed).
+#define VMM_MAGIC 0x7a11
+struct vmm { int magic; int fd; uint64_t size; int refs; int exportable; int imported; };
+struct reservation { char *p; uint64_t size; };
+struct mapping { char *p; uint64_t size; struct vmm *h; };
+static struct reservation reservations[256];
+static int nreservations;
+static struct mapping mappings[256];
+static int nmappings;
+
+struct location { int type, id; };
+struct alloc_prop {
+	int type, handle_types;
+	struct location location;
+	void *win32;
+	unsigned char flags[8];
+};
+struct access_desc { struct location location; int flags; };
+
+static int bad_prop(const struct alloc_prop *p) {
+	return p == NULL || p->type != 1 || p->location.type != 1 || p->location.id < 0 || p->location.id >= cfg_devices ||
+	       (p->handle_types & ~1) != 0;
+}
+
+static void vmm_unref(struct vmm *h) {
+	if (--h->refs > 0) return;
+	if (!h->imported) vmm_bytes -= (long long)h->size, used -= (long long)h->size;
+	close(h->fd);
+	h->magic = 0;
+	vmm_handles--;
+	free(h);
+}
+
+static struct vmm *vmm_of(unsigned long long handle) {
+	struct vmm *h = (struct vmm *)(uintptr_t)handle;
+	return h != NULL && h->magic == VMM_MAGIC ? h : NULL;
+}
+
+CUresult cuMemGetAllocationGranularity(size_t *g, const struct alloc_prop *prop, int option) {
+	ENTER("cuMemGetAllocationGranularity");
+	if (bad_prop(prop) || (option != 0 && option != 1)) return INVALID_VALUE;
+	if (!cfg_vmm) return NOT_SUPPORTED;
+	*g = (size_t)cfg_granularity;
+	return OK;
+}
+
+CUresult cuMemCreate(unsigned long long *handle, size_t size, const struct alloc_prop *prop, unsigned long long flags) {
+	ENTER("cuMemCreate");
+	NEED_CTX();
+	if (bad_prop(prop) || flags != 0 || size == 0 || size % cfg_granularity != 0) return INVALID_VALUE;
+	if (!cfg_vmm) return NOT_SUPPORTED;
+	pthread_mutex_lock(&mu);
+	if ((long long)size > cfg_total - used) {
+		pthread_mutex_unlock(&mu);
+		return OUT_OF_MEMORY;
+	}
+	int fd = memfd_create("fakecuda-vmm", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+		if (fd >= 0) close(fd);
+		pthread_mutex_unlock(&mu);
+		return OUT_OF_MEMORY;
+	}
+	struct vmm *h = calloc(1, sizeof *h);
+	*h = (struct vmm){VMM_MAGIC, fd, size, 1, prop->handle_types & 1, 0};
+	used += (long long)size;
+	vmm_bytes += (long long)size;
+	vmm_handles++;
+	pthread_mutex_unlock(&mu);
+	*handle = (unsigned long long)(uintptr_t)h;
+	return OK;
+}
+
+CUresult cuMemRelease(unsigned long long handle) {
+	ENTER("cuMemRelease");
+	pthread_mutex_lock(&mu);
+	struct vmm *h = vmm_of(handle);
+	if (!h) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	vmm_unref(h);
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t align, CUdeviceptr addr, unsigned long long flags) {
+	ENTER("cuMemAddressReserve");
+	if (size == 0 || size % cfg_granularity != 0 || addr != 0 || flags != 0) return INVALID_VALUE;
+	void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) return OUT_OF_MEMORY;
+	pthread_mutex_lock(&mu);
+	if (nreservations == 256) {
+		pthread_mutex_unlock(&mu);
+		munmap(p, size);
+		return OUT_OF_MEMORY;
+	}
+	reservations[nreservations++] = (struct reservation){p, size};
+	vmm_reserved++;
+	pthread_mutex_unlock(&mu);
+	*ptr = (CUdeviceptr)(uintptr_t)p;
+	return OK;
+}
+
+CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) {
+	ENTER("cuMemAddressFree");
+	char *p = (char *)(uintptr_t)ptr;
+	pthread_mutex_lock(&mu);
+	int i;
+	for (i = 0; i < nreservations; i++)
+		if (reservations[i].p == p && reservations[i].size == size) break;
+	int busy = 0;
+	for (int j = 0; j < nmappings; j++)
+		if (mappings[j].p >= p && mappings[j].p < p + size) busy = 1;
+	if (i == nreservations || busy) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	munmap(p, size);
+	reservations[i] = reservations[--nreservations];
+	vmm_reserved--;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, unsigned long long handle, unsigned long long flags) {
+	ENTER("cuMemMap");
+	char *p = (char *)(uintptr_t)ptr;
+	pthread_mutex_lock(&mu);
+	struct vmm *h = vmm_of(handle);
+	int in = 0;
+	for (int i = 0; i < nreservations; i++)
+		if (p >= reservations[i].p && size <= reservations[i].size && (uint64_t)(p - reservations[i].p) <= reservations[i].size - size) in = 1;
+	for (int j = 0; j < nmappings; j++)
+		if (p < mappings[j].p + mappings[j].size && mappings[j].p < p + size) in = 0;
+	if (!h || !in || flags != 0 || size == 0 || size % cfg_granularity || offset % cfg_granularity || offset > h->size ||
+	    size > h->size - offset || nmappings == 256) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	if (mmap(p, size, PROT_NONE, MAP_SHARED | MAP_FIXED, h->fd, (off_t)offset) == MAP_FAILED) {
+		pthread_mutex_unlock(&mu);
+		return OUT_OF_MEMORY;
+	}
+	h->refs++;
+	mappings[nmappings++] = (struct mapping){p, size, h};
+	vmm_maps++;
+	last_map = (long long)(uintptr_t)p;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
+	ENTER("cuMemUnmap");
+	char *p = (char *)(uintptr_t)ptr;
+	pthread_mutex_lock(&mu);
+	int i;
+	for (i = 0; i < nmappings; i++)
+		if (mappings[i].p == p && mappings[i].size == size) break;
+	if (i == nmappings) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	mmap(p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	int r = region_at(p, 0);
+	if (r >= 0) drop_region(r);
+	vmm_unref(mappings[i].h);
+	mappings[i] = mappings[--nmappings];
+	vmm_maps--;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+// cuMemSetAccess: PROT_READ (1) or PROT_READWRITE (3) for one device makes
+// the mapping a device region (copies, kernels, cuPointerGetAttribute);
+// refuse_read_only answers PROT_READ with CUDA_ERROR_NOT_SUPPORTED.
+CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const struct access_desc *desc, size_t count) {
+	ENTER("cuMemSetAccess");
+	char *p = (char *)(uintptr_t)ptr;
+	if (count != 1 || desc == NULL || desc->location.type != 1 || desc->location.id < 0 || desc->location.id >= cfg_devices)
+		return INVALID_VALUE;
+	if (desc->flags != 1 && desc->flags != 3) return INVALID_VALUE;
+	if (desc->flags == 1 && cfg_refuse_read_only) return NOT_SUPPORTED;
+	pthread_mutex_lock(&mu);
+	int i;
+	for (i = 0; i < nmappings; i++)
+		if (mappings[i].p == p && mappings[i].size == size) break;
+	if (i == nmappings) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	mprotect(p, size, desc->flags == 3 ? PROT_READ | PROT_WRITE : PROT_READ);
+	int r = region_at(p, 0);
+	if (r < 0) {
+		add_region(p, size, 0);
+		r = nregions - 1;
+	}
+	regions[r].readonly = desc->flags == 1;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+// Handle type 1: CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR; the shareable
+// handle is an int, a new descriptor of the memfd.
+CUresult cuMemExportToShareableHandle(void *out, unsigned long long handle, int type, unsigned long long flags) {
+	ENTER("cuMemExportToShareableHandle");
+	pthread_mutex_lock(&mu);
+	struct vmm *h = vmm_of(handle);
+	int ok = h && type == 1 && flags == 0 && out != NULL;
+	int exportable = ok && h->exportable;
+	int fd = exportable ? fcntl(h->fd, F_DUPFD_CLOEXEC, 0) : -1;
+	pthread_mutex_unlock(&mu);
+	if (!ok) return INVALID_VALUE;
+	if (!exportable) return NOT_PERMITTED;
+	if (fd < 0) return OUT_OF_MEMORY;
+	*(int *)out = fd;
+	return OK;
+}
+
+// cuMemImportFromShareableHandle: os is (void *)(uintptr_t)fd. The caller
+// keeps its descriptor; the handle holds its own.
+CUresult cuMemImportFromShareableHandle(unsigned long long *handle, void *os, int type) {
+	ENTER("cuMemImportFromShareableHandle");
+	if (type != 1) return INVALID_VALUE;
+	int fd = (int)(uintptr_t)os;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size % cfg_granularity != 0) return INVALID_VALUE;
+	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (nfd < 0) return INVALID_VALUE;
+	struct vmm *h = calloc(1, sizeof *h);
+	*h = (struct vmm){VMM_MAGIC, nfd, (uint64_t)st.st_size, 1, 1, 1};
+	pthread_mutex_lock(&mu);
+	vmm_handles++;
+	pthread_mutex_unlock(&mu);
+	*handle = (unsigned long long)(uintptr_t)h;
+	return OK;
+}
+
+// ---- legacy IPC (cuIpcGetMemHandle / cuIpcOpenMemHandle_v2) ----
+// The fake's 64-byte handle names the exporting process and its descriptor
+// of a VMM allocation's memfd: the opener reaches it through
+// /proc/PID/fd/N, which only works within one pid namespace, as the real
+// legacy IPC does.
+struct ipc_handle { uint32_t magic, pid, fd, pad; uint64_t size, base_off; unsigned char rest[32]; };
+#define IPC_MAGIC 0x1bcafe01u
+
+// cuIpcGetMemHandle needs no current context here, so tests can call it
+// from any thread.
+CUresult cuIpcGetMemHandle(struct ipc_handle *out, CUdeviceptr ptr) {
+	ENTER("cuIpcGetMemHandle");
+	char *p = (char *)(uintptr_t)ptr;
+	pthread_mutex_lock(&mu);
+	int i;
+	for (i = 0; i < nmappings; i++)
+		if (p >= mappings[i].p && p < mappings[i].p + mappings[i].size) break;
+	if (i == nmappings) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	memset(out, 0, sizeof *out);
+	out->magic = IPC_MAGIC;
+	out->pid = (uint32_t)getpid();
+	out->fd = (uint32_t)mappings[i].h->fd;
+	out->size = mappings[i].size;
+	pthread_mutex_unlock(&mu);
+	return OK;
+}
+
+// cuIpcOpenMemHandle_v2 takes the handle by value: 64 bytes that the amd64
+// calling convention passes on the stack.
+CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *ptr, struct ipc_handle h, unsigned flags) {
+	ENTER("cuIpcOpenMemHandle_v2");
+	NEED_CTX();
+	if (h.magic != IPC_MAGIC || flags != 1) return INVALID_VALUE;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%u/fd/%u", h.pid, h.fd);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return errno == ENOENT ? INVALID_HANDLE : NOT_PERMITTED;
+	void *p = mmap(NULL, h.size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED) return INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	add_region(p, h.size, 0);
+	regions[nregions - 1].readonly = 1;
+	vmm_maps++;
+	pthread_mutex_unlock(&mu);
+	*ptr = (CUdeviceptr)(uintptr_t)p;
+	return OK;
+}
+
+CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr ptr) {
+	ENTER("cuMemGetAddressRange_v2");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int i = find_region((const char *)(uintptr_t)ptr, 1, 0);
+	if (i >= 0) {
+		if (base) *base = (CUdeviceptr)(uintptr_t)regions[i].p;
+		if (size) *size = regions[i].size;
+	}
+	pthread_mutex_unlock(&mu);
+	return i >= 0 ? OK : INVALID_VALUE;
+}
+
+CUresult cuIpcCloseMemHandle(CUdeviceptr ptr) {
+	ENTER("cuIpcCloseMemHandle");
+	NEED_CTX();
+	pthread_mutex_lock(&mu);
+	int r = region_at((char *)(uintptr_t)ptr, 0);
+	if (r < 0) {
+		pthread_mutex_unlock(&mu);
+		return INVALID_VALUE;
+	}
+	munmap(regions[r].p, regions[r].size);
+	drop_region(r);
+	vmm_maps--;
+	pthread_mutex_unlock(&mu);
+	return OK;
 }
 
 // ---- modules and the leaf kernel ----

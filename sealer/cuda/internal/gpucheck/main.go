@@ -10,7 +10,9 @@
 // kernel-only and end-to-end rates are reported apart) and on the host,
 // prints a table and exits 1 when a target is missed. -report also writes
 // the table and the PASS/FAIL lines to a file; -facts prints the driver
-// library, driver and GPU and exits.
+// library, driver and GPU and exits. -handoff runs the hand-off and attach
+// checks instead, with this program run again as the second process
+// (consumer, writer, engine).
 package main
 
 import (
@@ -40,6 +42,16 @@ import (
 const gib = 1 << 30
 
 func main() {
+	if cuda.IsReader() { // the agent's reader process of attached memory, in the hand-off check
+		os.Exit(cuda.ServeReader())
+	}
+	if ok, err := role(context.Background(), os.Stdout); ok {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gpucheck (second process):", err)
+			os.Exit(2)
+		}
+		return
+	}
 	total := flag.Uint64("bytes", 8*gib, "bytes of shards to seal (at least 8 GiB for the report)")
 	shards := flag.Int("shards", 4, "number of shard files")
 	leaf := flag.Uint64("leaf-size", 16<<10, "leaf size the GPU path seals with")
@@ -50,12 +62,16 @@ func main() {
 	inFlight := flag.Int("in-flight", cuda.DefaultVerifyInFlight, "verifications in flight on the GPU (pipelined verify)")
 	report := flag.String("report", "", "also write the table and the PASS/FAIL lines to this file")
 	facts := flag.Bool("facts", false, "print the driver library, driver and GPU, and exit")
+	handoffOnly := flag.Bool("handoff", false, "run the hand-off and attach checks (a second process of this program as consumer and engine), and exit")
 	flag.Parse()
 	c := config{total: *total, shards: *shards, leaf: *leaf, dir: *dir, gpu: *gpu, lib: *lib, workers: *workers, inFlight: *inFlight, report: *report}
 	var err error
-	if *facts {
+	switch {
+	case *facts:
 		err = printFacts(context.Background(), os.Stdout, c)
-	} else {
+	case *handoffOnly:
+		err = handoffCheck(context.Background(), os.Stdout, c)
+	default:
 		err = run(context.Background(), os.Stdout, c)
 	}
 	if err != nil {

@@ -39,6 +39,7 @@ func TestGPUCheckScript(t *testing.T) {
 	write("policy.test", standIn+"exec sleep 120\n")
 	write("gpucheck", standIn+`case " $* " in
 *" -facts "*) echo "library: /drivers/libcuda.so.1"; echo "driver: CUDA 13.0"; echo "GPU 0: Stand-in GPU" ;;
+*" -handoff "*) echo "PASS: hand-off: a second process imported the shard" ;;
 *) while [ $# -gt 0 ]; do [ "$1" = -report ] && printf '| measure | GiB/s | note |\nPASS: GPU verify end to end: 40%%\n' > "$2"; shift; done ;;
 esac
 `)
@@ -85,7 +86,7 @@ esac
 	if !sawCount2 || !sawTable {
 		t.Errorf("tests twice in one process: %v; gpucheck given the library: %v\n%s", sawCount2, sawTable, calls)
 	}
-	for _, want := range []string{"timed out after 3s", "FAIL: policy tests", "PASS: cuda tests -test.count=2", "PASS: throughput targets", "gpu-check: FAIL"} {
+	for _, want := range []string{"timed out after 3s", "FAIL: policy tests", "PASS: cuda tests -test.count=2", "PASS: throughput targets", "PASS: hand-off and attach checks", "gpu-check: FAIL"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -94,7 +95,7 @@ esac
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"library: /drivers/libcuda.so.1", "| measure | GiB/s | note |", "PASS: GPU verify end to end", "FAIL: policy tests", "gpu-check: FAIL"} {
+	for _, want := range []string{"library: /drivers/libcuda.so.1", "| measure | GiB/s | note |", "PASS: GPU verify end to end", "PASS: hand-off: a second process imported the shard", "FAIL: policy tests", "gpu-check: FAIL"} {
 		if !strings.Contains(string(rep), want) {
 			t.Errorf("report lacks %q:\n%s", want, rep)
 		}

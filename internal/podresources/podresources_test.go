@@ -185,3 +185,23 @@ func FuzzNormalise(f *testing.F) {
 		}
 	})
 }
+
+// The kubelet's answer is parsed, never trusted: any bytes decode or fail
+// without a panic, and what decodes re-encodes to a message that decodes
+// the same.
+func FuzzDecodeList(f *testing.F) {
+	f.Add(EncodeList(testPods()))
+	f.Add([]byte{0x0a, 0x02, 0x1a, 0x00})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pods, err := decodeList(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeList(EncodeList(pods))
+		if err != nil || len(again) != len(pods) {
+			t.Fatalf("re-decoding %d pods: %d, %v", len(pods), len(again), err)
+		}
+		_ = Assignments(pods)
+	})
+}

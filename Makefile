@@ -120,3 +120,74 @@ gpu-check-build: ## Build the GPU check's test binaries and benchmark into .gpu-
 .PHONY: gpu-check
 gpu-check: ## On a GPU machine (driver, no Go): run the prebuilt GPU tests and the throughput table (docs/gpu.md).
 	./scripts/gpu-check.sh
+
+# Release artefacts in dist/: the agent for linux/amd64 and linux/arm64 (cgo,
+# for NVML; arm64 with Debian's cross gcc), an SBOM of each (CycloneDX JSON
+# from the modules Go records in the binary), a .deb of each (nfpm:
+# deploy/nfpm.yaml), the OCI image layout of both (tools/image, no container engine)
+# and SHA256SUMS. The arm64 binary is smoke-tested under qemu-user-static
+# (`version`, and `digest` equal to the amd64 binary's).
+DIST        := dist
+DIST_ARCHES := amd64 arm64
+# A Debian version: v1.2.3 → 1.2.3, anything else (a commit id) →
+# 0.0.0~git<describe>.
+DIST_VERSION := $(shell v='$(VERSION)'; v=$${v#v}; case "$$v" in ([0-9]*.[0-9]*) echo "$$v";; (*) echo "0.0.0~git$$v" | tr -- '-' '.';; esac)
+DIST_SRC    := $(shell git ls-files 'go.mod' 'go.sum' '*.go' 2>/dev/null | grep -v '^tools/')
+DIST_DEB     = $(DIST)/vramseal-agent_$(DIST_VERSION)_$(1).deb
+DIST_IMAGE  := $(DIST)/vramseal-agent-image
+# The commit's time: the SBOMs, packages and image carry it, not the build's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+# Rebuilt when a Go source, the version or the revision changed.
+$(DIST)/.stamp-$(DIST_VERSION)-$(REVISION):
+	mkdir -p $(DIST) && rm -f $(DIST)/.stamp-* && touch $@
+
+$(DIST)/vramseal-agent-linux-amd64: $(DIST_SRC) $(DIST)/.stamp-$(DIST_VERSION)-$(REVISION)
+	CGO_ENABLED=1 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/agent
+
+$(DIST)/vramseal-agent-linux-arm64: $(DIST_SRC) $(DIST)/.stamp-$(DIST_VERSION)-$(REVISION) | cross-arm64
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(CC_ARM64) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/agent
+
+$(DIST)/vramseal-agent-linux-%.cdx.json: $(DIST)/vramseal-agent-linux-% | $(CYCLONEDX_GOMOD)
+	$(CYCLONEDX_GOMOD) bin -json -noserial -output $@ -version $(VERSION) $<
+
+# The packaged unit runs the binary where the package puts it.
+$(DIST)/pkg/vramseal-agent.service: deploy/systemd/vramseal-agent.service
+	mkdir -p $(@D) && sed 's#/usr/local/bin/vramseal-agent#/usr/bin/vramseal-agent#' $< > $@
+
+$(DIST)/vramseal-agent_$(DIST_VERSION)_%.deb: $(DIST)/vramseal-agent-linux-% $(DIST)/pkg/vramseal-agent.service deploy/nfpm.yaml $(wildcard deploy/systemd/* deploy/debian/*) | $(NFPM)
+	rm -f $(filter-out $@,$(wildcard $(DIST)/vramseal-agent_*_$*.deb)) # one version in dist/
+	sed 's/$${DEB_ARCH}/$*/g' deploy/nfpm.yaml > $(DIST)/pkg/nfpm-$*.yaml # nfpm expands no variables in contents
+	DEB_ARCH=$* DIST_VERSION='$(DIST_VERSION)' $(NFPM) package --config $(DIST)/pkg/nfpm-$*.yaml --packager deb --target $@ > /dev/null
+
+.PHONY: deb
+deb: $(call DIST_DEB,amd64) ## Build the amd64 .deb into dist/ (make test installs it).
+
+.PHONY: image
+image: $(foreach a,$(DIST_ARCHES),$(DIST)/vramseal-agent-linux-$(a) $(call LIBC6_TAR,$(a))) ## Build the OCI image layout (linux/amd64 and linux/arm64) into dist/, without a container engine.
+	cd tools/image && $(GO) run . -out $(abspath $(DIST_IMAGE)) -packages 'libc6=$(LIBC6_VERSION)' -version '$(VERSION)' -revision '$(REVISION)' \
+		$(foreach a,$(DIST_ARCHES),-platform $(a)=$(abspath $(DIST)/vramseal-agent-linux-$(a)),$(call LIBC6_TAR,$(a)))
+
+.PHONY: dist-smoke
+dist-smoke: $(DIST)/vramseal-agent-linux-amd64 $(DIST)/vramseal-agent-linux-arm64 $(call LIBC6_TAR,arm64) | cross-arm64 ## Run the arm64 binary under qemu-user-static (version, digest; and with the arm64 image's libraries).
+	@f=$$(mktemp) && trap 'rm -f $$f' EXIT && head -c 1000000 /dev/urandom > $$f && \
+	test "$$(od -An -tx1 -j18 -N2 $(DIST)/vramseal-agent-linux-arm64 | tr -d ' ')" = b700 || { echo "not an arm64 (aarch64) ELF binary"; exit 1; }; \
+	$(QEMU_ARM64) -L $(ARM64_SYSROOT) $(DIST)/vramseal-agent-linux-arm64 version && \
+	want=$$($(DIST)/vramseal-agent-linux-amd64 digest --leaf-size 4096 $$f) && \
+	got=$$($(QEMU_ARM64) -L $(ARM64_SYSROOT) $(DIST)/vramseal-agent-linux-arm64 digest --leaf-size 4096 $$f) && \
+	echo "$$got" && test "$$got" = "$$want" && echo "arm64 under qemu: digest equals amd64's"
+	cd tools/image && VRAMSEAL_REQUIRE_TOOLS=1 VRAMSEAL_AGENT_BIN_ARM64=$(abspath $(DIST)/vramseal-agent-linux-arm64) \
+		VRAMSEAL_LIBC6_TAR_ARM64=$(call LIBC6_TAR,arm64) VRAMSEAL_QEMU_ARM64=$$(command -v $(QEMU_ARM64)) \
+		$(GO) test -count=1 -v -run '^TestImageRunsTheAgentArm64$$' . | grep -E '^(--- |ok)|arm64 image:'
+
+.PHONY: dist
+dist: $(foreach a,$(DIST_ARCHES),$(DIST)/vramseal-agent-linux-$(a) $(DIST)/vramseal-agent-linux-$(a).cdx.json $(call DIST_DEB,$(a))) image dist-smoke ## Release artefacts into dist/: binaries (amd64, arm64), SBOMs, .debs, the OCI image, SHA256SUMS.
+	cd $(DIST) && sha256sum $(foreach a,$(DIST_ARCHES),vramseal-agent-linux-$(a) vramseal-agent-linux-$(a).cdx.json $(notdir $(call DIST_DEB,$(a)))) > SHA256SUMS
+	cat $(DIST)/SHA256SUMS
+
+# make test installs the .deb (deploy/package_test.go) and checks the image
+# (tools/image).
+test: deb
+export VRAMSEAL_DEB := $(abspath $(call DIST_DEB,amd64))
+TOOL_MODULES += tools/image

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -255,13 +257,167 @@ func TestContainerfile(t *testing.T) {
 		t.Errorf("build stage %s: want the project's Go 1.26", froms[0])
 	}
 	for _, f := range froms {
-		if strings.HasSuffix(f, ":latest") {
-			t.Errorf("base image %s is not pinned", f)
+		// A reference without a tag or digest is latest too.
+		name := f[strings.LastIndex(f, "/")+1:]
+		if strings.HasSuffix(f, ":latest") || !(strings.Contains(name, ":") || strings.Contains(f, "@sha256:")) {
+			t.Errorf("base image %s is not pinned to a tag or digest other than latest", f)
 		}
 	}
-	for _, want := range []string{"CGO_ENABLED=1", "make build", "ENV CUDA_DEVICE_ORDER=PCI_BUS_ID", `ENTRYPOINT ["/usr/local/bin/vramseal-agent"]`} {
+	for _, want := range []string{"CGO_ENABLED=1", "make build", "ENV CUDA_DEVICE_ORDER=PCI_BUS_ID", `ENTRYPOINT ["/usr/local/bin/vramseal-agent"]`, "USER 0:0", "org.opencontainers.image.revision"} {
 		if !strings.Contains(string(data), want) {
 			t.Errorf("Containerfile lacks %q", want)
 		}
+	}
+}
+
+// TestSystemdServiceHardening checks what the hardened unit must keep for
+// the product to work, and that it tells systemd when it is up.
+func TestSystemdServiceHardening(t *testing.T) {
+	svc := unitFile(t, filepath.Join("systemd", "vramseal-agent.service"))["Service"]
+	one := func(k string) string {
+		if v := svc[k]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
+	// Type=notify: READY=1, STATUS=, WATCHDOG=1 and RELOADING=1 from the
+	// agent (cmd/agent/notify.go).
+	for k, want := range map[string]string{"Type": "notify", "NotifyAccess": "main", "ExecReload": "/bin/kill -HUP $MAINPID"} {
+		if got := one(k); got != want {
+			t.Errorf("%s=%s, want %s", k, got, want)
+		}
+	}
+	if one("WatchdogSec") == "" {
+		t.Error("no WatchdogSec: the agent feeds systemd's watchdog")
+	}
+	// Go exits with status 2 on SIGABRT (the default WatchdogSignal); 2 is a
+	// status that prevents restarts.
+	if slices.Contains(strings.Fields(one("RestartPreventExitStatus")), "2") && one("WatchdogSignal") != "SIGKILL" {
+		t.Errorf("WatchdogSignal=%q with RestartPreventExitStatus=%s: a hung agent would not be restarted", one("WatchdogSignal"), one("RestartPreventExitStatus"))
+	}
+	// Settings that break the callers' attribution on the control and
+	// consumer sockets (SO_PEERCRED, /proc/PID/exe), hide the GPUs, or stop
+	// remote scraping and the OTLP export.
+	for k, bad := range map[string][]string{
+		"PrivateUsers":   {"yes", "true", "self", "identity"},
+		"ProtectProc":    {"invisible", "noaccess", "ptraceable"},
+		"ProcSubset":     {"pid"},
+		"PrivateDevices": {"yes", "true"},
+		"PrivateNetwork": {"yes", "true"},
+	} {
+		if v := one(k); slices.Contains(bad, v) {
+			t.Errorf("%s=%s breaks the agent", k, v)
+		}
+	}
+	for _, k := range []string{"IPAddressDeny", "IPAddressAllow", "RootDirectory", "RootImage"} {
+		if len(svc[k]) > 0 {
+			t.Errorf("%s= is set (%v): scraping from other hosts, the OTLP export or the GPU libraries need the host's network and root", k, svc[k])
+		}
+	}
+	// The agent gives its sockets their group with fchownat
+	// (internal/control): a filter that denies @privileged (@chown) must
+	// allow it again, after the deny.
+	filters := svc["SystemCallFilter"]
+	deny := slices.IndexFunc(filters, func(f string) bool { return strings.HasPrefix(f, "~") && strings.Contains(f, "@privileged") })
+	if deny >= 0 && !slices.ContainsFunc(filters[deny+1:], func(f string) bool {
+		return !strings.HasPrefix(f, "~") && (slices.Contains(strings.Fields(f), "fchownat") || slices.Contains(strings.Fields(f), "@chown"))
+	}) {
+		t.Errorf("SystemCallFilter %q denies fchownat: control.group and handoff.group would fail", filters)
+	}
+	if got := one("DevicePolicy"); got != "closed" {
+		t.Errorf("DevicePolicy=%s, want closed (with the GPUs allowed)", got)
+	}
+	for _, dev := range []string{"char-nvidia-frontend rw", "char-nvidia-uvm rw", "char-nvidia-caps r"} {
+		if !slices.Contains(svc["DeviceAllow"], dev) {
+			t.Errorf("DeviceAllow lacks %q: %v", dev, svc["DeviceAllow"])
+		}
+	}
+	fams := strings.Fields(one("RestrictAddressFamilies"))
+	for _, f := range []string{"AF_UNIX", "AF_INET", "AF_INET6"} {
+		if !slices.Contains(fams, f) {
+			t.Errorf("RestrictAddressFamilies lacks %s: %v", f, fams)
+		}
+	}
+	// Engines (other users) reach /run/vramseal/handoff.sock.
+	mode, err := strconv.ParseUint(one("RuntimeDirectoryMode"), 8, 32)
+	if err != nil || mode&0o001 == 0 {
+		t.Errorf("RuntimeDirectoryMode=%s: other users cannot reach the consumer socket", one("RuntimeDirectoryMode"))
+	}
+	users, err := os.ReadFile(filepath.Join("systemd", "vramseal.sysusers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(users, []byte("\nm vramseal video\n")) {
+		t.Error("vramseal.sysusers does not put vramseal in the video group (/dev/nvidia* where restricted)")
+	}
+}
+
+// maxExposure is the highest `systemd-analyze security` exposure the unit
+// may have.
+const maxExposure = 2.0
+
+// exposure scores a unit file with `systemd-analyze security --offline=true`.
+func exposure(t *testing.T, sa, unit string) float64 {
+	t.Helper()
+	out, err := exec.Command(sa, "security", "--offline=true", unit).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no overall exposure in:\n%s", out)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestSystemdSecurityScore scores the unit offline.
+func TestSystemdSecurityScore(t *testing.T) {
+	sa := testenv.Program(t, "systemd-analyze")
+	dir := t.TempDir()
+	svc, err := os.ReadFile(filepath.Join("systemd", "vramseal-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(dir, "vramseal-agent.service")
+	if err := os.WriteFile(unit, bytes.ReplaceAll(svc, []byte("/usr/local/bin/vramseal-agent"), []byte("/bin/true")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v := exposure(t, sa, unit); v > maxExposure {
+		t.Errorf("exposure %.1f, want at most %.1f", v, maxExposure)
+	} else {
+		t.Logf("systemd-analyze security --offline=true: exposure %.1f", v)
+	}
+}
+
+// TestNoLatestTag: no image reference in the deployment files or the docs
+// uses the latest tag (the chart's default tag is its appVersion).
+func TestNoLatestTag(t *testing.T) {
+	latest := regexp.MustCompile(`[a-z0-9./-]+:latest\b`)
+	var n int
+	for _, root := range []string{".", "../docs", "../README.md"} {
+		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			n++
+			for _, m := range latest.FindAll(data, -1) {
+				t.Errorf("%s: %s (pin a version)", path, m)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d files read", n)
 	}
 }

@@ -165,3 +165,68 @@ helm: $(HELM) ## Build the pinned Helm for the chart's tests.
 test: $(HELM)
 tools: $(HELM)
 export VRAMSEAL_HELM := $(HELM)
+
+# Release tools for `make dist` (and the package test of `make test`):
+# nfpm builds the .deb, cyclonedx-gomod writes each binary's SBOM from the
+# module list Go records in it (`go version -m`); both pinned, built with the
+# Go toolchain like the test tools.
+NFPM_VERSION := v2.45.2
+NFPM_DIR     := $(TOOLS_CACHE)/nfpm-$(NFPM_VERSION)
+NFPM         := $(NFPM_DIR)/nfpm
+
+$(NFPM):
+	GOBIN=$(NFPM_DIR) $(GO) install -trimpath -ldflags '-s -w' github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+CYCLONEDX_GOMOD_VERSION := v1.10.0
+CYCLONEDX_GOMOD_DIR     := $(TOOLS_CACHE)/cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION)
+CYCLONEDX_GOMOD         := $(CYCLONEDX_GOMOD_DIR)/cyclonedx-gomod
+
+$(CYCLONEDX_GOMOD):
+	GOBIN=$(CYCLONEDX_GOMOD_DIR) $(GO) install -trimpath -ldflags '-s -w' github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION)
+
+.PHONY: nfpm cyclonedx-gomod
+nfpm: $(NFPM) ## Build the pinned nfpm (the .deb of make dist).
+cyclonedx-gomod: $(CYCLONEDX_GOMOD) ## Build the pinned cyclonedx-gomod (the SBOMs of make dist).
+tools: $(NFPM)
+
+# The arm64 build (GH200 nodes) needs Debian's cross C compiler for cgo, and
+# its smoke test Debian's qemu-user-static (with the cross libc of
+# libc6-dev-arm64-cross): both installed with apt-get only when missing.
+CC_ARM64   := aarch64-linux-gnu-gcc
+QEMU_ARM64 := qemu-aarch64-static
+ARM64_SYSROOT := /usr/aarch64-linux-gnu
+
+.PHONY: cross-arm64
+cross-arm64: ## Install Debian's arm64 cross compiler and qemu-user-static, when missing.
+	@command -v $(CC_ARM64) > /dev/null && command -v $(QEMU_ARM64) > /dev/null || { \
+		echo "installing Debian's gcc-aarch64-linux-gnu and qemu-user-static (for the arm64 build)"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; }
+
+# The image's C library: Debian's libc6 .deb for each architecture, the
+# version this machine runs (the one the binaries are linked against),
+# fetched with apt-get download under a private sources list and private
+# state and cache folders (the machine's apt setup is neither read for
+# packages nor changed), as the CUDA toolkit above, into the cache, and
+# unpacked to a tar (dpkg-deb --fsys-tarfile) that becomes the image's base
+# layer (tools/image). LIBC6_VERSION overrides the version.
+LIBC6_VERSION ?= $(shell dpkg-query -W -f='$${Version}' libc6 2>/dev/null)
+LIBC6_SUITE   := bookworm
+DEBS_DIR      := $(TOOLS_CACHE)/debs
+LIBC6_TAR      = $(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_$(1).tar
+
+$(DEBS_DIR)/libc6_$(subst :,%3a,$(LIBC6_VERSION))_%.tar:
+	@test -n '$(LIBC6_VERSION)' || { echo "no libc6 version (dpkg-query): set LIBC6_VERSION"; exit 1; }
+	rm -rf $@.d && mkdir -p $@.d/apt/state/partial $@.d/apt/cache/archives/partial
+	printf 'deb [arch=$*] %s %s main\n' $(CUDA_TOOLKIT_MIRROR) $(LIBC6_SUITE) $(CUDA_TOOLKIT_MIRROR) $(LIBC6_SUITE)-updates > $@.d/apt/sources.list
+	cd $@.d && apt="-o Dir::Etc::SourceList=$$PWD/apt/sources.list -o Dir::Etc::SourceParts=- \
+		-o Dir::State::Lists=$$PWD/apt/state -o Dir::Cache=$$PWD/apt/cache -o Debug::NoLocking=1 \
+		-o APT::Architecture=$* -o APT::Architectures::=$*" && \
+		apt-get -q $$apt update > apt/update.log 2>&1 || { cat apt/update.log; exit 1; }; \
+		apt-get -q $$apt download 'libc6:$*=$(LIBC6_VERSION)' > apt/download.log 2>&1 || { cat apt/download.log; echo "set LIBC6_VERSION to a version the mirror serves"; exit 1; }; \
+		dpkg-deb --fsys-tarfile libc6_*_$*.deb > $@.tmp
+	mv $@.tmp $@ && rm -rf $@.d
+
+.PHONY: libc6
+libc6: $(call LIBC6_TAR,amd64) $(call LIBC6_TAR,arm64) ## Fetch Debian's libc6 (amd64, arm64: the image's C library) into the cache.
+tools: $(call LIBC6_TAR,amd64)
+export VRAMSEAL_LIBC6_TAR := $(call LIBC6_TAR,amd64)

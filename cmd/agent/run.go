@@ -176,6 +176,12 @@ func runAgent(ctx context.Context, o *runOptions, c cli) int {
 	srv := &http.Server{Handler: webHandler, ReadHeaderTimeout: 10 * time.Second}
 	webErr := make(chan error, 1)
 	go func() { webErr <- web.ListenAndServe(srv, o.web, newSlog(log.WithField(logfield.Component, "web"))) }()
+	// systemd (Type=notify): READY=1 once serving, STATUS=, the watchdog (notify.go);
+	// kept up until the agent exits.
+	sd := newNotifier(log)
+	notifyCtx, stopNotify := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNotify()
+	go sd.run(notifyCtx, listening(*o.web.WebSystemdSocket, *o.web.WebListenAddresses), a.notifyStatus)
 
 	code := exitOK
 loop:
@@ -185,7 +191,9 @@ loop:
 			log.Info("shutting down: stopping the schedule, releasing every shard")
 			break loop
 		case <-hup:
+			sd.reloading()
 			a.reload(o.configFile, reloadSIGHUP)
+			sd.ready()
 		case <-watch.Changed():
 			a.reload(o.configFile, reloadFileChanged)
 		case <-a.policy.Exit():
@@ -205,6 +213,7 @@ loop:
 			break loop
 		}
 	}
+	sd.stopping()
 	code = a.shutdown(stop, &wg, srv, webErr, code)
 	stopHandoff()
 	<-handoffDone

@@ -114,8 +114,9 @@ class LiveAgentTest(unittest.TestCase):
 
         with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
             readme = f.read()
+        # The first two examples run on the simulated GPU; the CUDA one needs a GPU.
         blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
-        self.assertEqual(len(blocks), 2)
+        self.assertGreaterEqual(len(blocks), 2)
         torch.manual_seed(3)
 
         def my_model():

@@ -18,6 +18,7 @@ func allEvents() []Event {
 		VRAMDeallocated{Header: h}, PolicyViolation{Header: h}, VRAMAllocated{Header: h},
 		VRAMAllocationFailed{Header: h}, VRAMOpened{Header: h}, VRAMClosed{Header: h}, ControlRateLimited{Header: h},
 		DebugFaultInjected{Header: h},
+		GPUXID{Header: h}, GPUForeignProcess{Header: h},
 	}
 }
 
@@ -36,11 +37,14 @@ func TestEventSchema(t *testing.T) {
 		NameVRAMClosed:             {"shard_id", "gpu_device", "reason"},
 		NameControlRateLimited:     {"endpoint", "requests_per_second", "burst"},
 		NameDebugFaultInjected:     {"fault", "shard_id", "gpu_device", "details"},
+		NameGPUXID:                 {"gpu_device", "xid", "count"},
+		NameGPUForeignProcess:      {"gpu_device", "pid", "executable", "used_bytes", "sealed_shards", "suppressed"},
 	}
 	severity := map[string]Severity{
 		NameVRAMSealed: SeverityInfo, NameSealVerified: SeverityInfo, NameSealVerificationFailed: SeverityCritical,
 		NameVRAMDeallocated: SeverityInfo, NamePolicyViolation: SeverityError, NameVRAMAllocated: SeverityInfo,
 		NameVRAMAllocationFailed: SeverityWarn, NameVRAMOpened: SeverityInfo, NameVRAMClosed: SeverityInfo, NameControlRateLimited: SeverityWarn, NameDebugFaultInjected: SeverityWarn,
+		NameGPUXID: SeverityError, NameGPUForeignProcess: SeverityWarn,
 	}
 	seen := map[string]bool{}
 	for _, ev := range allEvents() {
@@ -66,7 +70,7 @@ func TestEventSchema(t *testing.T) {
 			}
 		}
 	}
-	if len(seen) != len(Names) || len(Names) != 11 {
+	if len(seen) != len(Names) || len(Names) != 13 {
 		t.Fatalf("events %v, names %v", seen, Names)
 	}
 	if SeverityCritical != 21 || SeverityCritical.String() != "CRITICAL" || SeverityError != 17 || SeverityWarn != 13 || SeverityInfo != 9 {

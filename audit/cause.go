@@ -13,6 +13,7 @@ const (
 	CauseOwnerExited = "owner_exited" // the owner of attached memory went away; Caller is the owner
 	CauseDebug       = "debug"        // a debug fault switch (simulated GPU); Caller is the caller
 	CauseStartup     = "startup"      // the agent's own checks at start-up (the VRAM-only policy)
+	CauseTelemetry   = "telemetry"    // the GPU telemetry read (XIDs, processes on a GPU)
 )
 
 // Cause is what made an event happen: its kind, and the process behind it

@@ -48,12 +48,12 @@ const (
 )
 
 // Names lists every event name: the specification's seven in its order,
-// then the consumer lease events.
+// then the consumer lease, control and GPU events.
 var Names = []string{
 	NameVRAMSealed, NameSealVerified, NameSealVerificationFailed,
 	NameVRAMDeallocated, NamePolicyViolation, NameVRAMAllocated,
 	NameVRAMAllocationFailed, NameVRAMOpened, NameVRAMClosed, NameControlRateLimited,
-	NameDebugFaultInjected,
+	NameDebugFaultInjected, NameGPUXID, NameGPUForeignProcess,
 }
 
 // NamePrefix is put before an event's name on the wire.

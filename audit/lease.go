@@ -36,14 +36,25 @@ type Caller struct {
 	GID        int64  `json:"gid"`
 	PID        int64  `json:"pid"`
 	Executable string `json:"executable"`
+	// PodUID and ContainerID are the Kubernetes pod and container the
+	// process runs in, from its cgroup ("" outside a pod, or unknown).
+	PodUID      string `json:"pod_uid,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
 }
 
-// fields lists the caller's fields.
+// fields lists the caller's fields; the pod and container only when known.
 func (c Caller) fields() []Field {
-	return []Field{
+	f := []Field{
 		{"caller_uid", c.UID}, {"caller_gid", c.GID}, {"caller_pid", c.PID},
 		{"caller_executable", c.Executable},
 	}
+	if c.PodUID != "" {
+		f = append(f, Field{"caller_pod_uid", c.PodUID})
+	}
+	if c.ContainerID != "" {
+		f = append(f, Field{"caller_container_id", c.ContainerID})
+	}
+	return f
 }
 
 // String names the caller for a person: "pid 42 (uid 1000, /usr/bin/python3)".

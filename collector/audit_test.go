@@ -27,6 +27,8 @@ func TestAuditCounters(t *testing.T) {
 # TYPE vramseal_audit_events_total counter
 vramseal_audit_events_total{event="control.rate_limited"} 0
 vramseal_audit_events_total{event="debug.fault_injected"} 0
+vramseal_audit_events_total{event="gpu.foreign_process"} 0
+vramseal_audit_events_total{event="gpu.xid"} 0
 vramseal_audit_events_total{event="policy.violation"} 0
 vramseal_audit_events_total{event="seal.verification_failed"} 0
 vramseal_audit_events_total{event="seal.verified"} 0
@@ -40,6 +42,8 @@ vramseal_audit_events_total{event="vram.sealed"} 1
 # TYPE vramseal_audit_emit_failures_total counter
 vramseal_audit_emit_failures_total{event="control.rate_limited"} 0
 vramseal_audit_emit_failures_total{event="debug.fault_injected"} 0
+vramseal_audit_emit_failures_total{event="gpu.foreign_process"} 0
+vramseal_audit_emit_failures_total{event="gpu.xid"} 0
 vramseal_audit_emit_failures_total{event="policy.violation"} 0
 vramseal_audit_emit_failures_total{event="seal.verification_failed"} 1
 vramseal_audit_emit_failures_total{event="seal.verified"} 0

@@ -57,6 +57,15 @@ type Options struct {
 	// Control counts the control API's refusals (rate limit).
 	Control *ControlCounters
 
+	// Processes configures the attribution of the GPU processes.
+	Processes Processes
+	// Pods says which pod uses each GPU (vramseal_gpu_pod_info; left out
+	// when nil).
+	Pods PodSource
+	// Emitter receives the GPU events (vramseal.gpu.xid,
+	// vramseal.gpu.foreign_process); none are emitted when nil.
+	Emitter audit.Emitter
+
 	// Logger is the operational log (logrus standard logger when nil).
 	Logger logrus.FieldLogger
 	// Now is the clock (time.Now when nil).

@@ -20,7 +20,7 @@ var designMetrics = map[string]struct {
 }{
 	"vramseal_build_info":                                   {dto.MetricType_GAUGE, "goversion,revision,version"},
 	"vramseal_agent_info":                                   {dto.MetricType_GAUGE, "device,worker_id"},
-	"vramseal_gpu_info":                                     {dto.MetricType_GAUGE, "driver_version,gpu,name,uuid"},
+	"vramseal_gpu_info":                                     {dto.MetricType_GAUGE, "driver_version,gpu,name,pci_bus_id,uuid"},
 	"vramseal_gpu_memory_total_bytes":                       {dto.MetricType_GAUGE, "gpu,uuid"},
 	"vramseal_gpu_memory_used_bytes":                        {dto.MetricType_GAUGE, "gpu,uuid"},
 	"vramseal_gpu_memory_free_bytes":                        {dto.MetricType_GAUGE, "gpu,uuid"},

@@ -47,6 +47,25 @@ type GPUTelemetry struct {
 
 	HasRetiredPages                    bool
 	RetiredSingleBit, RetiredDoubleBit int
+
+	// PCIBusID labels vramseal_gpu_info ("" where unknown).
+	PCIBusID string
+	// HasProcesses is whether Processes was read (the process metrics
+	// are exported only then).
+	HasProcesses bool
+	Processes    []GPUProcess
+	// MIG are the GPU's MIG instances when MIG is on.
+	MIG []MIGInstance
+	// XIDs counts the critical XID errors seen since the agent started,
+	// by XID; NewXIDs those of this read only (one event each).
+	XIDs, NewXIDs map[uint64]uint64
+}
+
+// MIGInstance is one GPU instance of a GPU in MIG mode.
+type MIGInstance struct {
+	GPUInstanceID         int
+	UUID, Profile         string
+	TotalBytes, UsedBytes uint64
 }
 
 // NVMLSource is the GPU source on real NVIDIA GPUs. It opens NVML at its
@@ -59,6 +78,7 @@ type NVMLSource struct {
 
 	mu     sync.Mutex
 	client *nvml.Client
+	xids   map[string]map[uint64]uint64 // by GPU UUID, since start
 }
 
 // NewNVMLSource returns a source reading lib (nvml.System() in the agent).
@@ -105,9 +125,57 @@ func (s *NVMLSource) Telemetry(ctx context.Context) ([]GPUTelemetry, error) {
 			RemappedCorrectable: t.RemappedRows.Correctable, RemappedUncorrected: t.RemappedRows.Uncorrectable,
 			RemapPending: t.RemappedRows.Pending, RemapFailed: t.RemappedRows.Failed,
 			HasRetiredPages: t.HasRetiredPages, RetiredSingleBit: t.RetiredPagesSingleBit, RetiredDoubleBit: t.RetiredPagesDBE,
+			PCIBusID: t.PCIBusID, HasProcesses: t.HasProcesses,
+		}
+		for _, p := range t.Processes {
+			out[i].Processes = append(out[i].Processes, GPUProcess{PID: p.PID, UsedBytes: p.UsedBytes, HasUsed: p.HasUsed, GPUInstanceID: p.GPUInstanceID})
+		}
+		for _, m := range t.MIG {
+			out[i].MIG = append(out[i].MIG, MIGInstance{GPUInstanceID: m.GPUInstanceID, UUID: m.UUID, Profile: m.Profile,
+				TotalBytes: m.Memory.Total, UsedBytes: m.Memory.Used})
 		}
 	}
+	s.addXIDs(out)
 	return out, nil
+}
+
+// addXIDs drains the critical XID errors queued since the last read and
+// puts them on their GPUs. Must be called with s.mu held.
+func (s *NVMLSource) addXIDs(out []GPUTelemetry) {
+	evs, _, err := s.client.XIDs()
+	if err != nil {
+		s.log.WithError(err).Debug("reading XID events failed")
+	}
+	if s.xids == nil {
+		s.xids = map[string]map[uint64]uint64{}
+	}
+	byUUID := make(map[string]int, len(out))
+	for i, t := range out {
+		byUUID[t.UUID] = i
+	}
+	for _, ev := range evs {
+		i, ok := byUUID[ev.UUID]
+		if !ok {
+			s.log.WithField("xid", ev.XID).WithField("uuid", ev.UUID).Warn("critical XID error on a GPU that is not in the telemetry")
+			continue
+		}
+		if s.xids[ev.UUID] == nil {
+			s.xids[ev.UUID] = map[uint64]uint64{}
+		}
+		s.xids[ev.UUID][ev.XID]++
+		if out[i].NewXIDs == nil {
+			out[i].NewXIDs = map[uint64]uint64{}
+		}
+		out[i].NewXIDs[ev.XID]++
+	}
+	for i, t := range out {
+		if m := s.xids[t.UUID]; len(m) > 0 {
+			out[i].XIDs = make(map[uint64]uint64, len(m))
+			for k, v := range m {
+				out[i].XIDs[k] = v
+			}
+		}
+	}
 }
 
 // Close shuts NVML down if it was opened. It waits at most 5 seconds for a
@@ -151,6 +219,8 @@ type gpuCollector struct {
 	info, up, total, used, free, reserved *prometheus.Desc
 	ecc, remapped, remapPending           *prometheus.Desc
 	remapFailed, retired                  *prometheus.Desc
+
+	attr gpuAttribution
 }
 
 func newGPUCollector(o Options) *gpuCollector {
@@ -160,9 +230,10 @@ func newGPUCollector(o Options) *gpuCollector {
 	}
 	return &gpuCollector{
 		src: o.GPU, interval: o.GPUInterval, timeout: o.GPUTimeout, log: o.Logger, now: o.Now,
+		attr: newGPUAttribution(o, d),
 		info: prometheus.NewDesc(Namespace+"_gpu_info",
-			"GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name \"vramseal simulated GPU\" and driver_version \"simulated\".",
-			[]string{"gpu", "uuid", "name", "driver_version"}, nil),
+			"GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name \"vramseal simulated GPU\" and driver_version \"simulated\"; pci_bus_id is empty where the driver does not report it.",
+			[]string{"gpu", "uuid", "name", "driver_version", "pci_bus_id"}, nil),
 		up:           d("up", "Whether the GPU answered its last telemetry read (1) or is lost or failing (0)."),
 		total:        d("memory_total_bytes", "GPU memory in total, as the driver reports it."),
 		used:         d("memory_used_bytes", "GPU memory in use by every process, as the driver reports it."),
@@ -180,6 +251,7 @@ func (g *gpuCollector) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{g.info, g.up, g.total, g.used, g.free, g.reserved, g.ecc, g.remapped, g.remapPending, g.remapFailed, g.retired} {
 		ch <- d
 	}
+	g.attr.describe(ch)
 }
 
 func (g *gpuCollector) run(ctx context.Context) error {
@@ -218,6 +290,9 @@ func (g *gpuCollector) refresh(ctx context.Context) error {
 	go func() {
 		defer cancel()
 		data, err := g.src.Telemetry(rctx)
+		if err == nil {
+			g.attr.observe(context.WithoutCancel(ctx), g.now(), data)
+		}
 		g.mu.Lock()
 		g.inflight = false
 		g.err = err
@@ -280,6 +355,7 @@ func (g *gpuCollector) update(ch chan<- prometheus.Metric) error {
 			g.emit(ch, t)
 		}
 	}
+	g.attr.collect(ch)
 	switch {
 	case hung:
 		return fmt.Errorf("GPU telemetry read hung since %s (timeout %s)", started.Format(time.RFC3339), g.timeout)
@@ -302,7 +378,7 @@ func (g *gpuCollector) emit(ch chan<- prometheus.Metric, t GPUTelemetry) {
 	if !t.Up {
 		return // a lost GPU leaves vramseal_gpu_info: alerts key on its disappearance
 	}
-	ch <- prometheus.MustNewConstMetric(g.info, prometheus.GaugeValue, 1, gpu, t.UUID, t.Name, t.DriverVersion)
+	ch <- prometheus.MustNewConstMetric(g.info, prometheus.GaugeValue, 1, gpu, t.UUID, t.Name, t.DriverVersion, t.PCIBusID)
 	gauge(g.total, float64(t.TotalBytes))
 	gauge(g.used, float64(t.UsedBytes))
 	gauge(g.free, float64(t.FreeBytes))
@@ -323,6 +399,7 @@ func (g *gpuCollector) emit(ch chan<- prometheus.Metric, t GPUTelemetry) {
 		gauge(g.retired, float64(t.RetiredSingleBit), "single_bit_ecc")
 		gauge(g.retired, float64(t.RetiredDoubleBit), "double_bit_ecc")
 	}
+	g.attr.emit(ch, t)
 }
 
 // GPUSnapshot is the GPU telemetry the collector holds, as a scrape would

@@ -30,10 +30,10 @@ vramseal_gpu_ecc_errors_total{gpu="0",type="corrected",uuid="GPU-SIM-00000000-00
 vramseal_gpu_ecc_errors_total{gpu="0",type="uncorrected",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 0
 vramseal_gpu_ecc_errors_total{gpu="1",type="corrected",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 5
 vramseal_gpu_ecc_errors_total{gpu="1",type="uncorrected",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 2
-# HELP vramseal_gpu_info GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated".
+# HELP vramseal_gpu_info GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated"; pci_bus_id is empty where the driver does not report it.
 # TYPE vramseal_gpu_info gauge
-vramseal_gpu_info{driver_version="simulated",gpu="0",name="vramseal simulated GPU",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 1
-vramseal_gpu_info{driver_version="simulated",gpu="1",name="vramseal simulated GPU",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 1
+vramseal_gpu_info{driver_version="simulated",gpu="0",name="vramseal simulated GPU",pci_bus_id="",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 1
+vramseal_gpu_info{driver_version="simulated",gpu="1",name="vramseal simulated GPU",pci_bus_id="",uuid="GPU-SIM-00000001-0000-4000-8000-000000000001"} 1
 # HELP vramseal_gpu_memory_total_bytes GPU memory in total, as the driver reports it.
 # TYPE vramseal_gpu_memory_total_bytes gauge
 vramseal_gpu_memory_total_bytes{gpu="0",uuid="GPU-SIM-00000000-0000-4000-8000-000000000000"} 1.073741824e+09
@@ -173,6 +173,10 @@ func (f *fakeNVML) Device(i int) (nvml.Device, error) {
 	return f.devs[i], nil
 }
 
+func (f *fakeNVML) NewEventSet() (nvml.EventSet, error) {
+	return nil, &nvml.ReturnError{Op: "event set", Code: 3, Message: "ERROR_NOT_SUPPORTED"}
+}
+
 func (f *fakeNVML) DeviceByUUID(string) (nvml.Device, error) {
 	return nil, &nvml.ReturnError{Op: "device handle by UUID", Code: 6, Message: "ERROR_NOT_FOUND"}
 }
@@ -198,6 +202,13 @@ func (d fakeNVMLDevice) RetiredPages() (int, int, error) {
 }
 func (d fakeNVMLDevice) ECCMode() (bool, error) { return true, nil }
 func (d fakeNVMLDevice) MIGMode() (bool, error) { return false, nil }
+func (d fakeNVMLDevice) PCIBusID() (string, error) {
+	return fmt.Sprintf("00000000:%02X:00.0", d.i+0x3b), nil
+}
+func (d fakeNVMLDevice) Processes() ([]nvml.Process, error) { return nil, nil }
+func (d fakeNVMLDevice) MIGDevices() ([]nvml.MIGDevice, error) {
+	return nil, &nvml.ReturnError{Op: "MIG devices", Code: 3, Message: "ERROR_NOT_SUPPORTED"}
+}
 
 func TestNVMLSource(t *testing.T) {
 	src := collector.NewNVMLSource(&fakeNVML{devs: []fakeNVMLDevice{{0}}}, quietLogger())
@@ -214,9 +225,9 @@ vramseal_gpu_remapped_rows{gpu="0",type="uncorrectable",uuid="GPU-0"} 1
 # HELP vramseal_gpu_row_remap_pending Whether a row remap is pending and the GPU needs a reset (where supported).
 # TYPE vramseal_gpu_row_remap_pending gauge
 vramseal_gpu_row_remap_pending{gpu="0",uuid="GPU-0"} 1
-# HELP vramseal_gpu_info GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated".
+# HELP vramseal_gpu_info GPU identity, always 1, while the GPU answers (a lost GPU's series disappears). Simulated GPUs have name "vramseal simulated GPU" and driver_version "simulated"; pci_bus_id is empty where the driver does not report it.
 # TYPE vramseal_gpu_info gauge
-vramseal_gpu_info{driver_version="570.86.15",gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-0"} 1
+vramseal_gpu_info{driver_version="570.86.15",gpu="0",name="NVIDIA H100 80GB HBM3",pci_bus_id="00000000:3B:00.0",uuid="GPU-0"} 1
 `
 	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "vramseal_gpu_memory_reserved_bytes",
 		"vramseal_gpu_remapped_rows", "vramseal_gpu_row_remap_pending", "vramseal_gpu_info", "vramseal_gpu_retired_pages"); err != nil {

@@ -7,7 +7,7 @@ import (
 
 func nodeDetail() *dashboard.DashboardBuilder {
 	l := &layout{b: newDashboard(uidNode, "vramseal / Node and GPU detail",
-		"One node's GPUs: memory, sealed shards, verification work, and ECC errors next to verification failures.", true)}
+		"One node's GPUs: memory, who uses them, sealed shards, verification work, and ECC errors and XIDs next to verification failures.", true)}
 	l.row("GPUs",
 		panel{kind: tablePanel, title: "GPUs", unit: units.Short, width: 12, height: 6,
 			description: "GPUs the agent sees, with UUID, name and driver. A missing GPU: see the VramsealGPUDisappeared runbook; name \"vramseal simulated GPU\" on a production node means device: sim is configured.",
@@ -19,6 +19,12 @@ func nodeDetail() *dashboard.DashboardBuilder {
 		panel{kind: timeSeries, title: "GPU answering", unit: units.Short, width: 6, redBelow: ptr(1.0),
 			description: "1 while the GPU answers telemetry reads, 0 when it is lost or failing. A 0: check nvidia-smi and dmesg for Xid errors (VramsealGPUDisappeared runbook).",
 			queries:     []query{{expr: `vramseal_gpu_up{` + selGPU + `}`, legend: "{{instance}} GPU {{gpu}}"}}},
+		panel{kind: timeSeries, title: "Processes on the GPU", unit: units.Short, width: 12,
+			description: "Processes NVML reports on each GPU, by class: agent, consumer (a lease), owner (attached memory), foreign (none of these) and unknown (not matchable: the agent runs without the host's pid namespace, or cannot see the process). A foreign process on a GPU holding sealed shards shares the GPU with the weights: find it with metrics.process_labels or the vramseal.gpu.foreign_process event.",
+			queries:     []query{{expr: `sum by (instance, gpu, class) (vramseal_gpu_processes{` + selGPU + `})`, legend: "{{class}} {{instance}} GPU {{gpu}}"}}},
+		panel{kind: timeSeries, title: "GPU memory by process class", unit: units.BytesIEC, width: 12,
+			description: "GPU memory held by the processes on each GPU, by class. Memory held by foreign or unknown processes is memory the agent's seals do not cover: check who holds it (metrics.process_labels, vramseal_gpu_pod_info) before trusting the GPU with sealed weights.",
+			queries:     []query{{expr: `sum by (instance, gpu, class) (vramseal_gpu_process_memory_bytes{` + selGPU + `})`, legend: "{{class}} {{instance}} GPU {{gpu}}"}}},
 		panel{kind: timeSeries, title: "GPU memory", unit: units.BytesIEC, width: 18,
 			description: "Total, used and free GPU memory per GPU (NVML). Used near total blocks new seals (insufficient_vram); a total that changes means the GPU was reset or replaced.",
 			queries: []query{
@@ -51,10 +57,12 @@ func nodeDetail() *dashboard.DashboardBuilder {
 			description: "VRAM bytes re-read and hashed per second. Above verify.max_bytes_per_second the budget is not applied; far below sealed bytes / interval, verification cannot keep up: check the budget and the VramsealVerificationStale runbook.",
 			queries: []query{{expr: `sum by (instance, gpu) (rate(vramseal_verified_bytes_total{` + selGPU + `}[$__rate_interval]))`,
 				legend: "{{instance}} GPU {{gpu}}"}}},
-		panel{kind: timeSeries, title: "ECC errors next to verification failures", unit: units.Short, width: 12,
-			description: "ECC errors and failed verifications per GPU in each interval. Uncorrected ECC errors with failures on the same GPU point at failing memory; failures with no ECC errors point at tampering: follow the VramsealSealVerificationFailed runbook.",
+		panel{kind: timeSeries, title: "ECC errors and XIDs next to verification failures", unit: units.Short, width: 12,
+			description: "ECC errors, critical XIDs (NVML events; 0 where none came) and failed verifications per GPU in each interval. Uncorrected ECC errors or a hardware XID (48, 63, 64, 79, 94, 95) with failures on the same GPU point at failing hardware; failures with neither point at tampering: follow the VramsealSealVerificationFailed runbook (and VramsealGPUCriticalXID for the XIDs).",
 			queries: []query{
 				{expr: `sum by (instance, gpu, type) (increase(vramseal_gpu_ecc_errors_total{` + selGPU + `}[$__rate_interval]))`, legend: "ECC {{type}} {{instance}} GPU {{gpu}}"},
+				{expr: `sum by (instance, gpu, xid) (increase(vramseal_gpu_xid_errors_total{` + selGPU + `}[$__rate_interval]))` +
+					` or on (instance, gpu) (0 * group by (instance, gpu) (vramseal_gpu_up{` + selGPU + `}))`, legend: "XID {{xid}} {{instance}} GPU {{gpu}}"},
 				{expr: `sum by (instance, gpu) (increase(vramseal_verifications_total{` + selGPU + `, result!="ok"}[$__rate_interval]))`, legend: "failed verifications {{instance}} GPU {{gpu}}"},
 			}},
 		panel{kind: timeSeries, title: "Seals and allocations by result", unit: units.OpsPerSecond, width: 12,

@@ -149,6 +149,10 @@ func (s *Sealer) Attach(ctx context.Context, req AttachRequest) (att *Attachment
 		}
 		return fail(KindDevice, err)
 	}
+	owner := req.Owner
+	s.mu.Lock()
+	sh.owner = &owner
+	s.mu.Unlock()
 	seal, err := s.complete(ctx, sreq, sh, dev, alloc, req.Size, leafSize, expected, d, OriginAttached, undo)
 	if err != nil {
 		return nil, err

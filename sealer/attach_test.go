@@ -36,8 +36,8 @@ func TestAttachSealsInPlace(t *testing.T) {
 	if a.Seal.Digest != want.Digest || a.Seal.ContentSHA256 != want.ContentSHA256 || a.Seal.VRAMBytes != uint64(len(content)) {
 		t.Fatalf("attached seal %+v, want the digests of the content", a.Seal)
 	}
-	if st, _ := e.s.Shard("att"); st.Origin != sealer.OriginAttached {
-		t.Errorf("origin %q", st.Origin)
+	if st, _ := e.s.Shard("att"); st.Origin != sealer.OriginAttached || st.Owner == nil || *st.Owner != owner {
+		t.Errorf("origin %q, owner %v", st.Origin, st.Owner)
 	}
 	if ev := e.rec.Named(audit.NameVRAMSealed); len(ev) != 1 || ev[0].(audit.VRAMSealed).Origin != sealer.OriginAttached {
 		t.Errorf("vram.sealed %v", ev)

@@ -120,6 +120,7 @@ type shard struct {
 	mem    sync.RWMutex        // read-held by Memory's callers; Release waits for them
 	leases map[*Lease]struct{} // open consumer leases; guarded by Sealer.mu
 	origin string              // OriginSealed or OriginAttached; set when sealed
+	owner  *audit.Caller       // the process that attached the memory (OriginAttached)
 
 	// guarded by Sealer.mu
 	sealing     bool

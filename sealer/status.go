@@ -28,6 +28,9 @@ type ShardStatus struct {
 	// Origin is "sealed" (the agent loaded the file) or "attached" (an
 	// engine's own memory, sealed in place).
 	Origin string `json:"origin"`
+	// Owner is the process that attached the memory (origin "attached"
+	// only).
+	Owner *audit.Caller `json:"owner,omitempty"`
 }
 
 // Shard states.
@@ -73,7 +76,7 @@ func (s *Sealer) Shard(id string) (ShardStatus, error) {
 // status must be called with Sealer.mu held.
 func (sh *shard) status() ShardStatus {
 	st := ShardStatus{Seal: sh.seal, State: StateSealed, LastVerifiedAt: sh.lastOK, LastCheckedAt: sh.lastChecked, LastResult: sh.lastResult,
-		Leases: sh.holders(), Origin: sh.origin}
+		Leases: sh.holders(), Origin: sh.origin, Owner: sh.owner}
 	if sh.failed {
 		st.State = StateFailed
 	}

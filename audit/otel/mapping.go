@@ -55,6 +55,8 @@ var Mappings = []Mapping{
 	{AllEvents, "caller_gid", "vramseal.caller.gid", "int"},
 	{AllEvents, "caller_pid", "vramseal.caller.pid", "int"},
 	{AllEvents, "caller_executable", "vramseal.caller.executable", "string"},
+	{AllEvents, "caller_pod_uid", "vramseal.caller.k8s.pod.uid", "string"},
+	{AllEvents, "caller_container_id", "vramseal.caller.container.id", "string"},
 	{AllEvents, "gpu_uuid", "vramseal.gpu.uuid", "string"},
 	{AllEvents, "body", KeyBody, "string"},
 
@@ -123,6 +125,17 @@ var Mappings = []Mapping{
 	{audit.NameDebugFaultInjected, "shard_id", "vramseal.shard.id", "string"},
 	{audit.NameDebugFaultInjected, "gpu_device", "gpu.device.index", "int"},
 	{audit.NameDebugFaultInjected, "details", "vramseal.debug.details", "string"},
+
+	{audit.NameGPUXID, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameGPUXID, "xid", "vramseal.gpu.xid", "int"},
+	{audit.NameGPUXID, "count", "vramseal.gpu.xid.count", "int"},
+
+	{audit.NameGPUForeignProcess, "gpu_device", "gpu.device.index", "int"},
+	{audit.NameGPUForeignProcess, "pid", "vramseal.gpu.process.pid", "int"},
+	{audit.NameGPUForeignProcess, "executable", "vramseal.gpu.process.executable", "string"},
+	{audit.NameGPUForeignProcess, "used_bytes", "vramseal.gpu.process.used_bytes", "int"},
+	{audit.NameGPUForeignProcess, "sealed_shards", "vramseal.gpu.sealed_shards", "int"},
+	{audit.NameGPUForeignProcess, "suppressed", "vramseal.gpu.foreign_process.suppressed", "int"},
 
 	{spool.NameCheckpoint, "hmac", "vramseal.audit.checkpoint.hmac", "string"},
 	{spool.NameCheckpoint, "key_id", "vramseal.audit.checkpoint.key_id", "string"},

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +14,7 @@ import (
 	"github.com/vramseal/vramseal/internal/config"
 	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/nvml"
+	"github.com/vramseal/vramseal/internal/podresources"
 )
 
 // The metrics are wired in two steps, because the sealer reports every
@@ -40,9 +43,17 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 	)
 	var gpu collector.GPUSource
 	var gpuInterval time.Duration // the collector's default (15s) for NVML
+	procs := collector.Processes{
+		AgentPID: int64(os.Getpid()), HostPIDNamespace: collector.HostPIDNamespace("/proc"),
+		Labels: a.cfg.Metrics.ProcessLabels, LabelLimit: a.cfg.Metrics.ProcessLabelLimit,
+		ForeignEvents: a.cfg.Metrics.ForeignProcessEvents, ForeignEventInterval: a.cfg.Metrics.ForeignProcessEventInterval,
+	}
 	if a.sims != nil {
-		gpu = simsource.New(a.sims)
+		// The simulated GPUs report the agent itself, by its pid in its own
+		// namespace, as the process holding their memory.
+		gpu = simsource.New(a.sims, simsource.WithAgentPID(os.Getpid()))
 		gpuInterval = simGPUInterval
+		procs.HostPIDNamespace = true
 	} else {
 		src := collector.NewNVMLSource(nvml.System(), a.log.WithField(logfield.Component, "nvml"))
 		a.closers = append(a.closers, src.Close)
@@ -52,9 +63,18 @@ func newRegistry(a *agent) (*prometheus.Registry, *collector.Set, error) {
 		WorkerID: a.cfg.WorkerID, Device: deviceLabel(a.cfg), GPU: gpu, GPUInterval: gpuInterval,
 		Sealer: a.sealer, Observer: a.observer, Schedule: a.schedule, VerifyInterval: a.cfg.Verify.Interval,
 		AuditCounters: a.audit.Counters, AuditStats: a.audit.Stats, Policy: a.policy, Control: a.controlCounters,
+		Processes: procs, Emitter: a.audit.Emitter,
 		Logger: a.log.WithField(logfield.Component, "metrics"),
 	}
 	opts.ConfigReloads = a.reloads
+	if sock := a.cfg.Kubernetes.PodResourcesSocket; sock != "" {
+		c, err := podresources.New(sock)
+		if err != nil {
+			return nil, nil, fmt.Errorf("metrics: %w", err)
+		}
+		a.closers = append(a.closers, c.Close)
+		opts.Pods = podresources.NewSource(c)
+	}
 	set, err := collector.Register(reg, opts)
 	if err != nil {
 		return nil, nil, errors.Join(errors.New("metrics"), err)

@@ -51,6 +51,10 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Web is what the web port serves besides the metrics.
 	Web Web `yaml:"web"`
+	// Metrics holds the opt-in GPU process metrics and events.
+	Metrics Metrics `yaml:"metrics"`
+	// Kubernetes is the kubelet's pod-resources API (off unless set).
+	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// Shards are sealed at start-up and kept sealed.
 	Shards []Shard `yaml:"shards"`
 	// MemoryLimitBytes is the Go runtime's soft memory limit (0: the
@@ -177,6 +181,30 @@ type Web struct {
 	StatusPage string `yaml:"status_page"`
 }
 
+// Metrics holds the opt-in parts of the GPU process attribution
+// (docs/metrics.md, "GPU processes").
+type Metrics struct {
+	// ProcessLabels exports one series per GPU process with its pid and
+	// name (off: only counts and memory per class).
+	ProcessLabels bool `yaml:"process_labels"`
+	// ProcessLabelLimit caps those series per scrape; the rest are
+	// counted in vramseal_gpu_process_series_dropped_total.
+	ProcessLabelLimit int `yaml:"process_label_limit"`
+	// ForeignProcessEvents emits vramseal.gpu.foreign_process when an
+	// unmatched process appears on a GPU that holds sealed shards, at
+	// most once per GPU per ForeignProcessEventInterval.
+	ForeignProcessEvents        bool          `yaml:"foreign_process_events"`
+	ForeignProcessEventInterval time.Duration `yaml:"foreign_process_event_interval"`
+}
+
+// Kubernetes is the kubelet's pod-resources API.
+type Kubernetes struct {
+	// PodResourcesSocket is the kubelet's pod-resources socket
+	// (/var/lib/kubelet/pod-resources/kubelet.sock); "" turns pod
+	// attribution off.
+	PodResourcesSocket string `yaml:"pod_resources_socket"`
+}
+
 // Shard is a shard declared in the configuration.
 type Shard struct {
 	ID       string `yaml:"id"`
@@ -216,7 +244,8 @@ func Default() Config {
 			Retention: 2160 * time.Hour, MinFreeBytes: 100 << 20,
 			CheckpointRecords: 1000, CheckpointInterval: 5 * time.Second,
 		},
-		Web: Web{StatusPage: StatusPageSummary},
+		Web:     Web{StatusPage: StatusPageSummary},
+		Metrics: Metrics{ProcessLabelLimit: 100, ForeignProcessEventInterval: 10 * time.Minute},
 	}
 }
 
@@ -404,6 +433,15 @@ func (c *Config) validate() error {
 	case StatusPageFull, StatusPageSummary, StatusPageOff:
 	default:
 		return c.errorf("web.status_page", "%q is not one of full, summary, off", c.Web.StatusPage)
+	}
+	if c.Metrics.ProcessLabelLimit < 1 || c.Metrics.ProcessLabelLimit > 10000 {
+		return c.errorf("metrics.process_label_limit", "%d: want from 1 to 10000", c.Metrics.ProcessLabelLimit)
+	}
+	if c.Metrics.ForeignProcessEventInterval < time.Second || c.Metrics.ForeignProcessEventInterval > 24*time.Hour {
+		return c.errorf("metrics.foreign_process_event_interval", "%s: want from 1s to 24h", c.Metrics.ForeignProcessEventInterval)
+	}
+	if s := c.Kubernetes.PodResourcesSocket; s != "" && !filepath.IsAbs(s) {
+		return c.errorf("kubernetes.pod_resources_socket", "%q is not an absolute path", s)
 	}
 	ids := map[string]int{}
 	for i, s := range c.Shards {

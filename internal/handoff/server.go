@@ -21,6 +21,7 @@ import (
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/wire"
+	"github.com/vramseal/vramseal/internal/workload"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 	Logger logrus.FieldLogger
 	// Executable reads a process's executable (/proc/PID/exe when nil).
 	Executable func(pid int32) (string, error)
+	// Cgroup reads a process's cgroup file, for its pod and container
+	// (/proc/PID/cgroup when nil).
+	Cgroup func(pid int32) (string, error)
 }
 
 // Server serves the consumer socket.
@@ -81,6 +85,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Executable == nil {
 		cfg.Executable = control.ReadExecutable
+	}
+	if cfg.Cgroup == nil {
+		cfg.Cgroup = func(pid int32) (string, error) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			return string(b), err
+		}
 	}
 	if cfg.Access.Section == "" {
 		cfg.Access.Section = "handoff"
@@ -125,8 +135,18 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
-// caller is the audit record of a peer (control.Peer.Caller).
-func (s *Server) caller(p control.Peer) audit.Caller { return p.Caller(s.cfg.Executable) }
+// caller is the audit record of a peer (control.Peer.Caller), with the pod
+// and container its cgroup names, when it names them.
+func (s *Server) caller(p control.Peer) audit.Caller {
+	c := p.Caller(s.cfg.Executable)
+	if p.PID > 0 {
+		if cg, err := s.cfg.Cgroup(p.PID); err == nil {
+			w := workload.ParseCgroup(cg)
+			c.PodUID, c.ContainerID = w.PodUID, w.ContainerID
+		}
+	}
+	return c
+}
 
 func failure(kind, msg string) wire.Response {
 	return wire.Response{V: wire.Version, Error: &wire.Error{Kind: kind, Message: msg}}

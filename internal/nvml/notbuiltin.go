@@ -10,5 +10,6 @@ func (notBuiltIn) DriverVersion() (string, error)      { return "", ErrNotBuiltI
 func (notBuiltIn) DeviceCount() (int, error)           { return 0, ErrNotBuiltIn }
 func (notBuiltIn) Device(int) (Device, error)          { return nil, ErrNotBuiltIn }
 func (notBuiltIn) DeviceByUUID(string) (Device, error) { return nil, ErrNotBuiltIn }
+func (notBuiltIn) NewEventSet() (EventSet, error)      { return nil, ErrNotBuiltIn }
 
 var _ Library = notBuiltIn{}

@@ -24,6 +24,8 @@ type Library interface {
 	Device(index int) (Device, error)
 	// DeviceByUUID returns the GPU with that UUID ("GPU-..." or "MIG-...").
 	DeviceByUUID(uuid string) (Device, error)
+	// NewEventSet creates an empty event set (see EventSet).
+	NewEventSet() (EventSet, error)
 }
 
 // Device is the part of an NVML device handle vramseal uses. Calls that a
@@ -47,6 +49,13 @@ type Device interface {
 	ECCMode() (bool, error)
 	// MIGMode is whether MIG is currently enabled.
 	MIGMode() (bool, error)
+	// PCIBusID is the device's PCI bus id ("00000000:3B:00.0").
+	PCIBusID() (string, error)
+	// Processes are the compute and graphics processes running on the
+	// device (host pids; a process in both lists is reported once).
+	Processes() ([]Process, error)
+	// MIGDevices are the MIG devices (GPU instances) of a GPU in MIG mode.
+	MIGDevices() ([]MIGDevice, error)
 }
 
 // Memory is a device's memory in bytes.
@@ -106,6 +115,8 @@ func (e *ReturnError) Is(target error) bool {
 		return e.Code == codeLibraryNotFound
 	case ErrGPULost:
 		return e.Code == codeGPUIsLost
+	case ErrTimeout:
+		return e.Code == codeTimeout
 	}
 	return false
 }
@@ -117,6 +128,12 @@ type Client struct {
 	mu     sync.Mutex
 	lib    Library
 	closed bool
+
+	// events is the XID event set (nil until registered, or when no GPU
+	// reports XIDs); eventsTried once registration was attempted.
+	events      EventSet
+	eventsTried bool
+	registered  int
 }
 
 // Open initialises lib and returns a Client over it. When Init fails
@@ -140,7 +157,12 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	if err := c.lib.Shutdown(); err != nil {
+	var freeErr error
+	if c.events != nil {
+		freeErr = c.events.Free()
+		c.events = nil
+	}
+	if err := errors.Join(freeErr, c.lib.Shutdown()); err != nil {
 		return fmt.Errorf("nvml: shutdown: %w", err)
 	}
 	return nil
@@ -166,6 +188,14 @@ type Telemetry struct {
 
 	HasRetiredPages                        bool
 	RetiredPagesSingleBit, RetiredPagesDBE int
+
+	// PCIBusID is "" where the driver does not report it.
+	PCIBusID string
+	// HasProcesses is whether the process list could be read.
+	HasProcesses bool
+	Processes    []Process
+	// MIG are the GPU's MIG devices when MIG is on (nil otherwise).
+	MIG []MIGDevice
 
 	// Errors are the failures of optional queries other than "not
 	// supported", for the debug log.
@@ -234,6 +264,17 @@ func (c *Client) deviceTelemetry(i int, driver string) Telemetry {
 	sbe, dbe, err := d.RetiredPages()
 	if optional("retired pages", err) {
 		t.HasRetiredPages, t.RetiredPagesSingleBit, t.RetiredPagesDBE = true, sbe, dbe
+	}
+	if bus, err := d.PCIBusID(); optional("PCI bus id", err) {
+		t.PCIBusID = bus
+	}
+	if procs, err := d.Processes(); optional("processes", err) {
+		t.HasProcesses, t.Processes = true, procs
+	}
+	if on, err := d.MIGMode(); err == nil && on {
+		if migs, err := d.MIGDevices(); optional("MIG devices", err) {
+			t.MIG = migs
+		}
 	}
 	return t
 }

@@ -20,6 +20,7 @@ type fakeLib struct {
 	driver   string
 	devices  []*fakeDevice
 	countErr error
+	events   *fakeEvents
 	t        *testing.T
 }
 
@@ -69,6 +70,41 @@ func (l *fakeLib) DeviceByUUID(uuid string) (Device, error) {
 	return nil, &ReturnError{Op: "device handle by UUID", Code: 6, Message: "ERROR_NOT_FOUND"}
 }
 
+func (l *fakeLib) NewEventSet() (EventSet, error) {
+	l.call("NewEventSet")
+	if l.events == nil {
+		return nil, errNS
+	}
+	return l.events, nil
+}
+
+// fakeEvents is an EventSet that hands out its queue.
+type fakeEvents struct {
+	registered []string
+	queue      []XIDEvent
+	freed      bool
+}
+
+func (e *fakeEvents) RegisterXID(d Device) error {
+	fd := d.(*fakeDevice)
+	if !fd.xid {
+		return errNS
+	}
+	e.registered = append(e.registered, fd.uuid)
+	return nil
+}
+
+func (e *fakeEvents) Wait(uint32) (XIDEvent, error) {
+	if len(e.queue) == 0 {
+		return XIDEvent{}, &ReturnError{Op: "wait", Code: codeTimeout, Message: "ERROR_TIMEOUT"}
+	}
+	ev := e.queue[0]
+	e.queue = e.queue[1:]
+	return ev, nil
+}
+
+func (e *fakeEvents) Free() error { e.freed = true; return nil }
+
 var errNS = &ReturnError{Op: "x", Code: codeNotSupported, Message: "ERROR_NOT_SUPPORTED"}
 
 type fakeDevice struct {
@@ -81,7 +117,27 @@ type fakeDevice struct {
 	retiredErr     error
 	eccOn, migOn   bool
 	migUnsupported bool
+	xid            bool
+	bus            string
+	procs          []Process
+	migs           []MIGDevice
 }
+
+func (d *fakeDevice) PCIBusID() (string, error) {
+	if d.bus == "" {
+		return "", errNS
+	}
+	return d.bus, nil
+}
+
+func (d *fakeDevice) Processes() ([]Process, error) {
+	if d.procs == nil {
+		return nil, errNS
+	}
+	return d.procs, nil
+}
+
+func (d *fakeDevice) MIGDevices() ([]MIGDevice, error) { return d.migs, nil }
 
 func (d *fakeDevice) UUID() (string, error)       { return d.uuid, nil }
 func (d *fakeDevice) Name() (string, error)       { return d.name, nil }

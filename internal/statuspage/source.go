@@ -1,6 +1,7 @@
 package statuspage
 
 import (
+	"cmp"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -145,6 +146,7 @@ func gpuViews(src Source, indexes []int, shards []sealer.ShardStatus) ([]GPUView
 					g.OtherBytes = t.UsedBytes - g.SealedBytes
 				}
 				g.HasECC, g.ECCCorrected, g.ECCUncorrected = t.HasECC, t.ECCCorrected, t.ECCUncorrected
+				g.XIDs = xidCounts(t.XIDs)
 			}
 		}
 	}
@@ -284,4 +286,14 @@ func cut(s string) string {
 	}
 	r := []rune(s)
 	return string(r[:maxText-1]) + "…"
+}
+
+// xidCounts lists a GPU's XID counts, lowest XID first.
+func xidCounts(m map[uint64]uint64) []XIDCount {
+	out := make([]XIDCount, 0, len(m))
+	for x, n := range m {
+		out = append(out, XIDCount{XID: x, Count: n})
+	}
+	slices.SortFunc(out, func(a, b XIDCount) int { return cmp.Compare(a.XID, b.XID) })
+	return out
 }

@@ -83,7 +83,8 @@ func source() statuspage.Source {
 		Policy: fakePolicy{compliant: map[int]bool{0: true, 1: false},
 			violations: []policy.Violation{{GPU: 1, Violation: audit.ViolationIntegratedGPU, Details: "<i>integrated</i> GPU"}}},
 		Telemetry: fakeTelemetry{Fresh: true, ReadAt: t0.Add(-time.Second), GPUs: []collector.GPUTelemetry{
-			{Index: 0, UUID: "GPU-0", Name: "vramseal simulated GPU", Up: true, TotalBytes: 8 << 30, UsedBytes: 4<<30 + 4<<20, FreeBytes: 4<<30 - 4<<20, HasECC: true, ECCCorrected: 7, ECCUncorrected: 2},
+			{Index: 0, UUID: "GPU-0", Name: "vramseal simulated GPU", Up: true, TotalBytes: 8 << 30, UsedBytes: 4<<30 + 4<<20, FreeBytes: 4<<30 - 4<<20, HasECC: true, ECCCorrected: 7, ECCUncorrected: 2,
+				XIDs: map[uint64]uint64{79: 1, 48: 3}},
 			{Index: 1, UUID: "GPU-1", Name: "vramseal simulated GPU", Up: true, TotalBytes: 8 << 30, FreeBytes: 8 << 30, HasECC: true},
 		}},
 		Audit: collector.AuditStatsFunc(func() audit.SpoolStats {
@@ -161,6 +162,7 @@ func TestRenderEverySection(t *testing.T) {
 		`<section id="gpus">`, `id="gpu-0"`, `id="gpu-1"`,
 		`<div class="s" style="width:`, "sealed 3.0 GiB", "others 1.0 GiB", "free 4.0 GiB", "of 8.0 GiB",
 		"policy ok", "policy: blocked", "integrated_gpu", "ECC corrected 7, uncorrected", ">2<",
+		"critical XIDs: "+`<span class="badge bad">XID 48 × 3</span>, <span class="badge bad">XID 79 × 1</span>`,
 		// shards: every column, failed first, ages and due times
 		`<section id="shards">`, "<th>origin</th>", "<th>leases</th>", "<th>next due</th>",
 		"llama-00001", "org/model@rev", "30s ago", "in 1m30s", "due now (10s late)", `digest_mismatch <span class="muted">(checked 5s ago)</span>`, "1.0 GiB",

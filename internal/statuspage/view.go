@@ -110,6 +110,15 @@ type GPUView struct {
 
 	HasECC                       bool
 	ECCCorrected, ECCUncorrected uint64
+
+	// XIDs are the critical XID errors NVML reported since the agent
+	// started, by XID, lowest first (none on simulated GPUs).
+	XIDs []XIDCount
+}
+
+// XIDCount is how many times one critical XID came on a GPU.
+type XIDCount struct {
+	XID, Count uint64
 }
 
 // Violation is one VRAM-only policy violation of a GPU.

@@ -52,7 +52,7 @@ func (s *staticTarget) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		for _, g := range []string{"0", "1"} {
 			switch m {
 			case "vramseal_gpu_info":
-				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\",name=\"vramseal simulated GPU\",driver_version=\"simulated\"} 1\n", m, g, g)
+				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\",name=\"vramseal simulated GPU\",driver_version=\"simulated\",pci_bus_id=\"\"} 1\n", m, g, g)
 			case "vramseal_gpu_memory_total_bytes":
 				fmt.Fprintf(&b, "%s{gpu=%q,uuid=\"GPU-%s\"} 8589934592\n", m, g, g)
 			case "vramseal_gpu_memory_used_bytes":
@@ -65,6 +65,16 @@ func (s *staticTarget) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	family("vramseal_gpu_up", "gauge")
 	for _, g := range []string{"0", "1"} {
 		fmt.Fprintf(&b, "vramseal_gpu_up{gpu=%q,uuid=\"GPU-%s\"} 1\n", g, g)
+	}
+	family("vramseal_gpu_processes", "gauge")
+	for _, g := range []string{"0", "1"} {
+		fmt.Fprintf(&b, "vramseal_gpu_processes{gpu=%q,uuid=\"GPU-%s\",class=\"agent\"} 1\n", g, g)
+		fmt.Fprintf(&b, "vramseal_gpu_processes{gpu=%q,uuid=\"GPU-%s\",class=\"foreign\"} 0\n", g, g)
+	}
+	family("vramseal_gpu_process_memory_bytes", "gauge")
+	for _, g := range []string{"0", "1"} {
+		fmt.Fprintf(&b, "vramseal_gpu_process_memory_bytes{gpu=%q,uuid=\"GPU-%s\",class=\"agent\"} 1048576\n", g, g)
+		fmt.Fprintf(&b, "vramseal_gpu_process_memory_bytes{gpu=%q,uuid=\"GPU-%s\",class=\"foreign\"} 0\n", g, g)
 	}
 	family("vramseal_gpu_ecc_errors_total", "counter")
 	for _, g := range []string{"0", "1"} {

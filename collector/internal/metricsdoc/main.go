@@ -60,7 +60,18 @@ func (fullGPU) Telemetry(ctx context.Context) ([]collector.GPUTelemetry, error) 
 		Index: 0, UUID: "GPU-0", Name: "NVIDIA H100 80GB HBM3", DriverVersion: "570.86.15", Up: true,
 		TotalBytes: 80 << 30, UsedBytes: 1 << 30, FreeBytes: 79 << 30, ReservedBytes: 1 << 29, HasReserved: true,
 		HasECC: true, HasRemappedRows: true, HasRetiredPages: true,
+		PCIBusID: "00000000:3B:00.0", HasProcesses: true,
+		Processes: []collector.GPUProcess{{PID: 4242, UsedBytes: 1 << 30, HasUsed: true, GPUInstanceID: -1}},
+		MIG:       []collector.MIGInstance{{GPUInstanceID: 7, UUID: "MIG-0", Profile: "1g.10gb", TotalBytes: 10 << 30}},
+		XIDs:      map[uint64]uint64{79: 1},
 	}}, nil
+}
+
+// pods stands in for the kubelet's pod-resources API.
+type pods struct{}
+
+func (pods) GPUPods(context.Context) ([]collector.GPUPod, error) {
+	return []collector.GPUPod{{Namespace: "inference", Pod: "vllm-0", Container: "engine", UUID: "GPU-0", Index: -1}}, nil
 }
 
 type overdue struct{}
@@ -94,6 +105,9 @@ func showcase() (*collector.Set, *prometheus.Registry, func(), error) {
 		Schedule:      overdue{}, VerifyInterval: 5 * time.Minute, AuditCounters: node.Counters,
 		AuditStats: collector.AuditStatsFunc(func() audit.SpoolStats { return audit.SpoolStats{} }),
 		Policy:     compliance{}, Control: &collector.ControlCounters{}, Logger: node.Logger,
+		Processes: collector.Processes{AgentPID: 4242, HostPIDNamespace: true, Labels: true,
+			Name: func(int64) (string, bool) { return "vramseal-agent", true }},
+		Pods: pods{},
 	})
 	if err != nil {
 		return fail(err)
@@ -131,6 +145,23 @@ const footer = `
   where the driver reports them. A GPU that stops answering (fell off the bus, lost by the
   driver) keeps ` + "`vramseal_gpu_up`" + ` at 0 and its ` + "`vramseal_gpu_info`" + ` series disappears. Simulated GPUs are labelled ` + "`name=\"vramseal simulated GPU\"`" + `,
   ` + "`driver_version=\"simulated\"`" + ` in ` + "`vramseal_gpu_info`" + `.
+- **GPU processes.** ` + "`vramseal_gpu_processes`" + ` and ` + "`vramseal_gpu_process_memory_bytes`" + ` split NVML's
+  compute and graphics processes on each GPU by class: ` + "`agent`" + `, ` + "`consumer`" + ` (a lease through the
+  consumer socket), ` + "`owner`" + ` (attached memory), ` + "`foreign`" + ` and ` + "`unknown`" + `. NVML reports host pids:
+  an agent outside the host's pid namespace (a pod without ` + "`hostPID: true`" + `) cannot match them with
+  its consumers' pids, so every process is ` + "`unknown`" + ` there, never ` + "`foreign`" + `; so is a process the
+  agent cannot see, and every unmatched one while a consumer's pid is unknown. Per-process series
+  (` + "`vramseal_gpu_process_used_bytes`" + `, with ` + "`pid`" + ` and ` + "`name`" + `) exist only with
+  ` + "`metrics.process_labels: true`" + `, at most ` + "`metrics.process_label_limit`" + ` (the largest first); the
+  rest are counted in ` + "`vramseal_gpu_process_series_dropped_total`" + ` (docs/config.md).
+- **Pods.** With ` + "`kubernetes.pod_resources_socket`" + ` set, each telemetry read asks the kubelet's
+  pod-resources API which containers hold each GPU (device-plugin devices, time-sliced replicas, MIG
+  devices and DRA claims): ` + "`vramseal_gpu_pod_info`" + `, at most 1024 series. Without the kubelet the
+  other GPU metrics stay and the failure is logged.
+- **MIG and XIDs.** ` + "`vramseal_gpu_mig_*`" + ` exist for GPUs in MIG mode, one per GPU instance.
+  ` + "`vramseal_gpu_xid_errors_total`" + ` counts NVML's critical XID events since the agent started; a
+  series appears with the first XID of its kind (each also a ` + "`vramseal.gpu.xid`" + ` audit event).
+  The simulated GPU has neither.
 - **Shard verification.** ` + "`vramseal_shard_verified`" + ` is 1 while the shard matched its seal at
   its last verification (or, before the first, when it was sealed), 0 once a verification
   failed (altered, allocation missing, seal invalid) or could not read it.

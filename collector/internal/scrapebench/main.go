@@ -44,6 +44,7 @@ import (
 
 type config struct {
 	gpus, shards, scrapes int
+	procs                 int
 	goalMS                float64
 }
 
@@ -52,6 +53,7 @@ func main() {
 	flag.IntVar(&c.gpus, "gpus", 8, "simulated GPUs")
 	flag.IntVar(&c.shards, "shards", 64, "shards sealed per GPU")
 	flag.IntVar(&c.scrapes, "n", 1000, "scrapes measured per case")
+	flag.IntVar(&c.procs, "procs", 100, "GPU processes in the process-attribution case (per-process series on)")
 	flag.Float64Var(&c.goalMS, "goal-ms", 10, "p99 goal of a full scrape, in milliseconds")
 	flag.Parse()
 	// The verdict is printed; the exit status reports only failures to
@@ -80,11 +82,17 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 		return false, err
 	}
 	defer a.node.Close()
-	cases := []*result{{name: "empty registry (baseline)"}, {name: "vramseal /metrics"}, {name: "vramseal status page /", page: true}}
+	procReg, err := a.withProcesses(ctx, c.procs)
+	if err != nil {
+		return false, err
+	}
+	cases := []*result{{name: "empty registry (baseline)"}, {name: "vramseal /metrics"}, {name: "vramseal status page /", page: true},
+		{name: fmt.Sprintf("vramseal /metrics, %d GPU processes, pid labels on", c.procs)}}
 	servers := []*httptest.Server{
 		httptest.NewServer(promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})),
 		httptest.NewServer(collector.Handler(a.reg, nil)),                                      // what the agent serves on /metrics
 		httptest.NewServer(statuspage.Handler(a.statusSource(), statuspage.Summary, nil, nil)), // and on /
+		httptest.NewServer(collector.Handler(procReg, nil)),                                    // /metrics with process attribution
 	}
 	defer func() {
 		for _, s := range servers {
@@ -166,8 +174,8 @@ func run(ctx context.Context, c config, w io.Writer) (bool, error) {
 		r.p50 = r.samples[len(r.samples)/2]
 		r.p99 = r.samples[(len(r.samples)*99)/100]
 	}
-	fmt.Fprintf(w, "metrics scrape and status page: %d simulated GPUs x %d shards, %d requests per case (HTTP on loopback, gzip)\n",
-		c.gpus, c.shards, c.scrapes)
+	fmt.Fprintf(w, "metrics scrape and status page: %d simulated GPUs x %d shards, %d requests per case (HTTP on loopback, gzip); the last /metrics case adds %d GPU processes\n",
+		c.gpus, c.shards, c.scrapes, c.procs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tseries\tbytes (uncompressed)\tp50 ms\tp99 ms\tCPU ms/request\t")
 	for _, r := range cases {
@@ -250,6 +258,48 @@ func newAgent(ctx context.Context, gpus, shards int) (*agent, error) {
 		return fail(err)
 	}
 	return &agent{node: node, reg: reg, set: set}, nil
+}
+
+// withProcesses returns a second registry over the same node whose GPU
+// telemetry also reports n processes spread over the GPUs (256 MiB each,
+// none of them the agent's consumers: every one is attributed), with the
+// per-process series on (metrics.process_labels) and a cap above n.
+func (a *agent) withProcesses(ctx context.Context, n int) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	set, err := collector.Register(reg, collector.Options{
+		WorkerID: "bench", Device: "sim", GPU: processes{src: simsource.New(a.node.Devices), n: n}, Sealer: a.node.Sealer,
+		Observer: a.node.Observer, VerifyInterval: 5 * time.Minute, AuditCounters: a.node.Counters, Logger: a.node.Logger,
+		AuditStats: noSpool,
+		Processes: collector.Processes{AgentPID: 1, HostPIDNamespace: true, Labels: true, LabelLimit: n + 1,
+			Name: func(pid int64) (string, bool) { return "python3", true }},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := set.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
+// processes adds n processes to a GPU source's telemetry.
+type processes struct {
+	src collector.GPUSource
+	n   int
+}
+
+func (p processes) Telemetry(ctx context.Context) ([]collector.GPUTelemetry, error) {
+	ts, err := p.src.Telemetry(ctx)
+	if err != nil || len(ts) == 0 {
+		return ts, err
+	}
+	for i := 0; i < p.n; i++ {
+		t := &ts[i%len(ts)]
+		t.HasProcesses = true
+		t.Processes = append(t.Processes, collector.GPUProcess{PID: uint32(10000 + i), UsedBytes: 256 << 20, HasUsed: true, GPUInstanceID: -1})
+	}
+	return ts, nil
 }
 
 // loadAverage describes the machine's load, for reading the numbers.

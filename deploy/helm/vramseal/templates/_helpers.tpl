@@ -96,6 +96,13 @@ leaves it unset. */}}
 {{- end -}}
 {{- $_ := set $cfg "handoff" $h -}}
 {{- end -}}
+{{- if .Values.podResources.enabled -}}
+{{- $k := deepCopy (default dict $cfg.kubernetes) -}}
+{{- if not $k.pod_resources_socket -}}
+{{- $_ := set $k "pod_resources_socket" (printf "%s/kubelet.sock" .Values.podResources.hostPath) -}}
+{{- end -}}
+{{- $_ := set $cfg "kubernetes" $k -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 

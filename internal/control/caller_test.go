@@ -15,6 +15,8 @@ import (
 	"github.com/vramseal/vramseal/internal/testenv"
 )
 
+func noCgroup(int32) (string, error) { return "", errors.New("no cgroup") }
+
 // TestPeerCaller: a peer in another pid namespace (SO_PEERCRED pid 0) and
 // an executable that cannot be read are recorded as unknown, not guessed.
 func TestPeerCaller(t *testing.T) {
@@ -32,7 +34,7 @@ func TestPeerCaller(t *testing.T) {
 		{Peer{PID: 0, UID: 1000, GID: 100}, audit.Caller{UID: 1000, GID: 100, PID: -1}},
 		{Peer{PID: 7, UID: 0, GID: 0}, audit.Caller{UID: 0, GID: 0, PID: 7}},
 	} {
-		if got := c.peer.Caller(exe); got != c.want {
+		if got := c.peer.Caller(ProcReader{Executable: exe, Cgroup: noCgroup}); got != c.want {
 			t.Errorf("%+v: %+v, want %+v", c.peer, got, c.want)
 		}
 	}
@@ -62,7 +64,7 @@ func TestPeerServerChild(t *testing.T) {
 		fmt.Println("ERR", err)
 		os.Exit(3)
 	}
-	c2 := p.Caller(nil)
+	c2 := p.Caller(ProcReader{})
 	fmt.Printf("RAW_PID %d CALLER uid=%d gid=%d pid=%d exe=%q\n", p.PID, c2.UID, c2.GID, c2.PID, c2.Executable)
 }
 

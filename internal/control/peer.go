@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vramseal/vramseal/audit"
+	"github.com/vramseal/vramseal/internal/workload"
 )
 
 // Peer is the process at the other end of a control connection, as the
@@ -28,27 +29,47 @@ type Peer struct {
 	Groups []uint32
 }
 
-// Caller is the peer as audit events record it. A pid the kernel could
-// not map into the agent's pid namespace (0) and an executable that cannot
-// be read are unknown (-1 and ""), never guessed. readExe reads a
-// process's executable (ReadExecutable when nil).
-func (p Peer) Caller(readExe func(pid int32) (string, error)) audit.Caller {
-	if readExe == nil {
-		readExe = ReadExecutable
+// Caller is the peer as audit events record it, with the Kubernetes pod
+// and container its cgroup names, when it names them. A pid the kernel
+// could not map into the agent's pid namespace (0), an executable or a
+// cgroup that cannot be read are unknown (-1 and ""), never guessed. proc
+// reads a process's files (/proc when its fields are nil).
+func (p Peer) Caller(proc ProcReader) audit.Caller {
+	if proc.Executable == nil {
+		proc.Executable = ReadExecutable
+	}
+	if proc.Cgroup == nil {
+		proc.Cgroup = ReadCgroup
 	}
 	c := audit.Caller{UID: int64(p.UID), GID: int64(p.GID), PID: -1}
 	if p.PID > 0 {
 		c.PID = int64(p.PID)
-		if exe, err := readExe(p.PID); err == nil {
+		if exe, err := proc.Executable(p.PID); err == nil {
 			c.Executable = exe
+		}
+		if cg, err := proc.Cgroup(p.PID); err == nil {
+			w := workload.ParseCgroup(cg)
+			c.PodUID, c.ContainerID = w.PodUID, w.ContainerID
 		}
 	}
 	return c
 }
 
+// ProcReader reads what Caller needs of a process (tests pass their own).
+type ProcReader struct {
+	Executable func(pid int32) (string, error)
+	Cgroup     func(pid int32) (string, error)
+}
+
 // ReadExecutable reads /proc/PID/exe.
 func ReadExecutable(pid int32) (string, error) {
 	return os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
+}
+
+// ReadCgroup reads /proc/PID/cgroup.
+func ReadCgroup(pid int32) (string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/cgroup")
+	return string(b), err
 }
 
 // Access says who may call the control API besides root.

@@ -149,7 +149,7 @@ func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, p Peer, fie
 // logs it.
 func (s *Server) auditRateLimited(ctx context.Context, p Peer, endpoint string, fields logrus.Fields) {
 	h := audit.NewHeader(s.now().UTC(), s.cfg.WorkerID)
-	caller := p.Caller(nil)
+	caller := p.Caller(ProcReader{})
 	h.Cause = audit.Cause{Kind: audit.CauseAPI, Caller: &caller}
 	ev := audit.ControlRateLimited{
 		Header: h, Endpoint: endpoint, RequestsPerSecond: strconv.FormatFloat(s.cfg.RateLimit.RequestsPerSecond, 'g', -1, 64),

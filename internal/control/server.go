@@ -190,7 +190,7 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		ctx := s.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		caller := p.Caller(nil) // read once per request
+		caller := p.Caller(ProcReader{}) // read once per request
 		ctx = audit.WithCause(ctx, audit.Cause{Kind: audit.CauseAPI, Caller: &caller})
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		s.mux.ServeHTTP(rw, r.WithContext(ctx))

@@ -21,7 +21,6 @@ import (
 	"github.com/vramseal/vramseal/internal/control"
 	"github.com/vramseal/vramseal/internal/logfield"
 	"github.com/vramseal/vramseal/internal/wire"
-	"github.com/vramseal/vramseal/internal/workload"
 	"github.com/vramseal/vramseal/sealer"
 )
 
@@ -87,10 +86,7 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Executable = control.ReadExecutable
 	}
 	if cfg.Cgroup == nil {
-		cfg.Cgroup = func(pid int32) (string, error) {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-			return string(b), err
-		}
+		cfg.Cgroup = control.ReadCgroup
 	}
 	if cfg.Access.Section == "" {
 		cfg.Access.Section = "handoff"
@@ -135,17 +131,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
-// caller is the audit record of a peer (control.Peer.Caller), with the pod
-// and container its cgroup names, when it names them.
+// caller is the audit record of a peer (control.Peer.Caller).
 func (s *Server) caller(p control.Peer) audit.Caller {
-	c := p.Caller(s.cfg.Executable)
-	if p.PID > 0 {
-		if cg, err := s.cfg.Cgroup(p.PID); err == nil {
-			w := workload.ParseCgroup(cg)
-			c.PodUID, c.ContainerID = w.PodUID, w.ContainerID
-		}
-	}
-	return c
+	return p.Caller(control.ProcReader{Executable: s.cfg.Executable, Cgroup: s.cfg.Cgroup})
 }
 
 func failure(kind, msg string) wire.Response {

@@ -209,17 +209,7 @@ class Client:
         req = {"op": "attach", "id": shard_id, "size": size, "files": 1}
         if gpu is not None:
             req["gpu"] = gpu
-        if model_ref is not None:
-            req["model_ref"] = model_ref
-        if sha256 is not None:
-            req["sha256"] = sha256
-        resp, fds = self._call(req, fds=[fd])
-        for extra in fds:
-            os.close(extra)
-        seal = resp.get("seal")
-        if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
-            raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
-        return Attachment(self, shard_id, seal, memory)
+        return self._attach(req, model_ref, sha256, [fd], memory)
 
     def attach_cuda_vmm(self, shard_id, fd, gpu_uuid, size, *, model_ref=None, sha256=None):
         """Registers CUDA memory this process owns as a VMM descriptor (the
@@ -232,17 +222,7 @@ class Client:
         if not isinstance(fd, int) or isinstance(fd, bool) or size < 1:
             raise ValueError("attach_cuda_vmm takes an int descriptor and a size of at least 1 byte")
         req = {"op": "attach", "id": shard_id, "gpu_uuid": gpu_uuid, "size": size, "files": 1}
-        if model_ref is not None:
-            req["model_ref"] = model_ref
-        if sha256 is not None:
-            req["sha256"] = sha256
-        resp, fds = self._call(req, fds=[fd])
-        for extra in fds:
-            os.close(extra)
-        seal = resp.get("seal")
-        if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
-            raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
-        return Attachment(self, shard_id, seal, None)
+        return self._attach(req, model_ref, sha256, [fd], None)
 
     def attach_cuda_ipc(self, shard_id, handle, gpu_uuid, offset, size, *, model_ref=None, sha256=None):
         """Registers CUDA memory this process owns by its legacy IPC handle:
@@ -258,17 +238,23 @@ class Client:
         if len(handle) != 64:
             raise ValueError("a CUDA IPC handle is 64 bytes, not %d" % len(handle))
         req = {"op": "attach", "id": shard_id, "ipc_handle": handle.hex(), "gpu_uuid": gpu_uuid, "offset": offset, "size": size}
+        return self._attach(req, model_ref, sha256, [], None)
+
+    def _attach(self, req, model_ref, sha256, fds, memory):
+        """Sends an attach request (with the optional model_ref and sha256)
+        and returns its Attachment, keeping memory referenced."""
+        shard_id = req["id"]
         if model_ref is not None:
             req["model_ref"] = model_ref
         if sha256 is not None:
             req["sha256"] = sha256
-        resp, fds = self._call(req)
-        for extra in fds:
-            os.close(extra)
+        resp, extra = self._call(req, fds=fds) if fds else self._call(req)
+        for e in extra:
+            os.close(e)
         seal = resp.get("seal")
         if not isinstance(seal, dict) or seal.get("shard_id") != shard_id:
             raise VramsealError("protocol", "attach %s: the answer's seal does not name this shard" % shard_id)
-        return Attachment(self, shard_id, seal, None)
+        return Attachment(self, shard_id, seal, memory)
 
     def _end(self, op, shard_id):
         with self._lock:

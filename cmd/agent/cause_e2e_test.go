@@ -66,7 +66,7 @@ func TestEventsNameTheirCause(t *testing.T) {
 	}{
 		{"vramseal.vram.sealed", []string{"cause=declared", "shard_id=a", "gpu_uuid=GPU-SIM-00000000-0000-4000-8000-000000000000"}},
 		{"vramseal.vram.sealed", []string{"cause=api", "shard_id=b", me, "caller_executable=" + e.bin, "gpu_uuid=GPU-SIM-00000001-0000-4000-8000-000000000001"}},
-		{"vramseal.debug.fault_injected", []string{"cause=debug", "fault=corrupt", "shard_id=b", me}},
+		{"vramseal.debug.fault_injected", []string{"cause=debug", "fault=corrupt", "shard_id=b", me, "gpu_uuid=GPU-SIM-00000001-0000-4000-8000-000000000001"}},
 		{"vramseal.seal.verified", []string{"cause=schedule", "shard_id=a"}},
 		{"vramseal.vram.deallocated", []string{"cause=reload", "shard_id=a", "reason=released"}},
 		{"vramseal.vram.deallocated", []string{"cause=shutdown", "shard_id=b", "reason=shutdown"}},

@@ -7,7 +7,6 @@ import (
 
 	"github.com/vramseal/vramseal/audit"
 	"github.com/vramseal/vramseal/internal/control"
-	"github.com/vramseal/vramseal/sealer"
 	"github.com/vramseal/vramseal/sealer/simgpu"
 )
 
@@ -45,14 +44,7 @@ func (f auditedFaults) injected(ctx context.Context, fault, shard string, gpu in
 }
 
 func (f auditedFaults) Corrupt(ctx context.Context, id string, offset uint64, bit uint) error {
-	gpu := -1
-	err := f.faults.Shards.Memory(ctx, "corrupt", id, func(dev sealer.Device, _ sealer.Allocation, _ uint64) error {
-		gpu = dev.Index()
-		return nil
-	})
-	if err == nil {
-		err = f.faults.Corrupt(ctx, id, offset, bit)
-	}
+	gpu, err := simgpu.CorruptShard(ctx, f.faults.Shards, id, offset, bit)
 	if err == nil {
 		f.injected(ctx, audit.FaultCorrupt, id, gpu, fmt.Sprintf("bit %d of the byte at offset %d flipped", bit, offset))
 	}

@@ -23,7 +23,15 @@ var ErrNotSimulated = errors.New("only the simulated GPU can corrupt VRAM")
 // An unknown shard is a sealer KindNotFound error; a shard on a real GPU,
 // an offset past its end or a bad bit is KindInvalid.
 func Corrupt(ctx context.Context, s ShardMemory, id string, offset uint64, bit uint) error {
-	return s.Memory(ctx, "corrupt", id, func(dev sealer.Device, a sealer.Allocation, size uint64) error {
+	_, err := CorruptShard(ctx, s, id, offset, bit)
+	return err
+}
+
+// CorruptShard is Corrupt that also returns the index of the GPU the shard
+// is on, for an event that names it.
+func CorruptShard(ctx context.Context, s ShardMemory, id string, offset uint64, bit uint) (gpu int, err error) {
+	gpu = -1
+	err = s.Memory(ctx, "corrupt", id, func(dev sealer.Device, a sealer.Allocation, size uint64) error {
 		d, ok := dev.(*Device)
 		if !ok {
 			return ErrNotSimulated
@@ -31,8 +39,10 @@ func Corrupt(ctx context.Context, s ShardMemory, id string, offset uint64, bit u
 		if offset >= size || bit > 7 {
 			return fmt.Errorf("offset %d bit %d is outside the shard (%d bytes)", offset, bit, size)
 		}
+		gpu = d.Index()
 		return d.FlipBit(ctx, a, offset, bit)
 	})
+	return gpu, err
 }
 
 // Faults are the simulated GPUs' fault switches over a sealer's shards:
